@@ -1,0 +1,1 @@
+"""fedkt's Flower ClientApp: the same app runs in simulation and on real SuperNodes."""

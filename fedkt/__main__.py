@@ -1,0 +1,5 @@
+import sys
+
+from fedkt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""Experiment configuration: a validated, fully-resolved description of one run.
+
+YAML files and ``--set key=value`` overrides are merged into a plain dict, then
+validated by pydantic models that forbid unknown keys, so a typo is an error that
+names the field rather than a silently ignored setting. The defaults *are* fedkt's
+built-in experiment: KnFu on scikit-learn digits, 10 non-IID clients.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedkt.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PartitionConfig(_Section):
+    """How the private training data is split across clients."""
+
+    name: Literal["iid", "dirichlet", "pathological", "quantity_skew"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity_skew)")
+    classes_per_client: int = Field(2, ge=1, description="classes per client (pathological)")
+    samples_per_client: int | None = Field(
+        None, ge=1, description="average private samples per client (None: use all)"
+    )
+    min_partition_size: int = Field(10, ge=0)
+
+
+class TransferConfig(_Section):
+    """The shared transfer set D_t, disjoint from every client's private data."""
+
+    size: int = Field(500, ge=1)
+    source: str = Field("train", description="'train' (held out of the train split) or a dataset name")
+    labelled: bool = False
+
+
+class EvaluationConfig(_Section):
+    client_test_size: int = Field(300, ge=1, description="per-client test samples, drawn with the client's label distribution")
+    global_test_size: int | None = Field(2000, ge=1, description="global test samples (None: whole test split)")
+
+
+class ModelTier(_Section):
+    name: str
+    fraction: float = Field(gt=0, le=1)
+
+
+class ModelConfig(_Section):
+    """One architecture for all clients (``name``), or ``tiers`` assigning several."""
+
+    name: str = "mlp"
+    tiers: list[ModelTier] | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_sum(cls, tiers: list[ModelTier] | None) -> list[ModelTier] | None:
+        if tiers is not None:
+            if not tiers:
+                raise ValueError("tiers must not be empty")
+            total = sum(t.fraction for t in tiers)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"tier fractions must sum to 1, got {total:g}")
+        return tiers
+
+
+class TrainConfig(_Section):
+    """Local training on private data (cross-entropy)."""
+
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class DistillConfig(_Section):
+    """Fine-tuning on the fused target over the transfer set."""
+
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    ce_weight: float = Field(0.0, ge=0, description="lambda of the optional CE term on private data")
+
+
+class StrategyConfig(_Section):
+    """A strategy name plus optional replacements of its parts."""
+
+    name: str = "knfu"
+    knowledge: str | None = None
+    fusion: str | None = None
+    loss: str | None = None
+    temperature: float = Field(1.0, gt=0, description="exchange/distillation temperature T")
+    fusion_params: dict[str, Any] = Field(default_factory=dict)
+    loss_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimulationConfig(_Section):
+    num_cpus_per_client: float = Field(1.0, gt=0)
+    num_gpus_per_client: float = Field(0.0, ge=0)
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment. ``fedkt run --help`` lists these fields."""
+
+    name: str = "knfu-digits"
+    seed: int = 0
+    dataset: str = "digits"
+    data_dir: str | None = None
+    num_clients: int = Field(10, ge=1)
+    rounds: int = Field(10, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled per round")
+    min_clients: int = Field(1, ge=1, description="fewest replies for a round to count")
+    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies")
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from fedkt.data.sources import DATASETS
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS.names())})")
+        return name
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        from fedkt.models import MODELS
+        from fedkt.recipes import resolve_strategy
+
+        for arch in self.architecture_names():
+            if arch not in MODELS:
+                raise ValueError(f"model: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})")
+        if self.min_clients > self.num_clients:
+            raise ValueError(f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})")
+        resolve_strategy(self)  # raises ConfigError on unknown parts / parameters
+        return self
+
+    def architecture_names(self) -> list[str]:
+        """Architecture of each client, in client order (tiers in contiguous blocks)."""
+        if not self.model.tiers:
+            return [self.model.name] * self.num_clients
+        names: list[str] = []
+        for i, tier in enumerate(self.model.tiers):
+            count = (
+                self.num_clients - len(names)
+                if i == len(self.model.tiers) - 1
+                else round(tier.fraction * self.num_clients)
+            )
+            names.extend([tier.name] * max(0, min(count, self.num_clients - len(names))))
+        return names
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(json.loads(self.to_json()), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+_SHORTHAND = {"strategy": "name", "model": "name", "partition": "name"}
+
+
+def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
+    """Expand shorthands (``strategy: knfu`` -> ``strategy: {name: knfu}``)."""
+    for key, inner in _SHORTHAND.items():
+        if isinstance(raw.get(key), str):
+            raw[key] = {inner: raw[key]}
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML so numbers/bools/null work)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set rounds=5")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = _normalise(copy.deepcopy(raw))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and part in _SHORTHAND and i == 0:
+                child = node[part] = {_SHORTHAND[part]: child}
+            elif not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {text!r}: {where} is {child!r}, not a section")
+            node = child
+        node[path[-1]] = value
+        raw = _normalise(raw)
+    return raw
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check its spelling; `fedkt run --help` lists the fields)"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    return f"{loc}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Validate ``raw`` (+ overrides) into an :class:`ExperimentConfig` or raise ConfigError."""
+    merged = apply_overrides(raw, list(overrides or []))
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML experiment (or the built-in default when ``path`` is None)."""
+    raw = read_yaml(path) if path else {}
+    return build_config(raw, overrides)
+
+
+def config_from_json(text: str) -> ExperimentConfig:
+    return ExperimentConfig.model_validate_json(text)

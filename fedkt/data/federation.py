@@ -1,0 +1,174 @@
+"""The federation's data layout: who holds what, derived deterministically from a config.
+
+Every process (the server, each simulation worker, each deployed client) can rebuild
+the same layout from the config alone, so no data ever travels over the wire:
+- a transfer set D_t, disjoint from all private data (held out of the train split, or
+  drawn from another dataset with the same input shape);
+- each client's private training indices (a Flower Datasets partition);
+- each client's test split, drawn from the test set with that client's label
+  distribution (what ALMA is measured on);
+- a global test subset, to see how each local model does on the whole task.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedkt.config import ExperimentConfig
+from fedkt.data.partition import partition_labels
+from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir
+from fedkt.errors import ConfigError
+from fedkt.seeding import rng
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """Tensors one client trains, distils and evaluates on."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    global_x: torch.Tensor
+    global_y: torch.Tensor
+    transfer_x: torch.Tensor
+    transfer_y: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Federation:
+    dataset: ArrayDataset
+    transfer_dataset: ArrayDataset
+    transfer_idx: np.ndarray
+    client_idx: list[np.ndarray]
+    client_test_idx: list[np.ndarray]
+    global_test_idx: np.ndarray
+    architectures: list[str]
+    transfer_labelled: bool
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.dataset.input_shape
+
+    @property
+    def transfer_size(self) -> int:
+        return len(self.transfer_idx)
+
+    def label_histogram(self, client: int) -> np.ndarray:
+        return np.bincount(self.dataset.train_y[self.client_idx[client]], minlength=self.num_classes)
+
+    def client_data(self, client: int) -> ClientData:
+        ds, tds = self.dataset, self.transfer_dataset
+        tr, te = self.client_idx[client], self.client_test_idx[client]
+        return ClientData(
+            train_x=ds.tensor(ds.train_x[tr]),
+            train_y=torch.from_numpy(ds.train_y[tr]),
+            test_x=ds.tensor(ds.test_x[te]),
+            test_y=torch.from_numpy(ds.test_y[te]),
+            global_x=ds.tensor(ds.test_x[self.global_test_idx]),
+            global_y=torch.from_numpy(ds.test_y[self.global_test_idx]),
+            transfer_x=tds.tensor(tds.train_x[self.transfer_idx]),
+            transfer_y=torch.from_numpy(tds.train_y[self.transfer_idx]) if self.transfer_labelled else None,
+        )
+
+
+def _client_test_indices(test_y: np.ndarray, hist: np.ndarray, size: int, generator: np.random.Generator) -> np.ndarray:
+    """``size`` test indices whose label mix follows ``hist`` (largest-remainder rounding)."""
+    num_classes = len(hist)
+    share = hist / max(hist.sum(), 1)
+    exact = share * size
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[: size - counts.sum()]] += 1
+    picked = []
+    for c in range(num_classes):
+        if counts[c] == 0:
+            continue
+        pool = np.flatnonzero(test_y == c)
+        picked.append(generator.choice(pool, size=min(counts[c], len(pool)), replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+
+
+def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) -> Federation:
+    """Derive the whole data layout from ``cfg`` (deterministic in ``cfg.seed``)."""
+    root = data_dir(folder_override or cfg.data_dir)
+    ds = cached_dataset(cfg.dataset, str(root / cfg.dataset))
+    n_train = len(ds.train_y)
+    t = cfg.transfer
+    if t.source == "train":
+        tds = ds
+        if t.size >= n_train:
+            raise ConfigError(f"transfer.size: {t.size} leaves no private data ({cfg.dataset} has {n_train} training samples)")
+        transfer_idx = np.sort(rng(cfg.seed, "transfer").choice(n_train, size=t.size, replace=False))
+        remaining = np.setdiff1d(np.arange(n_train), transfer_idx)
+    else:
+        from fedkt.data.sources import DATASETS
+
+        if t.source not in DATASETS:
+            raise ConfigError(f"transfer.source: unknown dataset {t.source!r} (use 'train' or one of: {', '.join(DATASETS.names())})")
+        tds = cached_dataset(t.source, str(root / t.source))
+        if tds.input_shape != ds.input_shape:
+            raise ConfigError(f"transfer.source: {t.source} images are {tds.input_shape}, {cfg.dataset} images are {ds.input_shape}")
+        if t.size > len(tds.train_y):
+            raise ConfigError(f"transfer.size: {t.size} exceeds the {len(tds.train_y)} samples of {t.source}")
+        transfer_idx = np.sort(rng(cfg.seed, "transfer").choice(len(tds.train_y), size=t.size, replace=False))
+        remaining = np.arange(n_train)
+
+    p = cfg.partition
+    if p.samples_per_client is not None:
+        wanted = p.samples_per_client * cfg.num_clients
+        if wanted > len(remaining):
+            raise ConfigError(
+                f"partition.samples_per_client: {cfg.num_clients} x {p.samples_per_client} = {wanted} "
+                f"exceeds the {len(remaining)} private samples available"
+            )
+        remaining = np.sort(rng(cfg.seed, "pool").choice(remaining, size=wanted, replace=False))
+    parts = partition_labels(
+        ds.train_y[remaining], cfg.num_clients, p.name, cfg.seed,
+        alpha=p.alpha, min_partition_size=p.min_partition_size, classes_per_client=p.classes_per_client,
+    )
+    client_idx = [remaining[part] for part in parts]
+    empty = [i for i, idx in enumerate(client_idx) if len(idx) == 0]
+    if empty:
+        raise ConfigError(f"partition: client {empty[0]} received no data; use fewer clients or more samples")
+
+    n_test = len(ds.test_y)
+    client_test_idx = [
+        _client_test_indices(
+            ds.test_y, np.bincount(ds.train_y[idx], minlength=ds.num_classes),
+            min(cfg.evaluation.client_test_size, n_test), rng(cfg.seed, "client-test", i),
+        )
+        for i, idx in enumerate(client_idx)
+    ]
+    g = cfg.evaluation.global_test_size
+    global_idx = (
+        np.arange(n_test) if g is None or g >= n_test
+        else np.sort(rng(cfg.seed, "global-test").choice(n_test, size=g, replace=False))
+    )
+    return Federation(
+        ds, tds, transfer_idx, client_idx, client_test_idx, global_idx,
+        cfg.architecture_names(), t.labelled,
+    )
+
+
+_DATA_FIELDS = ("dataset", "data_dir", "seed", "num_clients", "partition", "transfer", "evaluation", "model")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(key: str, folder_override: str | None) -> Federation:
+    return build_federation(ExperimentConfig.model_validate_json(key), folder_override)
+
+
+def federation_for(cfg: ExperimentConfig, folder_override: str | None = None) -> Federation:
+    """Process-wide cached :func:`build_federation` (keyed by the data-relevant fields)."""
+    key = json.loads(cfg.to_json())
+    key = {k: v for k, v in key.items() if k in _DATA_FIELDS}
+    return _cached(ExperimentConfig.model_validate(key).to_json(), folder_override)

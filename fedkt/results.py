@@ -1,0 +1,134 @@
+"""A run's results directory, written as the run goes so nothing computed is lost.
+
+Layout::
+
+    config.yaml          the fully resolved config (re-runnable with `fedkt run`)
+    metrics.jsonl        one line per round per client (deterministic: no timings)
+    rounds.jsonl         one line per round: ALMA, bytes, participation, wall time
+    fusion_weights.json  per round, the N x N fusion weights (who learned from whom)
+    summary.json         final figures (written atomically at the end)
+    accuracy.png         ALMA / global / worst-client accuracy per round
+    fusion_weights.png   heat map of the last round's fusion weights (when fused)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedkt.config import ExperimentConfig
+from fedkt.recipes import resolve_strategy
+
+
+def default_out_dir(cfg: ExperimentConfig, base: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<date>-<name>/``; a time and then a counter keep repeated runs apart."""
+    now = _dt.datetime.now()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-") or "run"
+    path = Path(base) / f"{now:%Y-%m-%d}-{slug}"
+    if not path.exists():
+        return path
+    path = Path(base) / f"{now:%Y-%m-%d-%H%M%S}-{slug}"
+    n = 2
+    while path.exists():
+        path = Path(base) / f"{now:%Y-%m-%d-%H%M%S}-{slug}-{n}"
+        n += 1
+    return path
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file + rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _clean(value.item())
+    return value
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+class ResultsWriter:
+    """Appends per-round results and writes the summary and plots at the end."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], cfg: ExperimentConfig) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.rounds: list[dict[str, Any]] = []
+        self.weights: dict[int, list[list[float | None]]] = {}
+        atomic_write(self.dir / "config.yaml", cfg.to_yaml())
+        for name in ("metrics.jsonl", "rounds.jsonl"):
+            (self.dir / name).write_text("")
+
+    def add_round(self, server_round: int, rows: list[dict[str, Any]], info: dict[str, Any], weights: np.ndarray | None) -> dict[str, Any]:
+        """Record one round; returns its summary line (with ALMA etc.)."""
+        rows = sorted(rows, key=lambda r: r["client"])
+        with open(self.dir / "metrics.jsonl", "a") as fh:
+            for row in rows:
+                fh.write(json.dumps({"round": server_round, **{k: _clean(v) for k, v in row.items()}}) + "\n")
+        accs = [r.get("accuracy") for r in rows if r.get("accuracy") is not None]
+        line = {
+            "round": server_round,
+            "alma": _mean(accs),
+            "global_accuracy": _mean([r.get("global_accuracy") for r in rows]),
+            "worst_client_accuracy": float(min(accs)) if accs else None,
+            "local_alma": _mean([r.get("local_accuracy") for r in rows]),
+            "participants": len(rows),
+            **{k: _clean(v) for k, v in info.items()},
+        }
+        self.rounds.append(line)
+        with open(self.dir / "rounds.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if weights is not None:
+            self.weights[server_round] = [[_clean(float(v)) for v in row] for row in weights]
+            atomic_write(self.dir / "fusion_weights.json", json.dumps(self.weights))
+        return line
+
+    def finish(self, wall_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write summary.json and the plots; returns the summary."""
+        recipe = resolve_strategy(self.cfg)
+        counted = [r for r in self.rounds if r["alma"] is not None]
+        last = counted[-1] if counted else {}
+        summary = {
+            "name": self.cfg.name,
+            "strategy": self.cfg.strategy.name,
+            "knowledge": recipe.knowledge,
+            "fusion": recipe.fusion,
+            "loss": recipe.loss,
+            "dataset": self.cfg.dataset,
+            "num_clients": self.cfg.num_clients,
+            "seed": self.cfg.seed,
+            "rounds": len(self.rounds),
+            "alma": last.get("alma"),
+            "global_accuracy": last.get("global_accuracy"),
+            "worst_client_accuracy": last.get("worst_client_accuracy"),
+            "best_alma": max((r["alma"] for r in counted), default=None),
+            "alma_per_round": [r["alma"] for r in self.rounds],
+            "bytes_up": int(sum(r.get("bytes_up", 0) for r in self.rounds)),
+            "bytes_down": int(sum(r.get("bytes_down", 0) for r in self.rounds)),
+            "wall_seconds": round(wall_seconds, 3),
+            **(extra or {}),
+        }
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
+        from fedkt import plots
+
+        plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)
+        if self.weights:
+            r = max(self.weights)
+            plots.fusion_heatmap(np.array(self.weights[r], dtype=float), self.dir / "fusion_weights.png", title=f"{self.cfg.name}: fusion weights, round {r}")
+        return summary

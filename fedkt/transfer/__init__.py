@@ -1,0 +1,11 @@
+"""The three parts of every transfer method: knowledge (client), fusion (server), loss (client).
+
+Each part is a pure function (or a small class wrapping one) on arrays/tensors, registered
+by name so a strategy is a composition of names. None of them imports Flower.
+"""
+
+from fedkt.transfer.fusion import FUSIONS, FusionResult
+from fedkt.transfer.knowledge import KNOWLEDGE
+from fedkt.transfer.losses import LOSSES
+
+__all__ = ["FUSIONS", "KNOWLEDGE", "LOSSES", "FusionResult"]

@@ -1,0 +1,144 @@
+"""Server-side fusion rules: given every participating client's knowledge, what target
+does client *i* receive?
+
+Knowledge arrives as a stack ``probs`` of shape ``(N, M, C)``: N clients' class
+probabilities on the same M transfer samples. A fusion returns one target per client,
+``(N, M, C)``, plus the ``(N, N)`` weight matrix that produced it, so every run can
+explain who learned from whom. All functions are pure NumPy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkt.registry import Registry
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """Targets ``(N, M, C)`` for each client and the weights ``(N, N)`` behind them."""
+
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+class Fusion:
+    """Base class: subclasses implement :meth:`weights`; the fused target is then the
+    weight-normalised mixture of the clients' predictions (one matrix product)."""
+
+    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fuse(self, probs: np.ndarray, counts: np.ndarray) -> FusionResult:
+        probs = np.asarray(probs, dtype=np.float64)
+        counts = np.asarray(counts, dtype=np.float64)
+        if probs.ndim != 3:
+            raise ValueError(f"knowledge must be (clients, samples, classes), got {probs.shape}")
+        if counts.shape != (probs.shape[0],):
+            raise ValueError(f"counts must have one entry per client, got {counts.shape}")
+        w = self.weights(probs, counts)
+        targets = np.einsum("nm,mkc->nkc", w, probs)
+        return FusionResult(targets=targets.astype(np.float32), weights=w)
+
+
+FUSIONS: Registry[Fusion] = Registry("fusion")
+
+
+@FUSIONS.register("mean")
+class MeanFusion(Fusion):
+    """Vanilla federated KD / FedMD consensus: every client receives the same average.
+
+    ``weighting="samples"`` weights clients by their private sample counts instead.
+    """
+
+    def __init__(self, weighting: str = "uniform") -> None:
+        if weighting not in ("uniform", "samples"):
+            raise ValueError(f"weighting must be 'uniform' or 'samples', got {weighting!r}")
+        self.weighting = weighting
+
+    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        n = probs.shape[0]
+        row = np.ones(n) if self.weighting == "uniform" else counts.astype(np.float64)
+        if row.sum() <= 0:
+            row = np.ones(n)
+        return np.tile(row / row.sum(), (n, 1))
+
+
+def estimated_distributions(probs: np.ndarray) -> np.ndarray:
+    """EPD_n = mean over the transfer set of p_n(x): each client's implied label distribution."""
+    return np.asarray(probs, dtype=np.float64).mean(axis=1)
+
+
+def kl_matrix(p: np.ndarray) -> np.ndarray:
+    """d[n, m] = KL(p_n || p_m) for the rows of ``p`` (each a distribution)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, None)
+    p = p / p.sum(axis=1, keepdims=True)
+    logp = np.log(p)
+    # KL(p_n || p_m) = sum_c p_n,c log p_n,c - sum_c p_n,c log p_m,c
+    return (p * logp).sum(axis=1)[:, None] - p @ logp.T
+
+
+def knfu_weights(
+    probs: np.ndarray,
+    beta: float = 10.0,
+    threshold: float = 0.0,
+    top_k: int | None = None,
+    include_self: bool = True,
+) -> np.ndarray:
+    """KnFu effectiveness weights over semantic neighbours.
+
+    [ours] specification (METHODS.md): w_nm = softmax_m(-beta * KL(EPD_n || EPD_m));
+    neighbours are the m with w_nm >= threshold (the strongest one is always kept),
+    optionally only the ``top_k`` strongest; rows are renormalised over the neighbours.
+    Clients whose predictions imply a similar label distribution are "semantic
+    neighbours" whose knowledge is useful to each other; distant ones are down-weighted.
+    """
+    n = probs.shape[0]
+    logits = -beta * kl_matrix(estimated_distributions(probs))
+    if not include_self:
+        if n == 1:
+            raise ValueError("include_self=False needs at least two clients")
+        np.fill_diagonal(logits, -np.inf)
+    logits -= logits.max(axis=1, keepdims=True)
+    w = np.exp(logits)
+    w /= w.sum(axis=1, keepdims=True)
+    keep = w >= threshold
+    if top_k is not None:
+        order = np.argsort(-w, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(n)[None, :].repeat(n, axis=0), axis=1)
+        keep &= ranks < top_k
+    keep[np.arange(n), w.argmax(axis=1)] = True  # never leave a client without a teacher
+    w = np.where(keep, w, 0.0)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+@FUSIONS.register("knfu")
+class KnFuFusion(Fusion):
+    """KnFu (Seyedmohammadi et al., arXiv 2403.11892): personalised fusion of the
+    knowledge of each client's semantic neighbours; see :func:`knfu_weights`."""
+
+    def __init__(
+        self,
+        beta: float = 10.0,
+        threshold: float = 0.0,
+        top_k: int | None = None,
+        include_self: bool = True,
+    ) -> None:
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        self.top_k = top_k
+        self.include_self = bool(include_self)
+
+    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return knfu_weights(probs, self.beta, self.threshold, self.top_k, self.include_self)

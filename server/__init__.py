@@ -1,0 +1,1 @@
+"""fedkt's Flower ServerApp: round loop, results, simulation launcher."""

@@ -1,0 +1,31 @@
+"""The ServerApp for ``flwr run .`` and deployed SuperLinks.
+
+Run config keys (``[tool.flwr.app.config]`` or ``--run-config``):
+``config``    a YAML experiment path (relative to the app directory) or "default";
+``overrides`` comma-separated ``key=value`` pairs, as ``fedkt run --set``;
+``out``       the results directory (default ``runs/<date>-<name>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedkt.config import load_config
+from fedkt.results import default_out_dir
+from server.loop import run_experiment
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = context.run_config
+    path = str(rc.get("config", "default"))
+    overrides = [o.strip() for o in str(rc.get("overrides", "")).split(",") if o.strip()]
+    cfg = load_config(None if path in ("", "default") else path, overrides)
+    out = str(rc.get("out", "")) or str(default_out_dir(cfg))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run_experiment(grid, cfg, out)

@@ -1,0 +1,140 @@
+"""The experiment loop run by the ServerApp (in simulation and in deployment alike).
+
+It drives any Flower strategy through rounds of train + evaluate, and around the
+strategy it measures what a fair comparison needs: per-client metrics, bytes on the
+wire, participation and wall time, written to the results directory as they come.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from fedkt import protocol as P
+from fedkt.config import ExperimentConfig
+from fedkt.data.sources import DATASETS
+from fedkt.errors import FedktError
+from fedkt.progress import NullProgress, Progress
+from fedkt.results import ResultsWriter
+from server.wire import message_bytes
+from strategies import build_strategy
+
+NODE_WAIT_S = 120.0
+
+
+class ExperimentError(FedktError):
+    """The federation could not run the experiment (too few nodes, bad handshake)."""
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float, on_reply: Callable[[Message], None] | None = None) -> list[Message]:
+    """Push ``messages`` and collect replies as they arrive (``on_reply`` per reply) until
+    all are in or ``timeout`` seconds pass; late clients are simply absent."""
+    ids = set(grid.push_messages(list(messages)))
+    replies: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while ids and time.monotonic() < deadline:
+        for msg in grid.pull_messages(list(ids)):
+            ids.discard(msg.metadata.reply_to_message_id)
+            replies.append(msg)
+            if on_reply is not None:
+                on_reply(msg)
+        if ids:
+            time.sleep(0.02)
+    return replies
+
+
+def wait_for_nodes(grid: Grid, wanted: int, timeout: float = NODE_WAIT_S) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= wanted or time.monotonic() > deadline:
+            return nodes
+        time.sleep(0.1)
+
+
+def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[int, str], int]:
+    """Send the config to every node; learn partition id -> node id and architectures."""
+    nodes = wait_for_nodes(grid, cfg.num_clients)
+    if len(nodes) < cfg.min_clients:
+        raise ExperimentError(f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}")
+    content = RecordDict({P.CONFIG_RECORD: ConfigRecord({P.CONFIG_KEY: cfg.to_json()})})
+    msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    sent = sum(message_bytes(m) for m in msgs)
+    replies = exchange(grid, msgs, cfg.round_timeout)
+    mapping: dict[int, int] = {}
+    archs: dict[int, str] = {}
+    for msg in replies:
+        if msg.has_error():
+            log(WARNING, "node %s failed the handshake: %s", msg.metadata.src_node_id, msg.error.reason)
+            continue
+        pid = int(msg.content[P.INFO_RECORD][P.PARTITION_ID])
+        if pid in mapping:
+            raise ExperimentError(f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}")
+        mapping[pid] = msg.metadata.src_node_id
+        archs[pid] = str(msg.content[P.ARCH_RECORD]["architecture"])
+    if len(mapping) < cfg.min_clients:
+        raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
+    if len(mapping) < cfg.num_clients:
+        log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
+    return mapping, archs, sent + sum(message_bytes(m) for m in replies)
+
+
+def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) -> list[dict[str, Any]]:
+    """Per-client metrics of one round, merged from the train and evaluate replies."""
+    rows: dict[int, dict[str, Any]] = {}
+    for msg in [*train, *evaluate]:
+        if msg.has_error() or P.METRICS_RECORD not in msg.content:
+            continue
+        metrics = dict(msg.content[P.METRICS_RECORD])
+        pid = int(metrics.pop(P.PARTITION_ID))
+        row = rows.setdefault(pid, {"client": pid, "architecture": archs.get(pid)})
+        row.update(metrics)
+    return list(rows.values())
+
+
+def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Run ``cfg`` on the nodes of ``grid`` and write its results to ``out_dir``."""
+    progress = progress or NullProgress()
+    t_start = time.perf_counter()
+    writer = ResultsWriter(out_dir, cfg)
+    nodes, archs, setup_bytes = handshake(grid, cfg)
+    num_classes = DATASETS.create(cfg.dataset).num_classes
+    strategy = build_strategy(cfg, nodes, num_classes, cfg.transfer.size)
+    strategy.summary()
+    progress.start(cfg.rounds, len(nodes))
+    tick = lambda _msg: progress.client_done()  # noqa: E731
+    for server_round in range(1, cfg.rounds + 1):
+        t_round = time.perf_counter()
+        out = list(strategy.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
+        progress.phase(server_round, "train", len(out))
+        replies = exchange(grid, out, cfg.round_timeout, tick)
+        down, up = sum(map(message_bytes, out)), sum(map(message_bytes, replies))
+        strategy.aggregate_train(server_round, replies)
+        ev_out = list(strategy.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
+        progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
+        ev_replies = exchange(grid, ev_out, cfg.round_timeout, tick)
+        down += sum(map(message_bytes, ev_out))
+        up += sum(map(message_bytes, ev_replies))
+        strategy.aggregate_evaluate(server_round, ev_replies)
+        failed = sum(m.has_error() for m in [*replies, *ev_replies]) + (len(out) - len(replies)) + (len(ev_out) - len(ev_replies))
+        info = {
+            "sampled": len(out),
+            "failed": failed,
+            "rejected": sum(1 for r in getattr(strategy, "rejected", []) if r["round"] == server_round),
+            "skipped": bool(getattr(strategy, "skipped", False)),
+            "bytes_up": up,
+            "bytes_down": down,
+            "wall_seconds": round(time.perf_counter() - t_round, 3),
+        }
+        line = writer.add_round(server_round, _rows(replies, ev_replies, archs), info, getattr(strategy, "weights", None))
+        progress.round_done(line)
+        log(INFO, "round %d: ALMA %s, %d clients, %.1fs", server_round, line["alma"], line["participants"], info["wall_seconds"])
+    summary = writer.finish(time.perf_counter() - t_start, {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]})
+    progress.finish(summary)
+    return summary
