@@ -38,7 +38,7 @@ class PartitionConfig(_Section):
 class TransferConfig(_Section):
     """The shared transfer set D_t, disjoint from every client's private data."""
 
-    size: int = Field(500, ge=1)
+    size: int = Field(300, ge=1)
     source: str = Field("train", description="'train' (held out of the train split) or a dataset name")
     labelled: bool = False
 
@@ -74,7 +74,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Local training on private data (cross-entropy)."""
 
-    epochs: int = Field(2, ge=0)
+    epochs: int = Field(5, ge=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -227,8 +227,8 @@ def _format_error(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (check its spelling; `fedkt run --help` lists the fields)"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-        msg += f" (got {err['input']!r})"
+    elif "input" in err and err["type"] != "missing":
+        msg += " (got a section)" if isinstance(err["input"], dict) else f" (got {err['input']!r})"
     more = len(exc.errors()) - 1
     return f"{loc}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 

@@ -41,7 +41,7 @@ def _dirichlet(num_clients: int, labels: np.ndarray, seed: int, alpha: float, mi
 def _pathological(num_clients: int, labels: np.ndarray, seed: int, classes_per_client: int, **_: object):
     return PathologicalPartitioner(
         num_partitions=num_clients, partition_by="label",
-        num_classes_per_partition=classes_per_client, class_assignment_mode="random",
+        num_classes_per_partition=classes_per_client, class_assignment_mode="first-deterministic",  # every class is used by someone
         shuffle=True, seed=derive_seed(seed, "pathological") % 2**32,
     )
 

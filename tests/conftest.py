@@ -1,0 +1,23 @@
+import os
+import tempfile
+
+import pytest
+
+# Offline, quiet Flower with its own home for every test run.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedkt-flwr-home-"))
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A few clients on digits: seconds per run through the real simulation engine."""
+    from fedkt.config import load_config
+
+    def make(*overrides: str):
+        base = ["num_clients=4", "rounds=2", "train.epochs=2", "distill.epochs=1", "transfer.size=200",
+                "evaluation.client_test_size=100", "evaluation.global_test_size=200"]
+        return load_config(None, base + list(overrides))
+
+    return make

@@ -1,0 +1,93 @@
+"""Config validation: every mistake is one line naming the field."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fedkt.config import build_config, load_config
+from fedkt.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rounds=0"], "rounds: Input should be greater than or equal to 1 (got 0)"),
+        (["partition.alpha=-1"], "partition.alpha: Input should be greater than 0"),
+        (["partition.alhpa=1"], "partition.alhpa: unknown field"),
+        (["roundz=3"], "roundz: unknown field"),
+        (["num_clients=ten"], "num_clients: Input should be a valid integer"),
+        (["strategy=nope"], "unknown strategy 'nope' (choose one of: fkd, knfu, local)"),
+        (["strategy.fusion=nope"], "strategy.fusion: unknown fusion 'nope'"),
+        (["strategy.fusion_params.betta=2"], "strategy.fusion_params: fusion 'knfu' has no parameter 'betta' (accepts: beta, threshold, top_k, include_self)"),
+        (["strategy=local", "strategy.fusion=mean"], "strategy.fusion: strategy 'local' exchanges no knowledge"),
+        (["model=transformer"], "unknown model 'transformer'"),
+        (["dataset=imagenet"], "dataset: unknown dataset 'imagenet'"),
+        (["model.tiers=[{name: mlp, fraction: 0.3}]"], "tier fractions must sum to 1"),
+        (["min_clients=20"], "min_clients (20) exceeds num_clients (10)"),
+        (["partition.name=weird"], "partition.name: Input should be"),
+        (["rounds"], "expected KEY=VALUE"),
+        (["rounds.x=1"], "rounds: Input should be a valid integer (got a section)"),
+        (["strategy.loss_params=3"], "strategy.loss_params: Input should be a valid dictionary (got 3)"),
+    ],
+)
+def test_bad_config_is_one_line_error(overrides, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, overrides)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_overrides_and_shorthands():
+    cfg = load_config(None, ["strategy=local", "partition.alpha=0.1", "rounds=3", "data_dir=null"])
+    assert cfg.strategy.name == "local" and cfg.partition.alpha == 0.1 and cfg.rounds == 3
+    cfg = build_config({"strategy": "fkd"}, ["strategy.temperature=2"])
+    assert cfg.strategy.name == "fkd" and cfg.strategy.temperature == 2.0
+    cfg = build_config({"strategy": {"name": "knfu", "fusion_params": {"beta": 5}}}, ["strategy.fusion_params.top_k=3"])
+    assert cfg.strategy.fusion_params == {"beta": 5, "top_k": 3}
+
+
+def test_yaml_files(tmp_path):
+    (tmp_path / "bad.yaml").write_text("rounds: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].joinpath("simulations").glob("*.yaml")):
+        load_config(path)
+
+
+def test_default_yaml_equals_builtin_default():
+    from pathlib import Path
+
+    assert load_config(Path(__file__).parents[1] / "simulations" / "default.yaml") == load_config()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["run", "--set", "rounds=-1"], "fedkt: error: rounds: Input should be greater than or equal to 1"),
+        (["run", "nope.yaml"], "fedkt: error: config file nope.yaml does not exist"),
+        (["data", "fetch", "imagenet"], "fedkt: error: unknown dataset 'imagenet'"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_traceback(argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "fedkt", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_help_documents_every_field():
+    proc = subprocess.run([sys.executable, "-m", "fedkt", "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for key in ("partition.alpha", "transfer.size", "strategy.fusion_params", "distill.ce_weight", "--set", "--out"):
+        assert key in proc.stdout

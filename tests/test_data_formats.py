@@ -1,0 +1,137 @@
+"""Loaders on small fixtures written in the real on-disk formats, checksums, fetching."""
+
+import gzip
+import hashlib
+import http.server
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedkt.data import fetch as fetch_mod
+from fedkt.data.formats import read_cifar_batch, read_idx, write_idx
+from fedkt.data.sources import CIFAR_DIR, CIFAR_TRAIN, DatasetSpec, FileCheck, _idx_loader, _load_cifar10, load_dataset, verify_files
+from fedkt.errors import DataError
+
+IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def _write_mnist_like(folder: Path, n_train=20, n_test=10) -> None:
+    rng = np.random.default_rng(0)
+    write_idx(folder / IDX_NAMES[0], rng.integers(0, 256, (n_train, 28, 28)))
+    write_idx(folder / IDX_NAMES[1], np.arange(n_train) % 10)
+    write_idx(folder / IDX_NAMES[2], rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(folder / IDX_NAMES[3], np.arange(n_test) % 10)
+
+
+def test_idx_round_trip_and_loader(tmp_path):
+    _write_mnist_like(tmp_path)
+    ds = _idx_loader("mnist", 0.1307, 0.3081)(tmp_path)
+    assert ds.train_x.shape == (20, 1, 28, 28) and ds.test_x.shape == (10, 1, 28, 28)
+    assert ds.train_y.tolist() == [i % 10 for i in range(20)]
+    assert ds.tensor(ds.train_x[:2]).dtype.is_floating_point
+    # gzip-compressed IDX reads the same
+    gz = tmp_path / "labels.gz"
+    gz.write_bytes(gzip.compress((tmp_path / IDX_NAMES[1]).read_bytes()))
+    assert np.array_equal(read_idx(gz), ds.train_y)
+
+
+def test_idx_rejects_garbage_and_truncation(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"not an idx file")
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(bad)
+    _write_mnist_like(tmp_path)
+    data = (tmp_path / IDX_NAMES[0]).read_bytes()
+    (tmp_path / "trunc").write_bytes(data[:-5])
+    with pytest.raises(DataError, match="header implies"):
+        read_idx(tmp_path / "trunc")
+
+
+def _write_cifar(folder: Path, per_batch=4) -> None:
+    base = folder / CIFAR_DIR
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in (*CIFAR_TRAIN, "test_batch"):
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(i) for i in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        with open(base / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+
+
+def test_cifar_python_batches(tmp_path):
+    _write_cifar(tmp_path)
+    ds = _load_cifar10(tmp_path)
+    assert ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (4, 3, 32, 32)
+    assert ds.input_shape == (3, 32, 32)
+    first = pickle.load(open(tmp_path / CIFAR_DIR / "data_batch_1", "rb"), encoding="bytes")
+    assert np.array_equal(ds.train_x[0].reshape(-1), first[b"data"][0])  # row-major CHW, as published
+    (tmp_path / "junk").write_bytes(b"\x80\x04junk")
+    with pytest.raises(DataError, match="not a CIFAR python batch"):
+        read_cifar_batch(tmp_path / "junk")
+
+
+def test_real_cifar_checksums_reject_fixtures(tmp_path):
+    _write_cifar(tmp_path)
+    with pytest.raises(DataError, match="md5 checksum"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_corrupted_file_fails_checksum_with_clear_message(tmp_path):
+    _write_mnist_like(tmp_path)
+    with pytest.raises(DataError, match=r"fails its sha256 checksum .* corrupted"):
+        load_dataset("mnist", tmp_path)
+    with pytest.raises(DataError, match="is missing; run `fedkt data fetch mnist`"):
+        load_dataset("mnist", tmp_path / "empty")
+
+
+def _fixture_spec(folder: Path, sources) -> DatasetSpec:
+    checks = tuple(FileCheck(n, hashlib.sha256((folder / n).read_bytes()).hexdigest()) for n in IDX_NAMES)
+    return DatasetSpec("fixture", "test", checks, _idx_loader("fixture", 0.5, 0.5), tuple(sources))
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve gzipped IDX fixtures over loopback HTTP, like a dataset mirror."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _write_mnist_like(src)
+    www = tmp_path / "www"
+    www.mkdir()
+    for n in IDX_NAMES:
+        (www / f"{n}.gz").write_bytes(gzip.compress((src / n).read_bytes()))
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(www), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield src, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_from_mirror_verifies_and_falls_back(tmp_path, http_server, monkeypatch):
+    src, url = http_server
+    spec = _fixture_spec(src, [fetch_mod.UrlSource(("http://127.0.0.1:9/nothing/", url))])
+    monkeypatch.setattr(fetch_mod.DATASETS, "create", lambda name, *a, **k: spec)
+    target = tmp_path / "data"
+    logs = []
+    assert fetch_mod.fetch("fixture", target, log=logs.append) == target
+    assert verify_files(spec, target) == []
+    assert any("trying download" in m for m in logs)
+    fetch_mod.fetch("fixture", target, log=logs.append)
+    assert "already present and verified" in logs[-1]
+
+
+def test_fetch_failure_names_every_place_tried(tmp_path, http_server, monkeypatch):
+    src, url = http_server
+    # The mirror serves files whose digest does not match the spec: must be refused.
+    wrong = DatasetSpec("fixture", "t", tuple(FileCheck(n, "0" * 64) for n in IDX_NAMES), _idx_loader("f", 0, 1),
+                        (fetch_mod.UrlSource((url,)), fetch_mod.NpmSource("fedkt-no-such-package-xyz@0.0.1", "data")))
+    monkeypatch.setattr(fetch_mod.DATASETS, "create", lambda name, *a, **k: wrong)
+    with pytest.raises(DataError) as exc:
+        fetch_mod.fetch("fixture", tmp_path / "d", log=lambda m: None)
+    msg = str(exc.value)
+    assert "\n" not in msg and "could not obtain fixture" in msg
+    assert str(tmp_path / "d") in msg and url in msg and "npm package fedkt-no-such-package-xyz" in msg

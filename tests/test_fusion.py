@@ -1,0 +1,87 @@
+"""Fusion math on hand-computed examples (no Flower)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fedkt.errors import ConfigError
+from fedkt.transfer import FUSIONS
+from fedkt.transfer.fusion import estimated_distributions, kl_matrix, knfu_weights
+
+# Two clients, one transfer sample, two classes: A is confident in class 0, B in class 1.
+A, B = [0.8, 0.2], [0.2, 0.8]
+PROBS = np.array([[A], [B]])
+KL_AB = 0.8 * math.log(0.8 / 0.2) + 0.2 * math.log(0.2 / 0.8)  # = 0.6 ln 4 = 0.83178
+
+
+def test_kl_matrix_hand_computed():
+    d = kl_matrix(np.array([A, B]))
+    assert d[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert d[0, 1] == pytest.approx(KL_AB)
+    assert d[1, 0] == pytest.approx(KL_AB)  # symmetric for this mirrored pair
+    assert KL_AB == pytest.approx(0.831777, abs=1e-6)
+
+
+def test_epd_is_mean_prediction():
+    probs = np.array([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
+    np.testing.assert_allclose(estimated_distributions(probs), [[0.5, 0.5]])
+
+
+def test_knfu_weights_and_target_hand_computed():
+    # beta = 1: w_AA = 1 / (1 + e^-0.831777) = 1 / 1.435275 = 0.696730, w_AB = 0.303270
+    fusion = FUSIONS.create("knfu", beta=1.0)
+    res = fusion.fuse(PROBS, np.ones(2))
+    np.testing.assert_allclose(res.weights, [[0.696730, 0.303270], [0.303270, 0.696730]], atol=1e-6)
+    # target for A: 0.696730 * [0.8, 0.2] + 0.303270 * [0.2, 0.8] = [0.618038, 0.381962]
+    np.testing.assert_allclose(res.targets[0, 0], [0.618038, 0.381962], atol=1e-6)
+    np.testing.assert_allclose(res.targets[1, 0], [0.381962, 0.618038], atol=1e-6)
+
+
+def test_knfu_beta_ten_nearly_ignores_distant_client():
+    w = knfu_weights(PROBS, beta=10.0)
+    assert w[0, 1] == pytest.approx(math.exp(-10 * KL_AB) / (1 + math.exp(-10 * KL_AB)))
+    assert w[0, 1] < 3e-4
+
+
+def test_knfu_threshold_topk_and_include_self():
+    assert np.array_equal(knfu_weights(PROBS, beta=1.0, threshold=0.5), np.eye(2))
+    assert np.array_equal(knfu_weights(PROBS, beta=1.0, include_self=False), np.array([[0.0, 1.0], [1.0, 0.0]]))
+    three = np.array([[A], [A], [B]])
+    w = knfu_weights(three, beta=1.0, top_k=2)
+    np.testing.assert_allclose(w[0], [0.5, 0.5, 0.0])  # two identical neighbours, B dropped
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+
+
+def test_knfu_beta_zero_equals_mean():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 5))
+    np.testing.assert_allclose(
+        FUSIONS.create("knfu", beta=0.0).fuse(probs, np.ones(3)).targets,
+        FUSIONS.create("mean").fuse(probs, np.ones(3)).targets, atol=1e-6,
+    )
+
+
+def test_mean_fusion_uniform_and_weighted():
+    res = FUSIONS.create("mean").fuse(PROBS, np.array([3, 1]))
+    np.testing.assert_allclose(res.targets[:, 0], [[0.5, 0.5], [0.5, 0.5]])
+    res = FUSIONS.create("mean", weighting="samples").fuse(PROBS, np.array([3, 1]))
+    np.testing.assert_allclose(res.targets[0, 0], [0.65, 0.35])  # 0.75*A + 0.25*B
+    np.testing.assert_allclose(res.weights, [[0.75, 0.25], [0.75, 0.25]])
+
+
+def test_fused_targets_are_distributions():
+    probs = np.random.default_rng(1).dirichlet(np.ones(10), size=(6, 50))
+    for name in ("mean", "knfu"):
+        t = FUSIONS.create(name).fuse(probs, np.arange(1, 7)).targets
+        assert t.shape == probs.shape and t.dtype == np.float32
+        np.testing.assert_allclose(t.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_bad_fusion_parameters_are_config_errors():
+    with pytest.raises(ConfigError, match="no parameter 'betta'"):
+        FUSIONS.create("knfu", betta=3)
+    with pytest.raises(ConfigError, match="threshold"):
+        FUSIONS.create("knfu", threshold=2.0)
+    with pytest.raises(ConfigError, match="unknown fusion 'nope'"):
+        FUSIONS.create("nope")
