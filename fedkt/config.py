@@ -120,6 +120,7 @@ class ExperimentConfig(_Section):
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled per round")
     min_clients: int = Field(1, ge=1, description="fewest replies for a round to count")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies")
+    wait_for_nodes: float = Field(120.0, ge=0, description="seconds to wait for num_clients nodes before starting with those present")
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)

@@ -19,13 +19,20 @@ from server.loop import run_experiment
 
 app = ServerApp()
 
+APP_DIR = Path(__file__).resolve().parents[1]
+
+
+def _resolve(path: str) -> str:
+    """A config path as given, else relative to the app directory (where a FAB unpacks)."""
+    return path if Path(path).exists() or Path(path).is_absolute() else str(APP_DIR / path)
+
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     path = str(rc.get("config", "default"))
     overrides = [o.strip() for o in str(rc.get("overrides", "")).split(",") if o.strip()]
-    cfg = load_config(None if path in ("", "default") else path, overrides)
+    cfg = load_config(None if path in ("", "default") else _resolve(path), overrides)
     out = str(rc.get("out", "")) or str(default_out_dir(cfg))
     Path(out).mkdir(parents=True, exist_ok=True)
     run_experiment(grid, cfg, out)

@@ -25,8 +25,6 @@ from fedkt.results import ResultsWriter
 from server.wire import message_bytes
 from strategies import build_strategy
 
-NODE_WAIT_S = 120.0
-
 
 class ExperimentError(FedktError):
     """The federation could not run the experiment (too few nodes, bad handshake)."""
@@ -49,18 +47,23 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float, on_reply: 
     return replies
 
 
-def wait_for_nodes(grid: Grid, wanted: int, timeout: float = NODE_WAIT_S) -> list[int]:
+def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
+    """Node ids once ``wanted`` nodes are connected, or whatever is there after ``timeout``."""
     deadline = time.monotonic() + timeout
+    announced = False
     while True:
         nodes = sorted(grid.get_node_ids())
         if len(nodes) >= wanted or time.monotonic() > deadline:
             return nodes
+        if not announced and timeout > 5:
+            log(INFO, "waiting up to %.0fs for %d nodes (%d connected)", timeout, wanted, len(nodes))
+            announced = True
         time.sleep(0.1)
 
 
 def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[int, str], int]:
     """Send the config to every node; learn partition id -> node id and architectures."""
-    nodes = wait_for_nodes(grid, cfg.num_clients)
+    nodes = wait_for_nodes(grid, cfg.num_clients, cfg.wait_for_nodes)
     if len(nodes) < cfg.min_clients:
         raise ExperimentError(f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}")
     content = RecordDict({P.CONFIG_RECORD: ConfigRecord({P.CONFIG_KEY: cfg.to_json()})})
