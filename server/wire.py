@@ -1,9 +1,10 @@
 """Bytes on the wire, measured from the real Flower messages.
 
 Flower 1.39 ships a message as a tree of content-addressed objects (message, record
-dict, records, arrays), each serialised by ``deflate()``. The sum of those serialised
-sizes is what crosses the network for one message (identical arrays inside one message
-are sent once, exactly as Flower deduplicates them).
+dict, records, arrays), each serialised by ``deflate()``. We count the serialised
+content tree (record dict, records, arrays: identical arrays inside one message once,
+as Flower deduplicates them). The message envelope (random message/node ids, about a
+hundred bytes) is left out so that the figure is deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 def message_bytes(message: Message) -> int:
     if message.has_error():
         return len(message.error.reason.encode())
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message.content).values())
 
 
 def total_bytes(messages: Iterable[Message]) -> int:

@@ -69,7 +69,8 @@ def _stop_tree(pids: list[int]) -> None:
 def test_flwr_run_dot_runs_the_same_apps(tmp_path):
     home = tmp_path / "flwr-home"
     out = tmp_path / "out"
-    env = {**os.environ, "FLWR_HOME": str(home)}
+    # flwr starts `flower-superlink` from PATH: make the venv's scripts visible.
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     flwr = str(Path(sys.executable).with_name("flwr"))
     overrides = "rounds=2,num_clients=2,wait_for_nodes=30,train.epochs=1,distill.epochs=1"
     try:
