@@ -136,8 +136,11 @@ def _cmd_strategies(_: argparse.Namespace) -> int:
 
     for name in STRATEGIES.names():
         spec = STRATEGIES.create(name)
-        parts = f"knowledge={spec.knowledge} fusion={spec.fusion} loss={spec.loss}" if spec.knowledge else "exchanges nothing"
-        print(f"{name:<8} {spec.description}\n{'':<8} [{parts}]")
+        parts = [f"knowledge={spec.knowledge} fusion={spec.fusion} loss={spec.loss}"] if spec.knowledge else []
+        if spec.weights:
+            parts.append(f"weights via Flower {spec.weights}")
+        print(f"{name:<9} {spec.description}")
+        print(f"{'':<9} exchanges: {spec.exchanges}" + (f"  [{'; '.join(parts)}]" if parts else ""))
     return 0
 
 
@@ -154,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fedkt: interrupted after {time.perf_counter() - started:.0f}s", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

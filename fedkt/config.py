@@ -99,8 +99,10 @@ class StrategyConfig(_Section):
     fusion: str | None = None
     loss: str | None = None
     temperature: float = Field(1.0, gt=0, description="exchange/distillation temperature T")
+    transfer_subset: int | None = Field(None, ge=1, description="transfer samples resampled each round (FedMD); None: all")
     fusion_params: dict[str, Any] = Field(default_factory=dict)
     loss_params: dict[str, Any] = Field(default_factory=dict)
+    server_params: dict[str, Any] = Field(default_factory=dict, description="server-side parameters (fedprox: proximal_mu; fedadam: eta, ...)")
 
 
 class SimulationConfig(_Section):

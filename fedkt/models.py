@@ -1,6 +1,10 @@
 """Model registry. Every model is built from the dataset's input shape and class count,
 so one config runs on 8x8 digits, 28x28 MNIST or 32x32 CIFAR-10 unchanged, and clients
-may use different architectures (knowledge exchange never looks inside a model)."""
+may use different architectures (knowledge exchange never looks inside a model).
+
+Every model is ``head(embed(x))``: ``embed`` gives the penultimate representation that
+prototype-based methods (FedProto) share; ``head`` is a linear classifier.
+"""
 
 from __future__ import annotations
 
@@ -17,60 +21,73 @@ def _flat_size(module: nn.Module, shape: tuple[int, int, int]) -> int:
         return int(module(torch.zeros(1, *shape)).numel())
 
 
-@MODELS.register("mlp")
-class MLP(nn.Module):
-    """Two hidden layers; the cheapest model, default for the built-in digits data."""
+class Classifier(nn.Module):
+    """``forward(x) = head(embed(x))``."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, hidden: int = 128) -> None:
-        super().__init__()
-        c, h, w = input_shape
-        self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
-        )
+    embedding_dim: int
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.embed(x))
+
+
+@MODELS.register("mlp")
+class MLP(Classifier):
+    """Two hidden layers (128, 64); the cheapest model, default for the built-in digits."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, hidden: int = 128, embedding_dim: int = 64) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.embedding_dim = embedding_dim
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, embedding_dim), nn.ReLU()
+        )
+        self.head = nn.Linear(embedding_dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
 
 @MODELS.register("cnn-small")
-class SmallCNN(nn.Module):
-    """Two 3x3 conv blocks (16, 32 channels) and a linear head: fast on CPU."""
+class SmallCNN(Classifier):
+    """Two 3x3 conv blocks (16, 32 channels), a 64-unit layer and a linear head."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, embedding_dim: int = 64) -> None:
         super().__init__()
         c = input_shape[0]
-        self.features = nn.Sequential(
+        self.embedding_dim = embedding_dim
+        features = nn.Sequential(
             nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(
-            nn.Linear(_flat_size(self.features, input_shape), 64), nn.ReLU(), nn.Linear(64, num_classes)
-        )
+        self.body = nn.Sequential(features, nn.Linear(_flat_size(features, input_shape), embedding_dim), nn.ReLU())
+        self.head = nn.Linear(embedding_dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
 
 @MODELS.register("cnn-fedavg")
-class FedAvgCNN(nn.Module):
-    """The CNN of McMahan et al. (2017): two 5x5 convs (32, 64), 512-unit dense layer."""
+class FedAvgCNN(Classifier):
+    """The CNN of McMahan et al. (2017): two 5x5 convs (32, 64), a 512-unit dense layer."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, embedding_dim: int = 512) -> None:
         super().__init__()
         c = input_shape[0]
-        self.features = nn.Sequential(
+        self.embedding_dim = embedding_dim
+        features = nn.Sequential(
             nn.Conv2d(c, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(
-            nn.Linear(_flat_size(self.features, input_shape), 512), nn.ReLU(), nn.Linear(512, num_classes)
-        )
+        self.body = nn.Sequential(features, nn.Linear(_flat_size(features, input_shape), embedding_dim), nn.ReLU())
+        self.head = nn.Linear(embedding_dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
 
 class _BasicBlock(nn.Module):
@@ -92,24 +109,25 @@ class _BasicBlock(nn.Module):
 
 
 @MODELS.register("resnet8")
-class ResNet8(nn.Module):
+class ResNet8(Classifier):
     """A ResNet-8-like net: stem + three basic blocks (16, 32, 64) + global pooling."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int = 16) -> None:
         super().__init__()
         c = input_shape[0]
+        self.embedding_dim = 4 * width
         self.stem = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.layers = nn.Sequential(
             _BasicBlock(width, width, 1), _BasicBlock(width, 2 * width, 2), _BasicBlock(2 * width, 4 * width, 2)
         )
         self.head = nn.Linear(4 * width, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(self.stem(x))
-        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> nn.Module:
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> Classifier:
     """Instantiate architecture ``name``; ``seed`` makes the initial weights reproducible."""
     factory = MODELS.get(name)
     if seed is None:

@@ -1,29 +1,35 @@
 """Names of the records exchanged between the ServerApp and the ClientApp.
 
-Kept in one Flower-free place so the client glue, the strategies and the tests agree
-on the wire format without importing each other.
+Kept in one Flower-free place so the client glue, the strategies and the tests agree on
+the wire format. Where Flower has a convention (``arrays``, ``config`` with
+``server-round``, ``num-examples``), we use it, so Flower's own strategies (FedAvg,
+FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
 
-- ``query`` (handshake, once per node): server sends ``CONFIG_RECORD[CONFIG_KEY]``, the
-  experiment config as JSON; the client replies ``INFO_RECORD`` (partition id, sample
-  count) and ``ARCH_RECORD`` (its architecture).
-- ``train``: server sends ``ROUND_RECORD``; the client trains locally and replies
-  ``METRICS_RECORD`` and, when the strategy exchanges knowledge, ``KNOWLEDGE_RECORD``.
-- ``evaluate``: server sends ``ROUND_RECORD`` and, when there is one, the client's
-  personalised ``TARGET_RECORD``; the client distils it, evaluates and replies
-  ``METRICS_RECORD``.
+- ``query`` (handshake, once per node): server sends ``EXPERIMENT[EXPERIMENT_KEY]``, the
+  experiment config as JSON; the client replies ``METRICS`` (partition id, sample count)
+  and ``ARCH`` (its architecture).
+- ``train``: ``CONFIG`` (``server-round``, optional ``proximal-mu``) and, for weight-sharing
+  strategies, ``ARRAYS`` (the global model). The client trains locally and replies
+  ``METRICS``, plus ``KNOWLEDGE`` and/or ``ARRAYS`` as its strategy shares them.
+- ``evaluate``: ``CONFIG``, optionally ``ARRAYS`` (a global model to adopt) and/or the
+  client's personalised ``TARGET``; the client adopts/distils, evaluates, replies ``METRICS``.
 """
 
-CONFIG_RECORD = "fedkt"
-CONFIG_KEY = "config"
-ROUND_RECORD = "round"
-INFO_RECORD = "info"
-ARCH_RECORD = "arch"
-METRICS_RECORD = "metrics"
-KNOWLEDGE_RECORD = "knowledge"
-TARGET_RECORD = "target"
-ARRAY_KEY = "values"
+EXPERIMENT = "fedkt"
+EXPERIMENT_KEY = "config"
+ARCH = "arch"
+CONFIG = "config"
+ARRAYS = "arrays"
+METRICS = "metrics"
+KNOWLEDGE = "knowledge"
+TARGET = "target"
+VALUES = "values"
+COUNTS = "counts"
+
+SERVER_ROUND = "server-round"
+PROXIMAL_MU = "proximal-mu"
+PARTITION_ID = "partition-id"
+NUM_EXAMPLES = "num-examples"
+
 STATE_MODEL = "fedkt.model"
 STATE_CONFIG = "fedkt.config"
-
-PARTITION_ID = "partition_id"
-NUM_EXAMPLES = "num_examples"

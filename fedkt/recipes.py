@@ -1,9 +1,10 @@
 """Named strategies as compositions of registered parts.
 
-A strategy a user names in a config (``knfu``, ``fkd``, ``local``) is a recipe: which
-knowledge clients share, how the server fuses it, and which loss distils the fused
-target back. ``strategy.fusion`` / ``strategy.loss`` in a config swap a part while
-keeping the rest, so every method runs under every strategy shape.
+A strategy a user names in a config is a recipe: which knowledge clients share, how the
+server fuses it, which loss distils the fused target back, and whether model weights
+travel too (FedAvg-family, FedDF). ``strategy.knowledge`` / ``fusion`` / ``loss`` in a
+config swap a part while keeping the rest, so every method runs under every strategy
+shape. Nothing here imports Flower: ``strategies/`` turns a recipe into a Flower strategy.
 """
 
 from __future__ import annotations
@@ -21,12 +22,25 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """Default parts of a named strategy; ``knowledge=None`` means nothing is exchanged."""
+    """A named strategy.
+
+    knowledge/fusion/loss: default parts (``knowledge=None``: no knowledge exchanged).
+    weights: the Flower weight-averaging strategy it uses ("fedavg", "fedprox", "fedadam"),
+    or None. server_distill: the server distils the fused knowledge into a global student
+    (FedDF). server_params: accepted server-side parameters and their defaults.
+    """
 
     description: str
+    exchanges: str
     knowledge: str | None = None
     fusion: str | None = None
     loss: str | None = None
+    weights: str | None = None
+    server_distill: bool = False
+    transfer_subset: int | None = None
+    fusion_params: dict[str, Any] = field(default_factory=dict)
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    server_params: dict[str, Any] = field(default_factory=dict)
 
 
 STRATEGIES: Registry[StrategySpec] = Registry("strategy")
@@ -36,9 +50,28 @@ def _recipe(name: str, spec: StrategySpec) -> None:
     STRATEGIES.register(name)(lambda: spec)
 
 
-_recipe("local", StrategySpec("local training only, no exchange (the lower bar every method must clear)"))
-_recipe("fkd", StrategySpec("vanilla federated KD: uniform mean of soft labels on the transfer set", "soft_labels", "mean", "kl"))
-_recipe("knfu", StrategySpec("KnFu: personalised fusion of semantic neighbours' soft labels (EPD + KL weights)", "soft_labels", "knfu", "kl"))
+_SOFT = "soft labels on the transfer set (M x C floats)"
+_recipe("local", StrategySpec("local training only, no exchange (the bar every method must clear)", "nothing"))
+_recipe("fedavg", StrategySpec("FedAvg (McMahan et al.): sample-weighted average of model weights", "model weights", weights="fedavg"))
+_recipe("fedprox", StrategySpec("FedProx (Li et al.): FedAvg + proximal term mu/2 ||w - w_global||^2 on clients", "model weights",
+                                weights="fedprox", server_params={"proximal_mu": 0.01}))
+_recipe("fedadam", StrategySpec("FedAdam (Reddi et al.): Adam on the server over averaged client updates", "model weights",
+                                weights="fedadam", server_params={"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}))
+_recipe("fkd", StrategySpec("vanilla federated KD: uniform mean of soft labels, distilled with KL", _SOFT, "soft_labels", "mean", "kl"))
+_recipe("fedmd", StrategySpec("FedMD (Li & Wang): consensus class scores on a public subset resampled each round, MAE digest + CE revisit",
+                              "class scores on a resampled transfer subset (S x C floats)", "logits", "mean", "mae", transfer_subset=5000))
+_recipe("fd", StrategySpec("FD (Jeong et al.): per-class mean logits, fused per class excluding the receiver, CE + KL on private data",
+                           "per-class mean logits + counts (C x C + C floats), no transfer set", "class_logits", "class_mean", "ce_kl",
+                           fusion_params={"exclude_self": True}))
+_recipe("dsfl", StrategySpec("DS-FL (Itahara et al.): entropy-reduction aggregation (T_ERA = 0.1) of soft labels, soft CE", _SOFT,
+                             "soft_labels", "era", "soft_ce"))
+_recipe("fedproto", StrategySpec("FedProto (Tan et al.): class prototypes, per-class global mean, CE + MSE to prototypes",
+                                 "per-class mean embeddings + counts (C x D + C floats)", "prototypes", "class_mean", "proto",
+                                 fusion_params={"exclude_self": False}))
+_recipe("feddf", StrategySpec("FedDF (Lin et al.): FedAvg, then server-side distillation of the clients' mean logits into the global model",
+                              "model weights + logits on the transfer set", "logits", "mean", "kl", weights="fedavg", server_distill=True))
+_recipe("knfu", StrategySpec("KnFu: personalised fusion of semantic neighbours' soft labels (EPD + KL effectiveness weights)", _SOFT,
+                             "soft_labels", "knfu", "kl"))
 
 
 @dataclass(frozen=True)
@@ -49,13 +82,26 @@ class ResolvedStrategy:
     knowledge: str | None
     fusion: str | None
     loss: str | None
+    weights: str | None = None
+    server_distill: bool = False
+    transfer_subset: int | None = None
+    temperature: float = 1.0
     knowledge_params: dict[str, Any] = field(default_factory=dict)
     fusion_params: dict[str, Any] = field(default_factory=dict)
     loss_params: dict[str, Any] = field(default_factory=dict)
+    server_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exchanges_knowledge(self) -> bool:
         return self.knowledge is not None
+
+    @property
+    def shares_weights(self) -> bool:
+        return self.weights is not None
+
+    @property
+    def domain(self) -> str | None:
+        return self.make_knowledge().domain if self.knowledge else None
 
     def make_knowledge(self):
         return KNOWLEDGE.create(self.knowledge, "strategy.knowledge", **self.knowledge_params)
@@ -74,31 +120,58 @@ def _with_temperature(registry: Registry, name: str, temperature: float, params:
 
 
 def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
-    """Fill in a strategy's default parts and check every name and parameter."""
+    """Fill in a strategy's default parts and check every name, parameter and pairing."""
     s = cfg.strategy
     spec = STRATEGIES.create(s.name)
+    unknown = sorted(set(s.server_params) - set(spec.server_params))
+    if unknown:
+        raise ConfigError(
+            f"strategy.server_params: strategy {s.name!r} has no parameter {unknown[0]!r}"
+            f" (accepts: {', '.join(spec.server_params) or 'none'})"
+        )
+    server_params = {**spec.server_params, **s.server_params}
+    archs = set(cfg.architecture_names())
+    if (spec.weights or spec.server_distill) and len(archs) > 1:
+        raise ConfigError(
+            f"model.tiers: strategy {s.name!r} averages model weights, so every client needs the same "
+            f"architecture (got {', '.join(sorted(archs))})"
+        )
     if spec.knowledge is None:
-        extra = [k for k in ("knowledge", "fusion", "loss") if getattr(s, k) is not None]
+        extra = [k for k in ("knowledge", "fusion", "loss", "transfer_subset") if getattr(s, k) is not None]
         if extra or s.fusion_params or s.loss_params:
             what = extra[0] if extra else ("fusion_params" if s.fusion_params else "loss_params")
             raise ConfigError(f"strategy.{what}: strategy {s.name!r} exchanges no knowledge, so it takes no {what}")
-        return ResolvedStrategy(s.name, None, None, None)
+        return ResolvedStrategy(s.name, None, None, None, spec.weights, temperature=s.temperature, server_params=server_params)
+
     knowledge = s.knowledge or spec.knowledge
     fusion = s.fusion or spec.fusion
     loss = s.loss or spec.loss
     for registry, value, field_name in ((KNOWLEDGE, knowledge, "knowledge"), (FUSIONS, fusion, "fusion"), (LOSSES, loss, "loss")):
         if value not in registry:
             raise ConfigError(f"strategy.{field_name}: unknown {registry.kind} {value!r} (choose one of: {', '.join(registry.names())})")
+    # Recipe defaults for a part apply only while that part is the recipe's own.
+    fusion_params = {**(spec.fusion_params if fusion == spec.fusion else {}), **s.fusion_params}
+    loss_params = {**(spec.loss_params if loss == spec.loss else {}), **s.loss_params}
+    subset = s.transfer_subset if s.transfer_subset is not None else spec.transfer_subset
     resolved = ResolvedStrategy(
-        s.name, knowledge, fusion, loss,
+        s.name, knowledge, fusion, loss, spec.weights, spec.server_distill,
+        transfer_subset=None if subset is None else min(subset, cfg.transfer.size),
+        temperature=s.temperature,
         knowledge_params=_with_temperature(KNOWLEDGE, knowledge, s.temperature, {}),
-        fusion_params=dict(s.fusion_params),
-        loss_params=_with_temperature(LOSSES, loss, s.temperature, s.loss_params),
+        fusion_params=fusion_params,
+        loss_params=_with_temperature(LOSSES, loss, s.temperature, loss_params),
+        server_params=server_params,
     )
-    # Instantiate once so bad parameters fail at config time, not mid-run.
-    resolved.make_knowledge()
-    resolved.make_fusion()
-    loss_obj = resolved.make_loss()
-    if getattr(loss_obj, "needs_labels", False) and not cfg.transfer.labelled:
+    # Instantiate once so bad parameters and pairings fail at config time, not mid-run.
+    k, f, lo = resolved.make_knowledge(), resolved.make_fusion(), resolved.make_loss()
+    if k.space not in f.spaces or k.domain not in f.domains:
+        raise ConfigError(f"strategy.fusion: {fusion!r} cannot fuse {knowledge!r} knowledge ({k.space} per {k.domain} row)")
+    if lo.expects != k.space and not (lo.expects == "probs" and k.space == "logits"):
+        raise ConfigError(f"strategy.loss: {loss!r} needs {lo.expects} targets but {knowledge!r} knowledge gives {k.space}")
+    if lo.needs_labels and k.domain == "transfer" and not cfg.transfer.labelled:
         raise ConfigError(f"strategy.loss: {loss!r} needs labels on the transfer set; set transfer.labelled: true")
+    if lo.uses_features and k.space != "embedding":
+        raise ConfigError(f"strategy.loss: {loss!r} distils embeddings; use it with prototype knowledge")
+    if resolved.server_distill and k.domain != "transfer":
+        raise ConfigError(f"strategy.knowledge: server-side distillation needs knowledge on the transfer set, not {knowledge!r}")
     return resolved

@@ -33,11 +33,21 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def train_supervised(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    proximal_mu: float = 0.0,
 ) -> float:
-    """Cross-entropy training on private data; returns the mean loss of the last epoch."""
+    """Cross-entropy training on private data; returns the mean loss of the last epoch.
+
+    ``proximal_mu > 0`` adds FedProx's mu/2 * ||w - w_start||^2, which keeps a client's
+    update close to the global model it started from under heterogeneous data.
+    """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     model.train()
     last = float("nan")
     for _ in range(cfg.epochs):
@@ -46,6 +56,8 @@ def train_supervised(
             xb, yb = x[idx].to(device), y[idx].to(device)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
+            if anchor is not None:
+                loss = loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
@@ -56,32 +68,37 @@ def train_supervised(
 
 def distill(
     model: nn.Module,
-    transfer_x: torch.Tensor,
+    x: torch.Tensor,
     target: torch.Tensor,
     loss_fn: Callable[..., torch.Tensor],
     cfg: DistillConfig,
     generator: torch.Generator,
-    transfer_y: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
     private: tuple[torch.Tensor, torch.Tensor] | None = None,
     optimizer: str = "sgd",
     momentum: float = 0.9,
 ) -> float:
-    """Fit ``model`` to ``target`` on the transfer set with ``loss_fn``.
+    """Fit ``model`` to ``target`` (one row per sample of ``x``) with ``loss_fn``.
 
     With ``cfg.ce_weight > 0`` each step also adds lambda * CE on a private batch, which
     anchors the student to its own data while it absorbs the fused knowledge.
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, optimizer, cfg.lr, momentum)
+    uses_features = getattr(loss_fn, "uses_features", False)
     model.train()
     last = float("nan")
     for _ in range(cfg.epochs):
         total, count = 0.0, 0
-        for idx in _batches(len(transfer_x), cfg.batch_size, generator):
-            xb, tb = transfer_x[idx].to(device), target[idx].to(device)
-            yb = transfer_y[idx].to(device) if transfer_y is not None else None
+        for idx in _batches(len(x), cfg.batch_size, generator):
+            xb, tb = x[idx].to(device), target[idx].to(device)
+            yb = labels[idx].to(device) if labels is not None else None
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), tb, yb)
+            if uses_features:
+                feats = model.embed(xb)
+                loss = loss_fn(model.head(feats), tb, yb, feats)
+            else:
+                loss = loss_fn(model(xb), tb, yb)
             if cfg.ce_weight > 0 and private is not None:
                 pidx = torch.randint(len(private[0]), (len(idx),), generator=generator)
                 px, py = private[0][pidx].to(device), private[1][pidx].to(device)

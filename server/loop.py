@@ -1,12 +1,15 @@
 """The experiment loop run by the ServerApp (in simulation and in deployment alike).
 
-It drives any Flower strategy through rounds of train + evaluate, and around the
-strategy it measures what a fair comparison needs: per-client metrics, bytes on the
-wire, participation and wall time, written to the results directory as they come.
+It drives any Flower strategy (fedkt's knowledge strategies or Flower's own FedAvg,
+FedProx, FedAdam) through rounds of train + evaluate, and around the strategy it
+measures what a fair comparison needs: seeded client sampling shared by all strategies,
+per-client metrics, bytes on the wire, participation and wall time, written to the
+results directory as they come.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
@@ -15,19 +18,45 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
+from flwr.serverapp.exception import InconsistentMessageReplies
 
 from fedkt import protocol as P
 from fedkt.config import ExperimentConfig
-from fedkt.data.sources import DATASETS
 from fedkt.errors import FedktError
 from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
+from fedkt.seeding import rng
 from server.wire import message_bytes
 from strategies import build_strategy
 
 
 class ExperimentError(FedktError):
     """The federation could not run the experiment (too few nodes, bad handshake)."""
+
+
+class NodeView(Grid):
+    """A Grid that shows a strategy only some nodes (the round's sample) and forwards
+    everything else to the real grid."""
+
+    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        self._grid = grid
+        self._nodes = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    # Grid's abstract interface, forwarded explicitly.
+    def set_run(self, run_id): return self._grid.set_run(run_id)  # noqa: E704
+    @property
+    def run(self): return self._grid.run  # noqa: E704
+    def create_message(self, *a, **k): return self._grid.create_message(*a, **k)  # noqa: E704
+    def get_nodes(self): return [n for n in self._grid.get_nodes() if n.node_id in self._nodes]  # noqa: E704
+    def push_messages(self, messages): return self._grid.push_messages(messages)  # noqa: E704
+    def pull_messages(self, message_ids): return self._grid.pull_messages(message_ids)  # noqa: E704
+    def send_and_receive(self, messages, *, timeout=None): return self._grid.send_and_receive(messages, timeout=timeout)  # noqa: E704
 
 
 def exchange(grid: Grid, messages: Iterable[Message], timeout: float, on_reply: Callable[[Message], None] | None = None) -> list[Message]:
@@ -66,7 +95,7 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
     nodes = wait_for_nodes(grid, cfg.num_clients, cfg.wait_for_nodes)
     if len(nodes) < cfg.min_clients:
         raise ExperimentError(f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}")
-    content = RecordDict({P.CONFIG_RECORD: ConfigRecord({P.CONFIG_KEY: cfg.to_json()})})
+    content = RecordDict({P.EXPERIMENT: ConfigRecord({P.EXPERIMENT_KEY: cfg.to_json()})})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     sent = sum(message_bytes(m) for m in msgs)
     replies = exchange(grid, msgs, cfg.round_timeout)
@@ -76,11 +105,11 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
         if msg.has_error():
             log(WARNING, "node %s failed the handshake: %s", msg.metadata.src_node_id, msg.error.reason)
             continue
-        pid = int(msg.content[P.INFO_RECORD][P.PARTITION_ID])
+        pid = int(msg.content[P.METRICS][P.PARTITION_ID])
         if pid in mapping:
             raise ExperimentError(f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}")
         mapping[pid] = msg.metadata.src_node_id
-        archs[pid] = str(msg.content[P.ARCH_RECORD]["architecture"])
+        archs[pid] = str(msg.content[P.ARCH]["architecture"])
     if len(mapping) < cfg.min_clients:
         raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
     if len(mapping) < cfg.num_clients:
@@ -88,14 +117,37 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
     return mapping, archs, sent + sum(message_bytes(m) for m in replies)
 
 
+def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round: int) -> list[int]:
+    """Partitions taking part in a round: seeded by partition id, identical for every
+    strategy under one seed."""
+    k = min(len(available), max(cfg.min_clients, math.ceil(cfg.fraction * len(available))))
+    if k == len(available):
+        return sorted(available)
+    return sorted(rng(cfg.seed, "sample", server_round).choice(sorted(available), size=k, replace=False).tolist())
+
+
+def _partition(msg: Message) -> int:
+    try:
+        return int(msg.content[P.METRICS][P.PARTITION_ID])
+    except (KeyError, TypeError, ValueError):
+        return -1
+
+
+def _ordered(replies: list[Message]) -> list[Message]:
+    """Replies sorted by partition id: aggregation order (hence float rounding) is then
+    independent of arrival order, which keeps runs bit-for-bit reproducible."""
+    return sorted(replies, key=lambda m: (m.has_error(), _partition(m) if not m.has_error() else m.metadata.src_node_id))
+
+
 def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) -> list[dict[str, Any]]:
     """Per-client metrics of one round, merged from the train and evaluate replies."""
     rows: dict[int, dict[str, Any]] = {}
     for msg in [*train, *evaluate]:
-        if msg.has_error() or P.METRICS_RECORD not in msg.content:
+        if msg.has_error() or P.METRICS not in msg.content:
             continue
-        metrics = dict(msg.content[P.METRICS_RECORD])
+        metrics = dict(msg.content[P.METRICS])
         pid = int(metrics.pop(P.PARTITION_ID))
+        metrics.pop(P.NUM_EXAMPLES, None)
         row = rows.setdefault(pid, {"client": pid, "architecture": archs.get(pid)})
         row.update(metrics)
     return list(rows.values())
@@ -107,30 +159,39 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Pr
     t_start = time.perf_counter()
     writer = ResultsWriter(out_dir, cfg)
     nodes, archs, setup_bytes = handshake(grid, cfg)
-    num_classes = DATASETS.create(cfg.dataset).num_classes
-    strategy = build_strategy(cfg, nodes, num_classes, cfg.transfer.size)
+    strategy, arrays = build_strategy(cfg, nodes)
     strategy.summary()
     progress.start(cfg.rounds, len(nodes))
     tick = lambda _msg: progress.client_done()  # noqa: E731
     for server_round in range(1, cfg.rounds + 1):
         t_round = time.perf_counter()
-        out = list(strategy.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
+        sampled = [nodes[p] for p in sample_partitions(cfg, list(nodes), server_round)]
+        out = list(strategy.configure_train(server_round, arrays, ConfigRecord(), NodeView(grid, sampled)))
         progress.phase(server_round, "train", len(out))
-        replies = exchange(grid, out, cfg.round_timeout, tick)
+        replies = _ordered(exchange(grid, out, cfg.round_timeout, tick))
         down, up = sum(map(message_bytes, out)), sum(map(message_bytes, replies))
-        strategy.aggregate_train(server_round, replies)
-        ev_out = list(strategy.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
+        note = ""
+        try:
+            new_arrays, _ = strategy.aggregate_train(server_round, replies)
+        except InconsistentMessageReplies as exc:
+            new_arrays, note = None, f"aggregation skipped: {exc}"
+            log(WARNING, "round %s: %s", server_round, note)
+        if new_arrays is not None:
+            arrays = new_arrays
+        answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
+        ev_out = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), NodeView(grid, answered)))
         progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
-        ev_replies = exchange(grid, ev_out, cfg.round_timeout, tick)
+        ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
         down += sum(map(message_bytes, ev_out))
         up += sum(map(message_bytes, ev_replies))
         strategy.aggregate_evaluate(server_round, ev_replies)
-        failed = sum(m.has_error() for m in [*replies, *ev_replies]) + (len(out) - len(replies)) + (len(ev_out) - len(ev_replies))
+        failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
+        failed |= set(sampled) - {m.metadata.src_node_id for m in replies}
         info = {
             "sampled": len(out),
-            "failed": failed,
+            "failed": len(failed),
             "rejected": sum(1 for r in getattr(strategy, "rejected", []) if r["round"] == server_round),
-            "skipped": bool(getattr(strategy, "skipped", False)),
+            "skipped": bool(getattr(strategy, "skipped", False)) or bool(note),
             "bytes_up": up,
             "bytes_down": down,
             "wall_seconds": round(time.perf_counter() - t_round, 3),

@@ -1,6 +1,7 @@
 """Flower strategies composed from fedkt's registered transfer parts."""
 
+from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.knowledge_transfer import KnowledgeTransfer
-from strategies.registry import build_strategy
+from strategies.registry import LocalOnly, build_strategy
 
-__all__ = ["KnowledgeTransfer", "build_strategy"]
+__all__ = ["EnsembleDistillation", "KnowledgeTransfer", "LocalOnly", "build_strategy"]

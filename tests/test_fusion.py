@@ -85,3 +85,28 @@ def test_bad_fusion_parameters_are_config_errors():
         FUSIONS.create("knfu", threshold=2.0)
     with pytest.raises(ConfigError, match="unknown fusion 'nope'"):
         FUSIONS.create("nope")
+
+
+def test_era_sharpens_the_mean():
+    # mean of A and B = [0.5, 0.5] -> stays uniform; mean of A and A = [0.8, 0.2]
+    res = FUSIONS.create("era", temperature=0.1).fuse(np.array([[A], [A]]), np.ones(2))
+    e = np.exp([8.0, 2.0])  # softmax([0.8, 0.2] / 0.1)
+    np.testing.assert_allclose(res.targets[0, 0], e / e.sum(), atol=1e-6)
+    assert res.targets[0, 0, 0] > 0.99
+
+
+def test_class_mean_excluding_receiver_hand_computed():
+    # 3 clients, 2 classes, 1-d "logits". Client 2 holds no class-1 samples.
+    values = np.array([[[1.0], [10.0]], [[3.0], [20.0]], [[5.0], [0.0]]])
+    counts = np.array([[1, 1], [3, 1], [4, 0]])
+    res = FUSIONS.create("class_mean", exclude_self=True).fuse(values, counts)
+    # client 0, class 0: (3*3 + 4*5) / 7 = 29/7; class 1: only client 1 -> 20
+    np.testing.assert_allclose(res.targets[0, :, 0], [29 / 7, 20.0], atol=1e-5)
+    # client 1, class 1: only client 0 holds it -> 10; client 2, class 0: (1*1 + 3*3)/4 = 2.5
+    assert res.targets[1, 1, 0] == pytest.approx(10.0)
+    assert res.targets[2, 0, 0] == pytest.approx(2.5)
+    # two clients where only one holds class 1: the other has no target for it
+    res2 = FUSIONS.create("class_mean").fuse(values[:2], np.array([[1, 0], [3, 1]]))
+    assert np.isnan(res2.targets[1, 1]).all() and not np.isnan(res2.targets[0, 1]).any()
+    incl = FUSIONS.create("class_mean", exclude_self=False).fuse(values, counts)
+    np.testing.assert_allclose(incl.targets[0, :, 0], [(1 + 9 + 20) / 8, 15.0], atol=1e-5)

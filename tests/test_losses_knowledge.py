@@ -45,9 +45,10 @@ class _Fixed(torch.nn.Module):
 def test_soft_labels_extract_temperature():
     logits = torch.tensor([[math.log(4.0), 0.0]] * 3)
     model = _Fixed(logits)
-    p = KNOWLEDGE.create("soft_labels").extract(model, torch.zeros(3, 1))
+    p, counts = KNOWLEDGE.create("soft_labels").extract(model, torch.zeros(3, 1), None, 2)
     np.testing.assert_allclose(p, [[0.8, 0.2]] * 3, atol=1e-6)
-    p2 = KNOWLEDGE.create("soft_labels", temperature=2.0).extract(model, torch.zeros(3, 1))
+    assert counts is None
+    p2, _ = KNOWLEDGE.create("soft_labels", temperature=2.0).extract(model, torch.zeros(3, 1), None, 2)
     np.testing.assert_allclose(p2, [[2 / 3, 1 / 3]] * 3, atol=1e-6)  # softmax([ln4, 0] / 2)
 
 
@@ -63,9 +64,71 @@ def test_soft_labels_extract_temperature():
 )
 def test_soft_label_validation_rejects(array, message):
     with pytest.raises(KnowledgeError, match=message):
-        KNOWLEDGE.create("soft_labels").validate(array, 3, 2)
+        KNOWLEDGE.create("soft_labels").validate(array, None, 3, 2)
 
 
 def test_soft_label_validation_accepts():
     ok = np.full((3, 2), 0.5, dtype=np.float32)
-    assert KNOWLEDGE.create("soft_labels").validate(ok, 3, 2) is not None
+    values, counts = KNOWLEDGE.create("soft_labels").validate(ok, None, 3, 2)
+    assert values.shape == (3, 2) and counts is None
+
+
+class _Embedder(torch.nn.Module):
+    """embed(x) = x (2-d features), head = identity-like linear map to 2 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(2))
+            self.head.bias.zero_()
+
+    def embed(self, x):
+        return x
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+def test_class_knowledge_per_class_means_and_counts():
+    x = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
+    y = torch.tensor([0, 0, 2])
+    for name in ("class_logits", "prototypes"):
+        values, counts = KNOWLEDGE.create(name).extract(_Embedder(), x, y, 3)
+        # class 0: mean of rows 0 and 1 = [2, 1]; class 1: absent (zeros); class 2: [0, 5]
+        np.testing.assert_allclose(values[:, :2], [[2.0, 1.0], [0.0, 0.0], [0.0, 5.0]])
+        np.testing.assert_allclose(counts, [2, 0, 1])
+    k = KNOWLEDGE.create("class_logits")
+    with pytest.raises(KnowledgeError, match="counts"):
+        k.validate(np.zeros((3, 3), np.float32), np.array([1.0, -1.0, 0.0]), 3, 3)
+    with pytest.raises(KnowledgeError, match="needs per-class counts"):
+        k.validate(np.zeros((3, 3), np.float32), None, 3, 3)
+
+
+def test_logits_validation_rejects_huge_values():
+    with pytest.raises(KnowledgeError, match="magnitude"):
+        KNOWLEDGE.create("logits").validate(np.full((2, 2), 1e6, np.float32), None, 2, 2)
+
+
+def test_soft_ce_mae_ce_kl_proto_hand_computed():
+    logits = torch.zeros(1, 2)
+    target = torch.tensor([[0.8, 0.2]])
+    # soft CE = -(0.8 ln 0.5 + 0.2 ln 0.5) = ln 2
+    assert LOSSES.create("soft_ce")(logits, target).item() == pytest.approx(math.log(2), abs=1e-6)
+    # MAE between logits [0, 0] and target scores [1, -3] = (1 + 3) / 2
+    assert LOSSES.create("mae")(logits, torch.tensor([[1.0, -3.0]])).item() == pytest.approx(2.0)
+    # CE(y=0) = ln 2; + 0.5 * KL = 0.5 * 0.192745
+    val = LOSSES.create("ce_kl", weight=0.5)(logits, target, torch.tensor([0])).item()
+    assert val == pytest.approx(math.log(2) + 0.5 * KL, abs=1e-6)
+    # proto: CE = ln 2; MSE([1, 2], [0, 0]) = (1 + 4) / 2 = 2.5
+    feats = torch.tensor([[1.0, 2.0]])
+    val = LOSSES.create("proto", weight=1.0)(logits, torch.zeros(1, 2), torch.tensor([1]), feats).item()
+    assert val == pytest.approx(math.log(2) + 2.5, abs=1e-6)
+
+
+def test_losses_skip_rows_without_target():
+    logits = torch.zeros(2, 2)
+    target = torch.tensor([[0.8, 0.2], [float("nan"), float("nan")]])
+    assert LOSSES.create("kl")(logits, target).item() == pytest.approx(KL, abs=1e-6)
+    only_ce = LOSSES.create("ce_kl")(logits, torch.full((2, 2), float("nan")), torch.tensor([0, 1])).item()
+    assert only_ce == pytest.approx(math.log(2), abs=1e-6)

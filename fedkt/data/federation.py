@@ -66,9 +66,17 @@ class Federation:
     def label_histogram(self, client: int) -> np.ndarray:
         return np.bincount(self.dataset.train_y[self.client_idx[client]], minlength=self.num_classes)
 
+    def transfer_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The transfer set (inputs, and labels when the config says it is labelled)."""
+        tds = self.transfer_dataset
+        x = tds.tensor(tds.train_x[self.transfer_idx])
+        y = torch.from_numpy(tds.train_y[self.transfer_idx]) if self.transfer_labelled else None
+        return x, y
+
     def client_data(self, client: int) -> ClientData:
-        ds, tds = self.dataset, self.transfer_dataset
+        ds = self.dataset
         tr, te = self.client_idx[client], self.client_test_idx[client]
+        transfer_x, transfer_y = self.transfer_tensors()
         return ClientData(
             train_x=ds.tensor(ds.train_x[tr]),
             train_y=torch.from_numpy(ds.train_y[tr]),
@@ -76,8 +84,8 @@ class Federation:
             test_y=torch.from_numpy(ds.test_y[te]),
             global_x=ds.tensor(ds.test_x[self.global_test_idx]),
             global_y=torch.from_numpy(ds.test_y[self.global_test_idx]),
-            transfer_x=tds.tensor(tds.train_x[self.transfer_idx]),
-            transfer_y=torch.from_numpy(tds.train_y[self.transfer_idx]) if self.transfer_labelled else None,
+            transfer_x=transfer_x,
+            transfer_y=transfer_y,
         )
 
 

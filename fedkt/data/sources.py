@@ -76,7 +76,8 @@ class DatasetSpec:
     files: tuple[FileCheck, ...]
     loader: Callable[[Path], ArrayDataset]
     sources: tuple = field(default=())
-    num_classes: int = 10  # fedkt.data.fetch.Source objects, tried in order
+    num_classes: int = 10
+    input_shape: tuple[int, int, int] = (1, 28, 28)  # fedkt.data.fetch.Source objects, tried in order
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -198,7 +199,7 @@ def _register_builtin() -> None:
     from fedkt.data import fetch as f  # late import: fetch depends on this module
 
     specs = [
-        DatasetSpec("digits", "scikit-learn 8x8 digits, built in (no download)", (), _load_digits),
+        DatasetSpec("digits", "scikit-learn 8x8 digits, built in (no download)", (), _load_digits, input_shape=(1, 8, 8)),
         DatasetSpec(
             "mnist", "MNIST handwritten digits, 60k/10k, 28x28", _MNIST_FILES,
             _idx_loader("mnist", 0.1307, 0.3081),
@@ -214,7 +215,7 @@ def _register_builtin() -> None:
         ),
         DatasetSpec(
             "cifar10", "CIFAR-10, 50k/10k, 32x32 RGB (python batches)", _CIFAR_FILES,
-            _load_cifar10, (f.ArchiveSource(f.CIFAR_URLS, f.CIFAR_ARCHIVE_SHA256),),
+            _load_cifar10, (f.ArchiveSource(f.CIFAR_URLS, f.CIFAR_ARCHIVE_SHA256),), input_shape=(3, 32, 32),
         ),
     ]
     for spec in specs:

@@ -1,10 +1,11 @@
 """Server-side fusion rules: given every participating client's knowledge, what target
 does client *i* receive?
 
-Knowledge arrives as a stack ``probs`` of shape ``(N, M, C)``: N clients' class
-probabilities on the same M transfer samples. A fusion returns one target per client,
-``(N, M, C)``, plus the ``(N, N)`` weight matrix that produced it, so every run can
-explain who learned from whom. All functions are pure NumPy.
+Knowledge arrives as a stack ``values`` of shape ``(N, S, K)``: N clients' rows (S
+transfer samples or S classes) of K numbers, plus ``counts`` of shape ``(N,)`` (private
+sample counts) or ``(N, S)`` (per-class counts). A fusion returns one target per client,
+``(N, S, K)`` (NaN rows: no target for that row), and the ``(N, N)`` weight matrix that
+produced it, so every run can explain who learned from whom. All functions are pure NumPy.
 """
 
 from __future__ import annotations
@@ -20,32 +21,47 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class FusionResult:
-    """Targets ``(N, M, C)`` for each client and the weights ``(N, N)`` behind them."""
+    """Targets ``(N, S, K)`` for each client and the weights ``(N, N)`` behind them."""
 
     targets: np.ndarray
     weights: np.ndarray
 
 
+def _check(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if values.ndim != 3:
+        raise ValueError(f"knowledge must be (clients, rows, values), got {values.shape}")
+    if counts.shape not in ((values.shape[0],), values.shape[:2]):
+        raise ValueError(f"counts must be (clients,) or (clients, rows), got {counts.shape}")
+    return values, counts
+
+
 class Fusion:
     """Base class: subclasses implement :meth:`weights`; the fused target is then the
-    weight-normalised mixture of the clients' predictions (one matrix product)."""
+    weight-normalised mixture of the clients' knowledge (one matrix product).
 
-    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    ``spaces`` / ``domains`` say which knowledge a fusion is meaningful for (checked
+    when a config is validated)."""
+
+    spaces: tuple[str, ...] = ("probs", "logits", "embedding")
+    domains: tuple[str, ...] = ("transfer", "class")
+
+    def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def fuse(self, probs: np.ndarray, counts: np.ndarray) -> FusionResult:
-        probs = np.asarray(probs, dtype=np.float64)
-        counts = np.asarray(counts, dtype=np.float64)
-        if probs.ndim != 3:
-            raise ValueError(f"knowledge must be (clients, samples, classes), got {probs.shape}")
-        if counts.shape != (probs.shape[0],):
-            raise ValueError(f"counts must have one entry per client, got {counts.shape}")
-        w = self.weights(probs, counts)
-        targets = np.einsum("nm,mkc->nkc", w, probs)
+    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
+        values, counts = _check(values, counts)
+        w = self.weights(values, counts)
+        targets = np.einsum("nm,msk->nsk", w, values)
         return FusionResult(targets=targets.astype(np.float32), weights=w)
 
 
 FUSIONS: Registry[Fusion] = Registry("fusion")
+
+
+def _client_totals(counts: np.ndarray) -> np.ndarray:
+    return counts if counts.ndim == 1 else counts.sum(axis=1)
 
 
 @FUSIONS.register("mean")
@@ -60,12 +76,65 @@ class MeanFusion(Fusion):
             raise ValueError(f"weighting must be 'uniform' or 'samples', got {weighting!r}")
         self.weighting = weighting
 
-    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        n = probs.shape[0]
-        row = np.ones(n) if self.weighting == "uniform" else counts.astype(np.float64)
+    def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        n = values.shape[0]
+        row = np.ones(n) if self.weighting == "uniform" else _client_totals(counts).astype(np.float64)
         if row.sum() <= 0:
             row = np.ones(n)
         return np.tile(row / row.sum(), (n, 1))
+
+
+@FUSIONS.register("era")
+class EntropyReductionFusion(MeanFusion):
+    """DS-FL's entropy-reduction aggregation (Itahara et al.): softmax(mean_k p_k / T_ERA).
+
+    Sharpening the average (T_ERA = 0.1) lowers the entropy of the consensus, which the
+    authors show speeds up convergence under non-IID data.
+    """
+
+    spaces = ("probs",)
+
+    def __init__(self, temperature: float = 0.1, weighting: str = "uniform") -> None:
+        super().__init__(weighting)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
+        res = super().fuse(values, counts)
+        z = res.targets.astype(np.float64) / self.temperature
+        z -= z.max(axis=-1, keepdims=True)
+        p = np.exp(z)
+        return FusionResult((p / p.sum(axis=-1, keepdims=True)).astype(np.float32), res.weights)
+
+
+@FUSIONS.register("class_mean")
+class ClassMeanFusion(Fusion):
+    """Per-row mean weighted by per-row counts, optionally excluding the receiver.
+
+    FD (Jeong et al.): for each class, the mean of the other clients' per-class logits
+    over clients that hold the class (``exclude_self=True``). FedProto: the global
+    prototype of each class (``exclude_self=False``). Rows nobody else holds get NaN:
+    the receiver then has no target for that class.
+    """
+
+    def __init__(self, exclude_self: bool = True) -> None:
+        self.exclude_self = bool(exclude_self)
+
+    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
+        values, counts = _check(values, counts)
+        n, s, _ = values.shape
+        c = counts if counts.ndim == 2 else np.repeat(counts[:, None], s, axis=1)
+        mask = np.ones((n, n)) - (np.eye(n) if self.exclude_self else 0.0)
+        contrib = mask[:, :, None] * c[None, :, :]  # (receiver, sender, row)
+        total = contrib.sum(axis=1)  # (receiver, row)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = contrib / total[:, None, :]
+        targets = np.einsum("nms,msk->nsk", np.nan_to_num(share), values)
+        targets[total == 0] = np.nan
+        weights = np.nanmean(np.where(total[:, None, :] > 0, share, np.nan), axis=2)
+        weights = np.nan_to_num(weights)
+        return FusionResult(targets.astype(np.float32), weights)
 
 
 def estimated_distributions(probs: np.ndarray) -> np.ndarray:
@@ -122,6 +191,8 @@ class KnFuFusion(Fusion):
     """KnFu (Seyedmohammadi et al., arXiv 2403.11892): personalised fusion of the
     knowledge of each client's semantic neighbours; see :func:`knfu_weights`."""
 
+    spaces, domains = ("probs",), ("transfer",)
+
     def __init__(
         self,
         beta: float = 10.0,
@@ -140,5 +211,5 @@ class KnFuFusion(Fusion):
         self.top_k = top_k
         self.include_self = bool(include_self)
 
-    def weights(self, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return knfu_weights(probs, self.beta, self.threshold, self.top_k, self.include_self)
+    def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return knfu_weights(values, self.beta, self.threshold, self.top_k, self.include_self)

@@ -1,7 +1,11 @@
 """Client-side knowledge: what a client shares, and the server's check of what arrives.
 
-Knowledge is architecture-independent by construction (class probabilities on the
-shared transfer set), which is what lets heterogeneous models learn from each other.
+Knowledge never depends on the architecture that produced it: predictions on shared
+transfer samples, or per-class tables. Each kind declares
+
+- ``domain``: ``"transfer"`` (one row per transfer sample) or ``"class"`` (one row per
+  class, with per-class counts), which decides where the fused target is distilled;
+- ``space``: ``"probs"``, ``"logits"`` or ``"embedding"``, which losses check against.
 """
 
 from __future__ import annotations
@@ -15,51 +19,125 @@ from fedkt.registry import Registry
 KNOWLEDGE: Registry["Knowledge"] = Registry("knowledge")
 
 
+def _eval_batches(model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = 512) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = [fn(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _check_array(array: np.ndarray, rows: int, cols: int | None, what: str) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim != 2 or arr.shape[0] != rows or (cols is not None and arr.shape[1] != cols):
+        want = f"({rows}, {cols if cols is not None else 'K'})"
+        raise KnowledgeError(f"{what} have shape {arr.shape}, expected {want}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise KnowledgeError(f"{what} have dtype {arr.dtype}, expected a float type")
+    if not np.isfinite(arr).all():
+        raise KnowledgeError(f"{what} contain NaN or infinite values")
+    return arr
+
+
 class Knowledge:
     """Base class: ``extract`` runs on the client, ``validate`` on the server."""
 
-    def extract(self, model: torch.nn.Module, transfer_x: torch.Tensor) -> np.ndarray:
+    domain = "transfer"
+    space = "probs"
+
+    def extract(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(values, per-row counts or None)."""
         raise NotImplementedError
 
-    def validate(self, array: np.ndarray, num_samples: int, num_classes: int) -> np.ndarray:
+    def validate(self, values: np.ndarray, counts: np.ndarray | None, rows: int, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
 
-@KNOWLEDGE.register("soft_labels")
-class SoftLabels(Knowledge):
-    """p_n(x) = softmax(z_n(x) / T) on every transfer sample, as float32 (M, C)."""
-
-    def __init__(self, temperature: float = 1.0, batch_size: int = 512) -> None:
+class _TransferKnowledge(Knowledge):
+    def __init__(self, temperature: float = 1.0) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-        self.batch_size = int(batch_size)
 
-    @torch.no_grad()
-    def extract(self, model: torch.nn.Module, transfer_x: torch.Tensor) -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        out = []
-        for start in range(0, len(transfer_x), self.batch_size):
-            xb = transfer_x[start : start + self.batch_size].to(device)
-            out.append(torch.softmax(model(xb).float() / self.temperature, dim=-1).cpu())
-        model.train(was_training)
-        return torch.cat(out).numpy().astype(np.float32)
 
-    def validate(self, array: np.ndarray, num_samples: int, num_classes: int) -> np.ndarray:
-        """Reject anything that is not an (M, C) array of finite probabilities summing to 1."""
-        arr = np.asarray(array)
-        if arr.shape != (num_samples, num_classes):
-            raise KnowledgeError(
-                f"soft labels have shape {arr.shape}, expected ({num_samples}, {num_classes})"
-            )
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise KnowledgeError(f"soft labels have dtype {arr.dtype}, expected a float type")
-        if not np.isfinite(arr).all():
-            raise KnowledgeError("soft labels contain NaN or infinite values")
+@KNOWLEDGE.register("soft_labels")
+class SoftLabels(_TransferKnowledge):
+    """p_n(x) = softmax(z_n(x) / T) on every transfer sample, float32 (M, C)."""
+
+    space = "probs"
+
+    def extract(self, model, x, y, num_classes):
+        probs = _eval_batches(model, x, lambda xb: torch.softmax(model(xb).float() / self.temperature, dim=-1))
+        return probs.numpy().astype(np.float32), None
+
+    def validate(self, values, counts, rows, num_classes):
+        """Reject anything but an (M, C) array of finite probabilities summing to 1."""
+        arr = _check_array(values, rows, num_classes, "soft labels")
         if arr.min() < 0.0 or arr.max() > 1.0 + 1e-4:
             raise KnowledgeError("soft labels contain values outside [0, 1]")
         if not np.allclose(arr.sum(axis=1), 1.0, atol=1e-3):
             raise KnowledgeError("soft labels do not sum to one per sample")
-        return arr.astype(np.float32, copy=False)
+        return arr.astype(np.float32, copy=False), None
+
+
+@KNOWLEDGE.register("logits")
+class Logits(_TransferKnowledge):
+    """Raw class scores z_n(x) on every transfer sample (FedMD's "class scores", FedDF)."""
+
+    space = "logits"
+    max_abs = 1e4
+
+    def extract(self, model, x, y, num_classes):
+        return _eval_batches(model, x, model).numpy().astype(np.float32), None
+
+    def validate(self, values, counts, rows, num_classes):
+        arr = _check_array(values, rows, num_classes, "logits")
+        if np.abs(arr).max(initial=0.0) > self.max_abs:
+            raise KnowledgeError(f"logits exceed {self.max_abs:g} in magnitude")
+        return arr.astype(np.float32, copy=False), None
+
+
+def _per_class_mean(values: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = torch.bincount(y, minlength=num_classes).double()
+    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64).index_add_(0, y, values.double())
+    means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.zeros_like(sums))
+    return means.float().numpy(), counts.numpy().astype(np.float64)
+
+
+def _validate_counts(counts: np.ndarray | None, num_classes: int) -> np.ndarray:
+    if counts is None:
+        raise KnowledgeError("per-class knowledge needs per-class counts")
+    c = np.asarray(counts)
+    if c.shape != (num_classes,) or not np.isfinite(c).all() or (c < 0).any() or not np.allclose(c, np.round(c)):
+        raise KnowledgeError(f"per-class counts must be {num_classes} non-negative integers")
+    if c.sum() <= 0:
+        raise KnowledgeError("per-class counts are all zero")
+    return c.astype(np.float64)
+
+
+@KNOWLEDGE.register("class_logits")
+class ClassLogits(Knowledge):
+    """FD (Jeong et al. 2018): per-class mean logits over private data, (C, C) + counts."""
+
+    domain, space = "class", "logits"
+
+    def extract(self, model, x, y, num_classes):
+        return _per_class_mean(_eval_batches(model, x, model), y, num_classes)
+
+    def validate(self, values, counts, rows, num_classes):
+        return _check_array(values, num_classes, num_classes, "class logits").astype(np.float32), _validate_counts(counts, num_classes)
+
+
+@KNOWLEDGE.register("prototypes")
+class Prototypes(Knowledge):
+    """FedProto (Tan et al.): per-class mean embeddings, (C, D) + counts."""
+
+    domain, space = "class", "embedding"
+
+    def extract(self, model, x, y, num_classes):
+        return _per_class_mean(_eval_batches(model, x, model.embed), y, num_classes)
+
+    def validate(self, values, counts, rows, num_classes):
+        return _check_array(values, num_classes, None, "prototypes").astype(np.float32), _validate_counts(counts, num_classes)

@@ -1,8 +1,11 @@
-"""Distillation losses: how a student learns from a target distribution.
+"""Distillation losses: how a student learns from a target.
 
-A loss is called as ``loss(student_logits, target_probs, labels=None)`` and returns a
-scalar tensor. ``target_probs`` are the fused soft labels the server sent (already at
-the exchange temperature).
+A loss is called as ``loss(logits, target, labels=None, features=None)`` and returns a
+scalar tensor. ``target`` rows are in the space the loss ``expects`` (``"probs"``,
+``"logits"`` or ``"embedding"``); the learner converts logit knowledge to probabilities
+(softmax at the exchange temperature) for losses that expect probabilities. Rows of
+``target`` that are NaN mean "no target here" (FD/FedProto classes nobody else holds):
+losses skip them in the distillation term.
 """
 
 from __future__ import annotations
@@ -16,39 +19,122 @@ LOSSES: Registry["DistillationLoss"] = Registry("loss")
 
 
 class DistillationLoss:
-    """Base class; ``needs_labels`` marks losses that need labels on the transfer set."""
+    """Base class. ``needs_labels``: the loss uses ground-truth labels of the samples it
+    is applied to; ``uses_features``: it needs the student's embeddings."""
 
     needs_labels = False
+    uses_features = False
+    expects = "probs"
 
     def __call__(
         self,
-        student_logits: torch.Tensor,
-        target_probs: torch.Tensor,
+        logits: torch.Tensor,
+        target: torch.Tensor,
         labels: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
 
-def kl_distillation(
-    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """Hinton et al.'s distillation term T^2 * KL(target || softmax(z_s / T)), batch mean.
+def _rows(target: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of rows that carry a target."""
+    return torch.isfinite(target).all(dim=-1)
+
+
+def _masked_mean(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over rows with a target; zero (with gradient graph) when there is none."""
+    return (per_row * mask).sum() / mask.sum().clamp(min=1)
+
+
+def kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hinton et al.'s term T^2 * KL(target || softmax(z / T)), mean over rows with a target.
 
     The T^2 factor keeps gradient magnitudes comparable across temperatures.
     """
-    log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    kl = F.kl_div(log_student, target_probs, reduction="batchmean")
-    return kl * temperature**2
+    mask = _rows(target)
+    t = torch.where(mask[:, None], target, torch.zeros_like(target))
+    log_student = F.log_softmax(logits / temperature, dim=-1)
+    kl = (torch.xlogy(t, t) - t * log_student).sum(dim=-1)
+    return _masked_mean(kl, mask) * temperature**2
 
 
-@LOSSES.register("kl")
-class KLLoss(DistillationLoss):
-    """Hinton KD: T^2 * KL(p_target || p_student^T)."""
-
+class _TemperatureLoss(DistillationLoss):
     def __init__(self, temperature: float = 1.0) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
-    def __call__(self, student_logits, target_probs, labels=None):  # type: ignore[override]
-        return kl_distillation(student_logits, target_probs, self.temperature)
+
+@LOSSES.register("kl")
+class KLLoss(_TemperatureLoss):
+    """Hinton KD: T^2 * KL(p_target || p_student^T)."""
+
+    def __call__(self, logits, target, labels=None, features=None):
+        return kl_distillation(logits, target, self.temperature)
+
+
+@LOSSES.register("soft_ce")
+class SoftCrossEntropyLoss(_TemperatureLoss):
+    """Soft-label cross-entropy -sum_c t_c log p_c (DS-FL's distillation on ERA targets).
+
+    Differs from KL by the target's entropy, a constant for the student, so gradients
+    match KL's; kept separate because its value is what DS-FL reports.
+    """
+
+    def __call__(self, logits, target, labels=None, features=None):
+        mask = _rows(target)
+        t = torch.where(mask[:, None], target, torch.zeros_like(target))
+        ce = -(t * F.log_softmax(logits / self.temperature, dim=-1)).sum(dim=-1)
+        return _masked_mean(ce, mask) * self.temperature**2
+
+
+@LOSSES.register("mae")
+class MAELoss(DistillationLoss):
+    """FedMD's "digest": mean absolute error between student scores and the consensus."""
+
+    expects = "logits"
+
+    def __call__(self, logits, target, labels=None, features=None):
+        mask = _rows(target)
+        t = torch.where(mask[:, None], target, logits.detach())
+        return _masked_mean((logits - t).abs().mean(dim=-1), mask)
+
+
+@LOSSES.register("ce_kl")
+class CEPlusKLLoss(_TemperatureLoss):
+    """FD (Jeong et al.): CE(y, p_s) + lambda * T^2 * KL(target_y || p_s^T) on private data."""
+
+    needs_labels = True
+
+    def __init__(self, temperature: float = 1.0, weight: float = 1.0) -> None:
+        super().__init__(temperature)
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def __call__(self, logits, target, labels=None, features=None):
+        if labels is None:
+            raise ValueError("ce_kl needs labels")
+        return F.cross_entropy(logits, labels) + self.weight * kl_distillation(logits, target, self.temperature)
+
+
+@LOSSES.register("proto")
+class PrototypeLoss(DistillationLoss):
+    """FedProto (Tan et al.): CE(y, p_s) + lambda * MSE(f(x), global prototype of y)."""
+
+    needs_labels = True
+    uses_features = True
+    expects = "embedding"
+
+    def __init__(self, weight: float = 1.0) -> None:
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def __call__(self, logits, target, labels=None, features=None):
+        if labels is None or features is None:
+            raise ValueError("proto needs labels and features")
+        mask = _rows(target)
+        t = torch.where(mask[:, None], target, features.detach())
+        mse = ((features - t) ** 2).mean(dim=-1)
+        return F.cross_entropy(logits, labels) + self.weight * _masked_mean(mse, mask)
