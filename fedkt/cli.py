@@ -1,6 +1,7 @@
 """The ``fedkt`` command line.
 
     fedkt run [CONFIG] [--set KEY=VALUE ...] [--out DIR]
+    fedkt compare [CONFIG] [--set KEY=VALUE ...] [--out DIR]
     fedkt data fetch NAME [--data-dir DIR]
     fedkt data list
     fedkt strategies
@@ -68,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress or table, only the results path")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
 
+    comp = sub.add_parser(
+        "compare", help="run a matrix of strategies x partitions x seeds and write a report",
+        description="Run a comparison matrix (resumable: re-run with the same --out to continue) and write "
+                    "report.md, results.csv and plots. Without CONFIG, runs the built-in default comparison "
+                    "(every strategy on digits, Dirichlet alpha 0.1 and 1.0, two seeds).",
+        epilog="A comparison file has: name, base (an experiment YAML path, 'default', or a mapping), set (overrides "
+               "for every cell), strategies (names or mappings like {name: knfu, fusion_params: {beta: 5}, label: knfu-b5}), "
+               "partitions (mappings of partition fields, optional label), seeds (list of ints).",
+    )
+    comp.add_argument("config", nargs="?", help="comparison YAML (default: the built-in comparison)")
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a field of every cell's experiment, e.g. --set rounds=3 (repeatable)")
+    comp.add_argument("--out", metavar="DIR", help="output directory (default: runs/<date>-compare-<name>/); reuse it to resume")
+
     data = sub.add_parser("data", help="obtain and list datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
@@ -114,6 +129,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from fedkt.compare import load_compare, run_compare
+    from fedkt.data.fetch import fetch
+    from fedkt.data.sources import DATASETS, data_dir, verify_files
+    from fedkt.progress import NullProgress
+    from fedkt.results import default_out_dir
+
+    comp, cells = load_compare(args.config, args.overrides)
+    console = Console(stderr=True)
+    for cfg in {c.config.dataset: c.config for c in cells}.values():
+        spec = DATASETS.create(cfg.dataset)
+        root = data_dir(cfg.data_dir)
+        if spec.files and verify_files(spec, root / cfg.dataset):
+            fetch(cfg.dataset, root / cfg.dataset, log=console.print)
+    out = Path(args.out) if args.out else Path(default_out_dir(cells[0].config.model_copy(update={"name": f"compare-{comp.name}"})))
+    simulate = importlib.import_module("server.simulation").simulate
+
+    def run_cell(cfg, cdir):
+        summary = simulate(cfg, str(cdir), NullProgress())
+        alma = summary.get("alma")
+        console.print(f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  {summary['wall_seconds']:.1f}s", highlight=False)
+        return summary
+
+    console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}")
+    try:
+        result = run_compare(comp, cells, out, run_cell, log=lambda m: console.print(m, highlight=False))
+    except KeyboardInterrupt:
+        print(f"fedkt: interrupted; finished cells are kept in {out}; run the same command again to continue", file=sys.stderr)
+        return 130
+    console.print(f"report: {out / 'report.md'} ({result['finished']}/{result['cells']} cells)")
+    print(out)
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedkt.data.fetch import fetch
     from fedkt.data.sources import DATASETS, data_dir, verify_files
@@ -149,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        handler = {"run": _cmd_run, "data": _cmd_data, "strategies": _cmd_strategies}[args.command]
+        handler = {"run": _cmd_run, "compare": _cmd_compare, "data": _cmd_data, "strategies": _cmd_strategies}[args.command]
         return handler(args)
     except FedktError as exc:
         print(f"fedkt: error: {exc}", file=sys.stderr)

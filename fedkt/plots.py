@@ -50,3 +50,86 @@ def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _strategy_colors(strategies: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab20" if len(strategies) > 10 else "tab10")
+    return {s: cmap(i % cmap.N) for i, s in enumerate(strategies)}
+
+
+def compare_final(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
+    """Final ALMA per strategy (mean over seeds) with 95% CI error bars, one group per partition."""
+    colors = _strategy_colors(strategies)
+    width = 0.8 / max(len(strategies), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 + 0.35 * len(strategies) * len(partitions)), 4))
+    for j, s in enumerate(strategies):
+        xs = np.arange(len(partitions)) + (j - (len(strategies) - 1) / 2) * width
+        means = [table[p][s]["alma"][0] for p in partitions]
+        errs = [0 if not np.isfinite(table[p][s]["alma"][2]) else table[p][s]["alma"][2] for p in partitions]
+        ax.bar(xs, means, width, yerr=errs, capsize=2, label=s, color=colors[s])
+    ax.set_xticks(range(len(partitions)))
+    ax.set_xticklabels(partitions)
+    ax.set_ylabel("final ALMA (mean, 95% CI)")
+    lo = np.nanmin([[table[p][s]["alma"][0] for s in strategies] for p in partitions])
+    ax.set_ylim(max(0.0, lo - 0.1) if np.isfinite(lo) else 0.0, 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare_rounds(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
+    colors = _strategy_colors(strategies)
+    fig, axes = plt.subplots(1, len(partitions), figsize=(5 * len(partitions), 4), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], partitions):
+        for s in strategies:
+            ys = table[p][s]["alma_per_round"]
+            if ys:
+                ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=s, color=colors[s])
+        ax.set_title(p)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("ALMA (mean over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare_bytes(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
+    """Final ALMA against total bytes communicated (log scale): accuracy per megabyte."""
+    colors = _strategy_colors(strategies)
+    markers = "osD^v<>px*"
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, p in enumerate(partitions):
+        for s in strategies:
+            t = table[p][s]
+            if np.isfinite(t["alma"][0]) and t["mbytes"] > 0:
+                ax.scatter(t["mbytes"], t["alma"][0], color=colors[s], marker=markers[i % len(markers)],
+                           label=s if i == 0 else None, s=40)
+    for i, p in enumerate(partitions):
+        ax.scatter([], [], color="gray", marker=markers[i % len(markers)], label=p)
+    ax.set_xscale("log")
+    ax.set_xlabel("total MB sent + received per run (log)")
+    ax.set_ylabel("final ALMA")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare_spread(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
+    """Per-client final accuracy (all seeds pooled): who is left behind by each strategy."""
+    fig, axes = plt.subplots(1, len(partitions), figsize=(max(5, 0.5 * len(strategies)) * len(partitions), 4), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], partitions):
+        data = [table[p][s]["client_accuracies"] or [np.nan] for s in strategies]
+        ax.boxplot(data, tick_labels=strategies, showmeans=True)
+        ax.set_title(p)
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("per-client accuracy, final round")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,163 @@
+"""`fedkt compare`: matrix expansion, fairness, resumability and the report."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedkt.compare import DEFAULT_COMPARISON, confidence_interval, load_compare, run_compare
+from fedkt.config import load_config
+from fedkt.errors import ConfigError
+from fedkt.results import ResultsWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "cmp.yaml"
+    path.write_text(text)
+    return path
+
+
+SMALL = """
+name: t
+base: default
+set: [rounds=2, num_clients=3]
+strategies: [local, {name: knfu, fusion_params: {beta: 5}, label: knfu-b5}]
+partitions: [{name: dirichlet, alpha: 0.1}, {name: iid}]
+seeds: [0, 1]
+"""
+
+
+def test_matrix_expansion_and_fairness(tmp_path):
+    comp, cells = load_compare(_write(tmp_path, SMALL))
+    assert len(cells) == 2 * 2 * 2
+    assert {c.strategy for c in cells} == {"local", "knfu-b5"}
+    assert {c.partition for c in cells} == {"dirichlet-alpha=0.1", "iid"}
+    knfu = [c for c in cells if c.strategy == "knfu-b5"][0].config
+    assert knfu.strategy.fusion_params == {"beta": 5} and knfu.rounds == 2 and knfu.num_clients == 3
+    # under one seed and partition, cells differ only in the strategy (and the run name)
+    a, b = [c.config for c in cells if c.partition == "iid" and c.seed == 1]
+    da, db = json.loads(a.to_json()), json.loads(b.to_json())
+    assert {k for k in da if da[k] != db[k]} == {"name", "strategy"}
+
+
+def test_default_comparison_matches_its_yaml():
+    _, builtin = load_compare(None)
+    _, shipped = load_compare(ROOT / "simulations" / "compare_default.yaml")
+    assert [c.config for c in builtin] == [c.config for c in shipped]
+    assert len(builtin) == len(DEFAULT_COMPARISON["strategies"]) * 2 * 2
+
+
+def test_mnist_comparison_config_is_valid():
+    _, cells = load_compare(ROOT / "simulations" / "compare_mnist.yaml")
+    assert len(cells) == 11 * 2 * 3 and cells[0].config.dataset == "mnist"
+
+
+def test_bad_comparison_files(tmp_path):
+    with pytest.raises(ConfigError, match="strategies: .*at least 1"):
+        load_compare(_write(tmp_path, "strategies: []\n"))
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
+        load_compare(_write(tmp_path, "strategies: [nope]\n"))
+    with pytest.raises(ConfigError, match="seeds must be distinct"):
+        load_compare(_write(tmp_path, "strategies: [local]\nseeds: [1, 1]\n"))
+    with pytest.raises(ConfigError, match="both labelled"):
+        load_compare(_write(tmp_path, "strategies: [local, local]\n"))
+
+
+def test_confidence_interval():
+    mean, std, half = confidence_interval([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and std == pytest.approx(0.1)
+    assert half == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) = 4.3027
+    assert math.isnan(confidence_interval([0.5])[2])
+
+
+def _fake_run(calls):
+    """Stands in for a simulation: writes a real results directory with made-up numbers."""
+
+    def run(cfg, cdir):
+        calls.append(cfg.name)
+        writer = ResultsWriter(cdir, cfg)
+        rng = np.random.default_rng(len(cfg.name) + cfg.seed)
+        for r in range(1, cfg.rounds + 1):
+            rows = [{"client": i, "accuracy": float(rng.uniform(0.5, 1)), "global_accuracy": 0.5} for i in range(cfg.num_clients)]
+            writer.add_round(r, rows, {"bytes_up": 1000 * r, "bytes_down": 500}, None)
+        return writer.finish(1.0)
+
+    return run
+
+
+def test_resume_skips_finished_and_redoes_interrupted_cells(tmp_path):
+    comp, cells = load_compare(_write(tmp_path, SMALL))
+    out = tmp_path / "out"
+    calls: list[str] = []
+    run = _fake_run(calls)
+
+    def interrupted(cfg, cdir):
+        if len(calls) == 3:
+            (cdir).mkdir(parents=True)
+            (cdir / "metrics.jsonl").write_text("partial")
+            raise KeyboardInterrupt
+        return run(cfg, cdir)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(comp, cells, out, interrupted, log=lambda m: None)
+    assert len(calls) == 3
+    calls.clear()
+    result = run_compare(comp, cells, out, run, log=lambda m: None)
+    assert len(calls) == len(cells) - 3  # finished cells are not recomputed; the broken one is
+    assert result["finished"] == len(cells)
+    calls.clear()
+    run_compare(comp, cells, out, run, log=lambda m: None)
+    assert calls == []
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(cells) and {r["strategy"] for r in rows} == {"local", "knfu-b5"}
+    report = (out / "report.md").read_text()
+    assert "## iid" in report and "| knfu-b5 |" in report and "CI95" in report
+    for name in ("final_alma.png", "alma_per_round.png", "alma_vs_bytes.png", "client_spread.png"):
+        assert (out / name).stat().st_size > 0
+    other = load_compare(_write(tmp_path, SMALL.replace("seeds: [0, 1]", "seeds: [0, 2]")))
+    with pytest.raises(ConfigError, match="different comparison"):
+        run_compare(*other, out, run, log=lambda m: None)
+
+
+def test_report_statistics_match_cells(tmp_path):
+    comp, cells = load_compare(_write(tmp_path, SMALL))
+    out = tmp_path / "out"
+    result = run_compare(comp, cells, out, _fake_run([]), log=lambda m: None)
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    almas = [float(r["alma"]) for r in rows if r["strategy"] == "local" and r["partition"] == "iid"]
+    mean, std, half = result["table"]["iid"]["local"]["alma"]
+    assert mean == pytest.approx(np.mean(almas)) and std == pytest.approx(np.std(almas, ddof=1))
+
+
+@pytest.mark.slow
+def test_cli_compare_end_to_end_and_resume(tmp_path):
+    cfg = _write(tmp_path, """
+name: e2e
+set: [rounds=2, num_clients=3, train.epochs=2, distill.epochs=1, transfer.size=150]
+strategies: [fedavg, fkd]
+partitions: [{name: dirichlet, alpha: 0.5}]
+seeds: [0, 1]
+""")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fedkt", "compare", str(cfg), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    by = {(r["strategy"], r["seed"]): r for r in rows}
+    assert all(0.1 < float(r["alma"]) <= 1.0 for r in rows)
+    # FedAvg ships whole models, FKD soft labels: traffic differs accordingly
+    assert float(by[("fedavg", "0")]["bytes_up"]) != float(by[("fkd", "0")]["bytes_up"])
+    assert (out / "report.md").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 cells run, 4 already finished" in again.stderr
