@@ -56,7 +56,7 @@ _recipe("fedavg", StrategySpec("FedAvg (McMahan et al.): sample-weighted average
 _recipe("fedprox", StrategySpec("FedProx (Li et al.): FedAvg + proximal term mu/2 ||w - w_global||^2 on clients", "model weights",
                                 weights="fedprox", server_params={"proximal_mu": 0.01}))
 _recipe("fedadam", StrategySpec("FedAdam (Reddi et al.): Adam on the server over averaged client updates", "model weights",
-                                weights="fedadam", server_params={"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}))
+                                weights="fedadam", server_params={"eta": 0.03, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}))
 _recipe("fkd", StrategySpec("vanilla federated KD: uniform mean of soft labels, distilled with KL", _SOFT, "soft_labels", "mean", "kl"))
 _recipe("fedmd", StrategySpec("FedMD (Li & Wang): consensus class scores on a public subset resampled each round, MAE digest + CE revisit",
                               "class scores on a resampled transfer subset (S x C floats)", "logits", "mean", "mae", transfer_subset=5000))

@@ -18,7 +18,7 @@ from fedkt.recipes import STRATEGIES
 from server.simulation import simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
-N, M, C = 3, 200, 10
+N, M, C = 4, 200, 10
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,12 @@ def mnist():
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_on_mnist(mnist, name, tmp_path):
     cfg = load_config(None, [
-        "dataset=mnist", f"num_clients={N}", "rounds=2", "model=cnn-small", "partition.samples_per_client=300",
-        f"transfer.size={M}", "train.epochs=2", "distill.epochs=1", "evaluation.client_test_size=200",
+        "dataset=mnist", f"num_clients={N}", "rounds=3", "model=cnn-small", "partition.samples_per_client=500",
+        f"transfer.size={M}", "train.epochs=3", "distill.epochs=1", "evaluation.client_test_size=200",
         "evaluation.global_test_size=500", f"strategy={name}",
     ])
     summary = simulate(cfg, str(tmp_path))
-    assert summary["dataset"] == "mnist" and summary["rounds"] == 2
+    assert summary["dataset"] == "mnist" and summary["rounds"] == 3
     assert summary["alma"] > 0.5, summary["alma_per_round"]  # chance 0.1
     rounds = [json.loads(x) for x in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert all(r["failed"] == 0 and r["participants"] == N for r in rounds)
