@@ -67,8 +67,12 @@ def test_yaml_files(tmp_path):
 def test_shipped_configs_validate():
     from pathlib import Path
 
-    for path in sorted(Path(__file__).parents[1].joinpath("simulations").glob("*.yaml")):
-        load_config(path)
+    from fedkt.compare import load_compare
+
+    paths = sorted(Path(__file__).parents[1].joinpath("simulations").rglob("*.yaml"))
+    assert paths
+    for path in paths:
+        load_compare(path) if path.name.startswith("compare") else load_config(path)
 
 
 def test_default_yaml_equals_builtin_default():
