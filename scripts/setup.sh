@@ -11,7 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${FEDKT_TORCH:-}" != "skip" ]; then
-  .venv/bin/python -m pip install -q "torch==${FEDKT_TORCH:-2.13.0}"
+  # The CPU wheel these machines hold lies in /opt/wheels (normally found through
+  # PIP_FIND_LINKS); name it explicitly so a bare environment does not fetch a CUDA build.
+  find_links=()
+  if [ -d /opt/wheels ]; then find_links=(--find-links /opt/wheels); fi
+  .venv/bin/python -m pip install -q "${find_links[@]}" "torch==${FEDKT_TORCH:-2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
 echo "fedkt installed in .venv ($(.venv/bin/python -c 'import fedkt, torch, flwr; print("fedkt", fedkt.__version__, "torch", torch.__version__, "flwr", flwr.__version__)'))"
