@@ -101,7 +101,17 @@ def load_compare(path: str | Path | None, overrides: list[str] | None = None) ->
     else:
         base_path = Path(comp.base) if Path(comp.base).is_absolute() else root / comp.base
         base = read_yaml(base_path)
-    base = apply_overrides(base, [*comp.set, *(overrides or [])])
+    all_overrides = [*comp.set, *(overrides or [])]
+    for text in all_overrides:
+        key = text.partition("=")[0].strip()
+        if key == "seed" or key == "strategy" or (key.startswith("strategy.") and key != "strategy.temperature"):
+            raise ConfigError(
+                f"set {text!r}: {key} is decided per cell by the comparison's "
+                f"{'seeds' if key == 'seed' else 'strategies'}; put it there"
+            )
+    base = apply_overrides(base, all_overrides)
+    base_strategy = base.get("strategy") if isinstance(base.get("strategy"), dict) else {}
+    shared_strategy = {k: v for k, v in base_strategy.items() if k == "temperature"}
     cells = []
     labels: dict[str, tuple] = {}
     for strategy in comp.strategies:
@@ -109,7 +119,8 @@ def load_compare(path: str | Path | None, overrides: list[str] | None = None) ->
         for part in comp.partitions:
             for seed in comp.seeds:
                 raw_cell = dict(base)
-                raw_cell["strategy"] = strategy if isinstance(strategy, str) else {k: v for k, v in strategy.items() if k != "label"}
+                own = {"name": strategy} if isinstance(strategy, str) else {k: v for k, v in strategy.items() if k != "label"}
+                raw_cell["strategy"] = {**shared_strategy, **own}
                 raw_cell["partition"] = {**(base.get("partition") or {}), **{k: v for k, v in part.items() if k != "label"}}
                 raw_cell["seed"] = seed
                 cfg = build_config(raw_cell)
@@ -123,9 +134,16 @@ def load_compare(path: str | Path | None, overrides: list[str] | None = None) ->
     return comp, cells
 
 
+def _safe(label: str) -> str:
+    """A file-name-safe label; distinct labels stay distinct (a short hash when altered)."""
+    import hashlib
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_.=+" else "_" for ch in label)
+    return safe if safe == label else f"{safe}-{hashlib.sha1(label.encode()).hexdigest()[:6]}"
+
+
 def _cell_dir(out: Path, cell: Cell) -> Path:
-    safe = lambda s: "".join(ch if ch.isalnum() or ch in "-_.=+" else "_" for ch in s)  # noqa: E731
-    return out / "cells" / safe(cell.strategy) / safe(cell.partition) / f"seed-{cell.seed}"
+    return out / "cells" / _safe(cell.strategy) / _safe(cell.partition) / f"seed-{cell.seed}"
 
 
 def run_compare(
@@ -137,7 +155,9 @@ def run_compare(
 ) -> dict[str, Any]:
     """Run every unfinished cell with ``run_cell`` and write the report."""
     out.mkdir(parents=True, exist_ok=True)
-    plan = {"compare": json.loads(comp.model_dump_json()), "cells": [c.key for c in cells]}
+    # The plan holds every cell's fully resolved config: resuming with other overrides or an
+    # edited base file is refused instead of silently mixing old and new cells.
+    plan = {"compare": json.loads(comp.model_dump_json()), "cells": {c.key: json.loads(c.config.to_json()) for c in cells}}
     plan_file = out / "compare.json"
     if plan_file.exists():
         previous = json.loads(plan_file.read_text())

@@ -129,6 +129,9 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
             f"strategy.server_params: strategy {s.name!r} has no parameter {unknown[0]!r}"
             f" (accepts: {', '.join(spec.server_params) or 'none'})"
         )
+    for key, value in s.server_params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"strategy.server_params.{key}: must be a number >= 0, got {value!r}")
     server_params = {**spec.server_params, **s.server_params}
     archs = set(cfg.architecture_names())
     if (spec.weights or spec.server_distill) and len(archs) > 1:
@@ -143,6 +146,10 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
             raise ConfigError(f"strategy.{what}: strategy {s.name!r} exchanges no knowledge, so it takes no {what}")
         return ResolvedStrategy(s.name, None, None, None, spec.weights, temperature=s.temperature, server_params=server_params)
 
+    if spec.server_distill:
+        changed = [k for k in ("knowledge", "fusion", "transfer_subset") if getattr(s, k) is not None] + (["fusion_params"] if s.fusion_params else [])
+        if changed:
+            raise ConfigError(f"strategy.{changed[0]}: {s.name!r} distils the mean of all clients' logits on the whole transfer set; it cannot be changed")
     knowledge = s.knowledge or spec.knowledge
     fusion = s.fusion or spec.fusion
     loss = s.loss or spec.loss
@@ -172,6 +179,15 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
         raise ConfigError(f"strategy.loss: {loss!r} needs labels on the transfer set; set transfer.labelled: true")
     if lo.uses_features and k.space != "embedding":
         raise ConfigError(f"strategy.loss: {loss!r} distils embeddings; use it with prototype knowledge")
-    if resolved.server_distill and k.domain != "transfer":
-        raise ConfigError(f"strategy.knowledge: server-side distillation needs knowledge on the transfer set, not {knowledge!r}")
+    if k.space == "embedding" and len(archs) > 1:
+        from fedkt.data.sources import DATASETS
+        from fedkt.models import build_model
+
+        spec_ds = DATASETS.create(cfg.dataset)
+        dims = {a: build_model(a, spec_ds.input_shape, spec_ds.num_classes).embedding_dim for a in sorted(archs)}
+        if len(set(dims.values())) > 1:
+            raise ConfigError(
+                f"model.tiers: {knowledge!r} knowledge needs one embedding size on every client, got "
+                + ", ".join(f"{a}={d}" for a, d in dims.items())
+            )
     return resolved

@@ -81,7 +81,7 @@ class ResultsWriter:
         with open(self.dir / "metrics.jsonl", "a") as fh:
             for row in rows:
                 fh.write(json.dumps({"round": server_round, **{k: _clean(v) for k, v in row.items()}}) + "\n")
-        accs = [r.get("accuracy") for r in rows if r.get("accuracy") is not None]
+        accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None and math.isfinite(r["accuracy"])]
         line = {
             "round": server_round,
             "alma": _mean(accs),
@@ -115,6 +115,7 @@ class ResultsWriter:
             "seed": self.cfg.seed,
             "rounds": len(self.rounds),
             "alma": last.get("alma"),
+            "alma_round": last.get("round"),
             "global_accuracy": last.get("global_accuracy"),
             "worst_client_accuracy": last.get("worst_client_accuracy"),
             "best_alma": max((r["alma"] for r in counted), default=None),

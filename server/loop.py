@@ -105,11 +105,16 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
         if msg.has_error():
             log(WARNING, "node %s failed the handshake: %s", msg.metadata.src_node_id, msg.error.reason)
             continue
-        pid = int(msg.content[P.METRICS][P.PARTITION_ID])
+        try:
+            pid = int(msg.content[P.METRICS][P.PARTITION_ID])
+            arch = str(msg.content[P.ARCH]["architecture"])
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+            log(WARNING, "node %s sent a malformed handshake reply; ignoring it", msg.metadata.src_node_id)
+            continue
         if pid in mapping:
             raise ExperimentError(f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}")
         mapping[pid] = msg.metadata.src_node_id
-        archs[pid] = str(msg.content[P.ARCH]["architecture"])
+        archs[pid] = arch
     if len(mapping) < cfg.min_clients:
         raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
     if len(mapping) < cfg.num_clients:
@@ -129,7 +134,7 @@ def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round:
 def _partition(msg: Message) -> int:
     try:
         return int(msg.content[P.METRICS][P.PARTITION_ID])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         return -1
 
 
@@ -139,14 +144,22 @@ def _ordered(replies: list[Message]) -> list[Message]:
     return sorted(replies, key=lambda m: (m.has_error(), _partition(m) if not m.has_error() else m.metadata.src_node_id))
 
 
+def _aggregation_failed(phase: str, server_round: int, exc: Exception) -> str:
+    """Log a failed aggregation (with its traceback, for bug reports) and describe it."""
+    kind = "skipped" if isinstance(exc, InconsistentMessageReplies) else "failed"
+    note = f"{phase} aggregation {kind}: {type(exc).__name__}: {exc}"
+    log(WARNING, "round %s: %s", server_round, note, exc_info=not isinstance(exc, InconsistentMessageReplies))
+    return note
+
+
 def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) -> list[dict[str, Any]]:
     """Per-client metrics of one round, merged from the train and evaluate replies."""
     rows: dict[int, dict[str, Any]] = {}
     for msg in [*train, *evaluate]:
-        if msg.has_error() or P.METRICS not in msg.content:
+        pid = -1 if msg.has_error() else _partition(msg)
+        if pid < 0:
             continue
-        metrics = dict(msg.content[P.METRICS])
-        pid = int(metrics.pop(P.PARTITION_ID))
+        metrics = {k: v for k, v in dict(msg.content[P.METRICS]).items() if k != P.PARTITION_ID}
         metrics.pop(P.NUM_EXAMPLES, None)
         row = rows.setdefault(pid, {"client": pid, "architecture": archs.get(pid)})
         row.update(metrics)
@@ -173,9 +186,8 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Pr
         note = ""
         try:
             new_arrays, _ = strategy.aggregate_train(server_round, replies)
-        except InconsistentMessageReplies as exc:
-            new_arrays, note = None, f"aggregation skipped: {exc}"
-            log(WARNING, "round %s: %s", server_round, note)
+        except Exception as exc:  # noqa: BLE001 - a bad round must not lose the run
+            new_arrays, note = None, _aggregation_failed("train", server_round, exc)
         if new_arrays is not None:
             arrays = new_arrays
         answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
@@ -184,14 +196,19 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Pr
         ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
         down += sum(map(message_bytes, ev_out))
         up += sum(map(message_bytes, ev_replies))
-        strategy.aggregate_evaluate(server_round, ev_replies)
+        try:
+            strategy.aggregate_evaluate(server_round, ev_replies)
+        except Exception as exc:  # noqa: BLE001
+            note = note or _aggregation_failed("evaluate", server_round, exc)
         failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
         failed |= set(sampled) - {m.metadata.src_node_id for m in replies}
+        failed |= {m.metadata.dst_node_id for m in ev_out} - {m.metadata.src_node_id for m in ev_replies}
         info = {
             "sampled": len(out),
             "failed": len(failed),
             "rejected": sum(1 for r in getattr(strategy, "rejected", []) if r["round"] == server_round),
             "skipped": bool(getattr(strategy, "skipped", False)) or bool(note),
+            **({"note": note} if note else {}),
             "bytes_up": up,
             "bytes_down": down,
             "wall_seconds": round(time.perf_counter() - t_round, 3),

@@ -20,6 +20,11 @@ from server.environment import prepare_environment
 def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return the summary."""
     prepare_environment()
+    from fedkt.data.federation import federation_for
+
+    # Build the data layout here first: a layout the config cannot produce (transfer set too
+    # large, a client left without data, ...) is then a one-line error before any worker starts.
+    federation_for(cfg)
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation

@@ -41,11 +41,19 @@ class EnsembleDistillation(KnowledgeTransfer):
         return content
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
         accepted = self.accepted_knowledge(server_round, replies)
-        by_pid = {int(m.content[P.METRICS][P.PARTITION_ID]): m for m in replies if not m.has_error()}
-        self.participants = [pid for pid, _, _ in accepted if P.ARRAYS in by_pid[pid].content]
-        accepted = [a for a in accepted if a[0] in self.participants]
+        by_pid = self.accepted_replies  # only replies whose knowledge passed validation
+        expected = {k: tuple(v.shape) for k, v in self.student.state_dict().items()}
+        for pid in [p for p, _, _ in accepted]:
+            try:
+                shapes = {k: tuple(a.shape) for k, a in by_pid[pid].content[P.ARRAYS].items()}
+                if shapes != expected:
+                    raise ValueError("its weights do not match the global model's layers")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.reject(server_round, by_pid[pid], f"unusable weights ({exc})")
+                by_pid.pop(pid)
+        accepted = [a for a in accepted if a[0] in by_pid]
+        self.participants = [pid for pid, _, _ in accepted]
         if len(accepted) < self.min_clients:
             self.skipped = True
             return None, None

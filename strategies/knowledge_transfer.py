@@ -59,6 +59,7 @@ class KnowledgeTransfer(Strategy):
         self.weights: np.ndarray | None = None  # (N, N) over partition ids, NaN = absent
         self.rejected: list[dict[str, object]] = []
         self.skipped = False
+        self.accepted_replies: dict[int, Message] = {}
 
     def _config(self, server_round: int, config: ConfigRecord) -> ConfigRecord:
         return ConfigRecord({**dict(config), P.SERVER_ROUND: server_round})
@@ -69,6 +70,7 @@ class KnowledgeTransfer(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.targets, self.participants, self.weights, self.skipped = {}, [], None, False
+        self.accepted_replies = {}
         content = self.train_content(server_round, arrays, config)
         return [
             Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
@@ -96,8 +98,9 @@ class KnowledgeTransfer(Strategy):
             values, counts = self.knowledge.validate(record[P.VALUES].numpy(), counts, self.rows, self.num_classes)
             if width is not None and values.shape[1] != width:
                 raise KnowledgeError(f"knowledge has width {values.shape[1]}, other clients send {width}")
+            self.accepted_replies[pid] = msg
             return pid, values, (np.asarray([count]) if counts is None else counts)
-        except (KnowledgeError, KeyError, TypeError, ValueError) as exc:
+        except (KnowledgeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             reason = str(exc) if isinstance(exc, KnowledgeError) else f"malformed reply ({type(exc).__name__}: {exc})"
             self.reject(server_round, msg, reason)
             return None
@@ -151,7 +154,12 @@ class KnowledgeTransfer(Strategy):
         ]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        accs = [float(m.content[P.METRICS]["accuracy"]) for m in replies if not m.has_error()]
+        accs = []
+        for m in replies:
+            try:
+                accs.append(float(m.content[P.METRICS]["accuracy"]))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue  # an error reply or one without metrics: counted by the round loop
         if not accs:
             return None
         return MetricRecord({"alma": float(np.mean(accs)), "worst_client_accuracy": float(np.min(accs))})

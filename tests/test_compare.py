@@ -161,3 +161,20 @@ seeds: [0, 1]
     assert (out / "report.md").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 cells run, 4 already finished" in again.stderr
+
+
+def test_overrides_that_the_matrix_decides_are_refused(tmp_path):
+    path = _write(tmp_path, SMALL)
+    for bad in ("seed=3", "strategy.fusion_params.beta=2", "strategy=fkd"):
+        with pytest.raises(ConfigError, match="decided per cell"):
+            load_compare(path, [bad])
+    _, cells = load_compare(path, ["strategy.temperature=2"])
+    assert all(c.config.strategy.temperature == 2.0 for c in cells)
+
+
+def test_resume_with_different_overrides_is_refused(tmp_path):
+    path = _write(tmp_path, SMALL)
+    out = tmp_path / "out"
+    run_compare(*load_compare(path), out, _fake_run([]), log=lambda m: None)
+    with pytest.raises(ConfigError, match="different comparison"):
+        run_compare(*load_compare(path, ["rounds=3"]), out, _fake_run([]), log=lambda m: None)

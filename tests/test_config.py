@@ -101,3 +101,28 @@ def test_cli_help_documents_every_field():
     assert proc.returncode == 0
     for key in ("partition.alpha", "transfer.size", "strategy.fusion_params", "distill.ce_weight", "--set", "--out"):
         assert key in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["strategy=feddf", "strategy.transfer_subset=10"], "strategy.transfer_subset: 'feddf' distils the mean"),
+        (["strategy=fedprox", "strategy.server_params.proximal_mu=-1"], "must be a number >= 0"),
+        (["strategy=fedprox", "strategy.server_params.proximal_mu=abc"], "must be a number >= 0"),
+        (["strategy=fedproto", "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-fedavg, fraction: 0.5}]"], "one embedding size"),
+        (["strategy=fd", "strategy.fusion=mean"], "strategy.fusion: 'mean' cannot fuse 'class_logits'"),
+        (["strategy.fusion_params.include_self=maybe"], "include_self must be true or false"),
+        (["strategy.fusion_params.top_k=1.5"], "top_k must be an integer"),
+    ],
+)
+def test_strategy_pairings_and_parameters_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_layout_errors_surface_before_the_simulation_starts(tmp_path):
+    from server.simulation import simulate
+
+    cfg = load_config(None, ["transfer.size=5000"])
+    with pytest.raises(ConfigError, match="transfer.size: 5000 leaves no private data"):
+        simulate(cfg, str(tmp_path))

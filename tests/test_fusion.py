@@ -110,3 +110,10 @@ def test_class_mean_excluding_receiver_hand_computed():
     assert np.isnan(res2.targets[1, 1]).all() and not np.isnan(res2.targets[0, 1]).any()
     incl = FUSIONS.create("class_mean", exclude_self=False).fuse(values, counts)
     np.testing.assert_allclose(incl.targets[0, :, 0], [(1 + 9 + 20) / 8, 15.0], atol=1e-5)
+
+
+def test_knfu_single_participant_learns_from_itself():
+    for include_self in (True, False):
+        res = FUSIONS.create("knfu", include_self=include_self).fuse(np.array([[A]]), np.ones(1))
+        np.testing.assert_allclose(res.weights, [[1.0]])
+        np.testing.assert_allclose(res.targets[0, 0], A, atol=1e-6)

@@ -69,7 +69,10 @@ class MeanFusion(Fusion):
     """Vanilla federated KD / FedMD consensus: every client receives the same average.
 
     ``weighting="samples"`` weights clients by their private sample counts instead.
+    Per-class knowledge needs count-aware fusion (``class_mean``), not this one.
     """
+
+    domains = ("transfer",)
 
     def __init__(self, weighting: str = "uniform") -> None:
         if weighting not in ("uniform", "samples"):
@@ -119,7 +122,9 @@ class ClassMeanFusion(Fusion):
     """
 
     def __init__(self, exclude_self: bool = True) -> None:
-        self.exclude_self = bool(exclude_self)
+        if not isinstance(exclude_self, bool):
+            raise ValueError(f"exclude_self must be true or false, got {exclude_self!r}")
+        self.exclude_self = exclude_self
 
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
@@ -168,9 +173,9 @@ def knfu_weights(
     """
     n = probs.shape[0]
     logits = -beta * kl_matrix(estimated_distributions(probs))
+    if n == 1:
+        return np.ones((1, 1))  # a lone participant can only learn from itself
     if not include_self:
-        if n == 1:
-            raise ValueError("include_self=False needs at least two clients")
         np.fill_diagonal(logits, -np.inf)
     logits -= logits.max(axis=1, keepdims=True)
     w = np.exp(logits)
@@ -204,8 +209,10 @@ class KnFuFusion(Fusion):
             raise ValueError(f"beta must be >= 0, got {beta}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if not isinstance(include_self, bool):
+            raise ValueError(f"include_self must be true or false, got {include_self!r}")
         self.beta = float(beta)
         self.threshold = float(threshold)
         self.top_k = top_k
