@@ -117,3 +117,17 @@ def test_knfu_single_participant_learns_from_itself():
         res = FUSIONS.create("knfu", include_self=include_self).fuse(np.array([[A]]), np.ones(1))
         np.testing.assert_allclose(res.weights, [[1.0]])
         np.testing.assert_allclose(res.targets[0, 0], A, atol=1e-6)
+
+
+def test_weighted_fusion_uses_sample_counts():
+    res = FUSIONS.create("weighted").fuse(PROBS, np.array([3, 1]))
+    np.testing.assert_allclose(res.targets[0, 0], [0.65, 0.35])
+
+
+def test_kd_dp_picks_the_most_confident_teacher_per_sample():
+    # sample 0: A (0.8) vs B (0.6) -> A; sample 1: A (0.5) vs B (0.9) -> B
+    values = np.array([[[0.8, 0.2], [0.5, 0.5]], [[0.4, 0.6], [0.1, 0.9]]])
+    res = FUSIONS.create("kd_dp").fuse(values, np.ones(2))
+    np.testing.assert_allclose(res.targets[0], [[0.8, 0.2], [0.1, 0.9]])
+    np.testing.assert_allclose(res.targets[1], res.targets[0])
+    np.testing.assert_allclose(res.weights, [[0.5, 0.5], [0.5, 0.5]])

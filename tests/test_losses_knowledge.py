@@ -132,3 +132,18 @@ def test_losses_skip_rows_without_target():
     assert LOSSES.create("kl")(logits, target).item() == pytest.approx(KL, abs=1e-6)
     only_ce = LOSSES.create("ce_kl")(logits, torch.full((2, 2), float("nan")), torch.tensor([0, 1])).item()
     assert only_ce == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_reverse_kl_bdkd_gt_weighted_hand_computed():
+    student = torch.zeros(1, 2)  # p_s = [0.5, 0.5], H = ln 2
+    target = torch.tensor([[0.8, 0.2]])
+    # KL(p_s || t) = 0.5 ln(0.5/0.8) + 0.5 ln(0.5/0.2)
+    rkl = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)
+    assert LOSSES.create("reverse_kl")(student, target).item() == pytest.approx(rkl, abs=1e-6)
+    # bdkd: w = sigmoid(H(s) - H(t)) = sigmoid(ln 2 - H([0.8, 0.2])) on reverse, 1 - w on forward
+    h_t = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
+    w = 1 / (1 + math.exp(-(math.log(2) - h_t)))
+    assert LOSSES.create("bdkd")(student, target).item() == pytest.approx(w * rkl + (1 - w) * KL, abs=1e-6)
+    # gt_weighted, alpha 0.25: 0.25 * CE(y=1) + 0.75 * KL = 0.25 ln 2 + 0.75 KL
+    val = LOSSES.create("gt_weighted", alpha=0.25)(student, target, torch.tensor([1])).item()
+    assert val == pytest.approx(0.25 * math.log(2) + 0.75 * KL, abs=1e-6)

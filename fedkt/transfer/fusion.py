@@ -87,6 +87,35 @@ class MeanFusion(Fusion):
         return np.tile(row / row.sum(), (n, 1))
 
 
+@FUSIONS.register("weighted")
+class WeightedMeanFusion(MeanFusion):
+    """The mean weighted by each client's private sample count (FedAvg-style weighting)."""
+
+    def __init__(self) -> None:
+        super().__init__("samples")
+
+
+@FUSIONS.register("kd_dp")
+class MostConfidentFusion(Fusion):
+    """Per-sample most confident teacher (after "Fantastic Gains", KD-DP, unsupervised form).
+
+    For every transfer sample the target is the prediction of whichever participant is most
+    confident (largest max probability) on it; the receiver's own (frozen) prediction is
+    among the candidates, so a client is only overruled where someone is surer than it is.
+    Ties go to the lowest partition id.
+    """
+
+    spaces, domains = ("probs",), ("transfer",)
+
+    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
+        values, counts = _check(values, counts)
+        n, s, _ = values.shape
+        chosen = values.max(axis=2).argmax(axis=0)  # (S,) teacher index per sample
+        target = values[chosen, np.arange(s)]  # (S, K)
+        weights = np.tile(np.bincount(chosen, minlength=n) / s, (n, 1))
+        return FusionResult(np.repeat(target[None], n, axis=0).astype(np.float32), weights)
+
+
 @FUSIONS.register("era")
 class EntropyReductionFusion(MeanFusion):
     """DS-FL's entropy-reduction aggregation (Itahara et al.): softmax(mean_k p_k / T_ERA).

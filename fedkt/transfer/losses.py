@@ -138,3 +138,66 @@ class PrototypeLoss(DistillationLoss):
         t = torch.where(mask[:, None], target, features.detach())
         mse = ((features - t) ** 2).mean(dim=-1)
         return F.cross_entropy(logits, labels) + self.weight * _masked_mean(mse, mask)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(torch.xlogy(p, p)).sum(dim=-1)
+
+
+def reverse_kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-row T^2 * KL(softmax(z / T) || target): mode-seeking, the student concentrates
+    on the target's dominant classes. Rows without a target contribute 0."""
+    mask = _rows(target)
+    t = torch.where(mask[:, None], target, torch.ones_like(target))
+    log_s = F.log_softmax(logits / temperature, dim=-1)
+    kl = (log_s.exp() * (log_s - torch.log(t.clamp(min=1e-12)))).sum(dim=-1)
+    return torch.where(mask, kl, torch.zeros_like(kl)) * temperature**2
+
+
+@LOSSES.register("reverse_kl")
+class ReverseKLLoss(_TemperatureLoss):
+    """Reverse KD: T^2 * KL(p_student^T || p_target)."""
+
+    def __call__(self, logits, target, labels=None, features=None):
+        return _masked_mean(reverse_kl_distillation(logits, target, self.temperature), _rows(target))
+
+
+@LOSSES.register("bdkd")
+class BalancedKLLoss(_TemperatureLoss):
+    """BD-KD (balancing the divergences): a per-sample mix of forward and reverse KL.
+
+    [ours] weight: w = sigmoid(H(p_s) - H(p_t)) on the reverse (mode-seeking) KL and 1 - w on
+    the forward (mass-covering) KL. A student flatter than its target is pushed to sharpen;
+    one sharper than its target is pushed to spread. The weight carries no gradient.
+    """
+
+    def __call__(self, logits, target, labels=None, features=None):
+        mask = _rows(target)
+        t = torch.where(mask[:, None], target, torch.zeros_like(target))
+        log_s = F.log_softmax(logits / self.temperature, dim=-1)
+        forward = (torch.xlogy(t, t) - t * log_s).sum(dim=-1) * self.temperature**2
+        reverse = reverse_kl_distillation(logits, target, self.temperature)
+        w = torch.sigmoid(_entropy(log_s.exp()) - _entropy(t)).detach()
+        return _masked_mean(w * reverse + (1 - w) * forward, mask)
+
+
+@LOSSES.register("gt_weighted")
+class GroundTruthWeightedLoss(_TemperatureLoss):
+    """alpha * CE(y, p_s) + (1 - alpha) * T^2 * KL(target || p_s^T) (Hinton's original mix).
+
+    Needs labels on the samples it distils on (``transfer.labelled: true`` for transfer-set
+    knowledge).
+    """
+
+    needs_labels = True
+
+    def __init__(self, temperature: float = 1.0, alpha: float = 0.5) -> None:
+        super().__init__(temperature)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+
+    def __call__(self, logits, target, labels=None, features=None):
+        if labels is None:
+            raise ValueError("gt_weighted needs labels")
+        return self.alpha * F.cross_entropy(logits, labels) + (1 - self.alpha) * kl_distillation(logits, target, self.temperature)
