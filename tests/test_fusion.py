@@ -131,3 +131,15 @@ def test_kd_dp_picks_the_most_confident_teacher_per_sample():
     np.testing.assert_allclose(res.targets[0], [[0.8, 0.2], [0.1, 0.9]])
     np.testing.assert_allclose(res.targets[1], res.targets[0])
     np.testing.assert_allclose(res.weights, [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_dlf_hand_computed_geometric_compromise():
+    # Two teachers mirror each other: by symmetry the weights are equal.
+    res = FUSIONS.create("dlf").fuse(PROBS, np.ones(2))
+    np.testing.assert_allclose(res.targets[0, 0], [0.5, 0.5], atol=1e-4)
+    # A, A, B: minimising 2 KL(p || A) + KL(p || B) gives p ~ A^(2/3) B^(1/3), i.e.
+    # p_0 / p_1 = (0.8 / 0.2)^(1/3) = 4^(1/3), p_0 = 0.613511; reachable as a mixture (w_A = 0.6892).
+    res = FUSIONS.create("dlf", iterations=200).fuse(np.array([[A], [A], [B]]), np.ones(3))
+    r = 4 ** (1 / 3)
+    np.testing.assert_allclose(res.targets[0, 0], [r / (1 + r), 1 / (1 + r)], atol=1e-3)
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-9)

@@ -147,3 +147,13 @@ def test_reverse_kl_bdkd_gt_weighted_hand_computed():
     # gt_weighted, alpha 0.25: 0.25 * CE(y=1) + 0.75 * KL = 0.25 ln 2 + 0.75 KL
     val = LOSSES.create("gt_weighted", alpha=0.25)(student, target, torch.tensor([1])).item()
     assert val == pytest.approx(0.25 * math.log(2) + 0.75 * KL, abs=1e-6)
+
+
+def test_tgeo_hand_computed():
+    student = torch.zeros(1, 2)  # s = [0.5, 0.5]
+    target = torch.tensor([[0.8, 0.2]])
+    y = torch.tensor([0])  # g = [1, 0]
+    # ||s - g|| = sqrt(0.5), ||t - g|| = sqrt(0.08); alpha = sigmoid(5 (0.707107 - 0.282843))
+    alpha = 1 / (1 + math.exp(-5 * (math.sqrt(0.5) - math.sqrt(0.08))))
+    expected = alpha * KL + (1 - alpha) * math.log(2)
+    assert LOSSES.create("tgeo")(student, target, y).item() == pytest.approx(expected, abs=1e-6)

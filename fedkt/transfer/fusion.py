@@ -116,6 +116,52 @@ class MostConfidentFusion(Fusion):
         return FusionResult(np.repeat(target[None], n, axis=0).astype(np.float32), weights)
 
 
+def dlf_weights(probs: np.ndarray, iterations: int = 50, step: float = 1.0) -> np.ndarray:
+    """Per-sample teacher weights on the simplex minimising sum_m KL(p_w || p_m), p_w = sum_m w_m p_m.
+
+    [ours] reading of Dynamic Logit Fusion's KL-constrained weights (METHODS.md): the fused
+    target should stay close, in KL, to every teacher at once. Solved by exponentiated
+    gradient (mirror descent on the simplex) from uniform weights; ``probs`` is (N, S, C),
+    the result (S, N).
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, None)
+    p /= p.sum(axis=2, keepdims=True)
+    n, s, _ = p.shape
+    logp = np.log(p)  # (N, S, C)
+    w = np.full((s, n), 1.0 / n)
+    for _ in range(iterations):
+        fused = np.einsum("sn,nsc->sc", w, p)
+        # d/dp_w of sum_j KL(p_w || p_j) = sum_j (log p_w - log p_j + 1); chain rule through p_w = sum_m w_m p_m
+        grad_p = n * (np.log(fused) + 1.0) - logp.sum(axis=0)  # (S, C)
+        grad_w = np.einsum("nsc,sc->sn", p, grad_p)
+        w = w * np.exp(-step * (grad_w - grad_w.min(axis=1, keepdims=True)))
+        w /= w.sum(axis=1, keepdims=True)
+    return w
+
+
+@FUSIONS.register("dlf")
+class DynamicLogitFusion(Fusion):
+    """Per-sample KL-constrained teacher weights (see :func:`dlf_weights`); every client
+    receives the same fused target. ``weights`` reports the mean per-sample weights."""
+
+    spaces, domains = ("probs",), ("transfer",)
+
+    def __init__(self, iterations: int = 50, step: float = 1.0) -> None:
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        if step <= 0:
+            raise ValueError(f"step must be > 0, got {step}")
+        self.iterations = iterations
+        self.step = float(step)
+
+    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
+        values, counts = _check(values, counts)
+        n = values.shape[0]
+        w = dlf_weights(values, self.iterations, self.step)  # (S, N)
+        target = np.einsum("sn,nsc->sc", w, values)
+        return FusionResult(np.repeat(target[None], n, axis=0).astype(np.float32), np.tile(w.mean(axis=0), (n, 1)))
+
+
 @FUSIONS.register("era")
 class EntropyReductionFusion(MeanFusion):
     """DS-FL's entropy-reduction aggregation (Itahara et al.): softmax(mean_k p_k / T_ERA).

@@ -201,3 +201,37 @@ class GroundTruthWeightedLoss(_TemperatureLoss):
         if labels is None:
             raise ValueError("gt_weighted needs labels")
         return self.alpha * F.cross_entropy(logits, labels) + (1 - self.alpha) * kl_distillation(logits, target, self.temperature)
+
+
+@LOSSES.register("tgeo")
+class GeometryWeightedLoss(_TemperatureLoss):
+    """Per-sample KD/CE ratio from the geometry of student S, teacher T and ground truth G.
+
+    [ours] closed heuristic (the learned MLP of "Less or More From Teacher" needs held-out
+    labelled data we do not assume): alpha_i = sigmoid(scale * (||s_i - g_i|| - ||t_i - g_i||)),
+    the more the teacher is closer to the truth than the student, the more the sample is
+    distilled; loss_i = alpha_i * T^2 KL(t_i || s_i) + (1 - alpha_i) * CE(y_i, s_i).
+    alpha carries no gradient.
+    """
+
+    needs_labels = True
+
+    def __init__(self, temperature: float = 1.0, scale: float = 5.0) -> None:
+        super().__init__(temperature)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def __call__(self, logits, target, labels=None, features=None):
+        if labels is None:
+            raise ValueError("tgeo needs labels")
+        mask = _rows(target)
+        t = torch.where(mask[:, None], target, torch.zeros_like(target))
+        log_s = F.log_softmax(logits / self.temperature, dim=-1)
+        g = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+        s = log_s.exp().detach()
+        alpha = torch.sigmoid(self.scale * ((s - g).norm(dim=-1) - (t - g).norm(dim=-1)))
+        alpha = torch.where(mask, alpha, torch.zeros_like(alpha))
+        kd = (torch.xlogy(t, t) - t * log_s).sum(dim=-1) * self.temperature**2
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        return (alpha * kd + (1 - alpha) * ce).mean()
