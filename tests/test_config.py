@@ -33,6 +33,13 @@ from fedkt.errors import ConfigError
         (["min_clients=20"], "min_clients (20) exceeds num_clients (10)"),
         (["partition.name=weird"], "partition.name: Input should be"),
         (["rounds"], "expected KEY=VALUE"),
+        (["strategy=feddf", "strategy.transfer_subset=10"], "strategy.transfer_subset: 'feddf' distils the mean"),
+        (["strategy=fedprox", "strategy.server_params.proximal_mu=-1"], "must be a number >= 0"),
+        (["strategy=fedprox", "strategy.server_params.proximal_mu=abc"], "must be a number >= 0"),
+        (["strategy=fedproto", "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-fedavg, fraction: 0.5}]"], "one embedding size"),
+        (["strategy=fd", "strategy.fusion=mean"], "strategy.fusion: 'mean' cannot fuse 'class_logits'"),
+        (["strategy.fusion_params.include_self=maybe"], "include_self must be true or false"),
+        (["strategy.fusion_params.top_k=1.5"], "top_k must be an integer"),
         (["rounds.x=1"], "rounds: Input should be a valid integer (got a section)"),
         (["strategy.loss_params=3"], "strategy.loss_params: Input should be a valid dictionary (got 3)"),
     ],
@@ -102,22 +109,6 @@ def test_cli_help_documents_every_field():
     for key in ("partition.alpha", "transfer.size", "strategy.fusion_params", "distill.ce_weight", "--set", "--out"):
         assert key in proc.stdout
 
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["strategy=feddf", "strategy.transfer_subset=10"], "strategy.transfer_subset: 'feddf' distils the mean"),
-        (["strategy=fedprox", "strategy.server_params.proximal_mu=-1"], "must be a number >= 0"),
-        (["strategy=fedprox", "strategy.server_params.proximal_mu=abc"], "must be a number >= 0"),
-        (["strategy=fedproto", "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-fedavg, fraction: 0.5}]"], "one embedding size"),
-        (["strategy=fd", "strategy.fusion=mean"], "strategy.fusion: 'mean' cannot fuse 'class_logits'"),
-        (["strategy.fusion_params.include_self=maybe"], "include_self must be true or false"),
-        (["strategy.fusion_params.top_k=1.5"], "top_k must be an integer"),
-    ],
-)
-def test_strategy_pairings_and_parameters_are_checked(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
 
 
 def test_layout_errors_surface_before_the_simulation_starts(tmp_path):
