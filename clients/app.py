@@ -64,7 +64,7 @@ def handshake(msg: Message, context: Context) -> Message:
     _save(learner, context)
     content = RecordDict({
         P.METRICS: _metrics(learner, {}),
-        P.ARCH: ConfigRecord({"architecture": learner.architecture}),
+        P.ARCH: ConfigRecord({"architecture": learner.description}),
     })
     return Message(content, reply_to=msg)
 

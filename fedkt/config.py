@@ -41,6 +41,10 @@ class TransferConfig(_Section):
     size: int = Field(300, ge=1)
     source: str = Field("train", description="'train' (held out of the train split) or a dataset name")
     labelled: bool = False
+    views: int = Field(
+        1, ge=1, le=2,
+        description="2 appends a seeded augmented copy of every transfer sample (second view; needed by the sade fusion)",
+    )
 
 
 class EvaluationConfig(_Section):
@@ -51,13 +55,26 @@ class EvaluationConfig(_Section):
 class ModelTier(_Section):
     name: str
     fraction: float = Field(gt=0, le=1)
+    student: str | None = Field(None, description="this tier's student architecture (overrides model.student)")
 
 
 class ModelConfig(_Section):
-    """One architecture for all clients (``name``), or ``tiers`` assigning several."""
+    """One architecture for all clients (``name``), or ``tiers`` assigning several.
+
+    With a ``student`` each client holds two models: a teacher (``name`` / its tier's
+    architecture) trained on private data, and a lightweight student that learns from the
+    teacher on private data (``student_loss``) and from the fused knowledge. ``shares``
+    says whose knowledge is sent to the server, ``evaluates`` whose accuracy is reported
+    as the client's accuracy (both models' accuracies are always recorded).
+    """
 
     name: str = "mlp"
     tiers: list[ModelTier] | None = None
+    student: str | None = None
+    student_loss: str = Field("kl", description="distillation loss (from the loss registry) teacher -> student on private data")
+    student_loss_params: dict[str, Any] = Field(default_factory=dict)
+    shares: Literal["teacher", "student"] = "teacher"
+    evaluates: Literal["teacher", "student"] | None = Field(None, description="default: the student when there is one")
 
     @field_validator("tiers")
     @classmethod
@@ -80,6 +97,7 @@ class TrainConfig(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    amp: bool = Field(False, description="mixed precision (float16 on CUDA, bfloat16 on CPU) for training and distillation")
 
 
 class DistillConfig(_Section):
@@ -107,7 +125,10 @@ class StrategyConfig(_Section):
 
 class SimulationConfig(_Section):
     num_cpus_per_client: float = Field(1.0, gt=0)
-    num_gpus_per_client: float = Field(0.0, ge=0)
+    num_gpus_per_client: float | None = Field(
+        None, ge=0, le=1,
+        description="GPU share per simulated client; None: 0 on CPU, 0.25 (four clients per GPU) when training on CUDA",
+    )
 
 
 class ExperimentConfig(_Section):
@@ -145,29 +166,48 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> "ExperimentConfig":
         from fedkt.models import MODELS
-        from fedkt.recipes import resolve_strategy
+        from fedkt.recipes import resolve_strategy, student_loss
 
         for arch in self.architecture_names():
             if arch not in MODELS:
                 raise ValueError(f"model: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})")
+        for arch in self.student_names():
+            if arch is not None and arch not in MODELS:
+                raise ValueError(f"model.student: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})")
+        has_student = any(a is not None for a in self.student_names())
+        for field_name in ("shares", "evaluates"):
+            if getattr(self.model, field_name) == "student" and not has_student:
+                raise ValueError(f"model.{field_name}: 'student' needs a student model (set model.student)")
         if self.min_clients > self.num_clients:
             raise ValueError(f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})")
         resolve_strategy(self)  # raises ConfigError on unknown parts / parameters
+        if has_student:
+            student_loss(self)
         return self
 
+    def _tiers_of_clients(self) -> list[ModelTier]:
+        """The tier of each client, in client order (tiers in contiguous blocks)."""
+        tiers = self.model.tiers or [ModelTier(name=self.model.name, fraction=1.0)]
+        out: list[ModelTier] = []
+        for i, tier in enumerate(tiers):
+            count = self.num_clients - len(out) if i == len(tiers) - 1 else round(tier.fraction * self.num_clients)
+            out.extend([tier] * max(0, min(count, self.num_clients - len(out))))
+        return out
+
     def architecture_names(self) -> list[str]:
-        """Architecture of each client, in client order (tiers in contiguous blocks)."""
-        if not self.model.tiers:
-            return [self.model.name] * self.num_clients
-        names: list[str] = []
-        for i, tier in enumerate(self.model.tiers):
-            count = (
-                self.num_clients - len(names)
-                if i == len(self.model.tiers) - 1
-                else round(tier.fraction * self.num_clients)
-            )
-            names.extend([tier.name] * max(0, min(count, self.num_clients - len(names))))
-        return names
+        """Architecture of each client's (teacher) model, in client order."""
+        return [t.name for t in self._tiers_of_clients()]
+
+    def student_names(self) -> list[str | None]:
+        """Student architecture of each client (None: the client has a single model)."""
+        return [t.student or self.model.student for t in self._tiers_of_clients()]
+
+    @property
+    def evaluated_model(self) -> str:
+        """Which model's accuracy is a client's accuracy ("teacher" or "student")."""
+        if self.model.evaluates is not None:
+            return self.model.evaluates
+        return "student" if any(a is not None for a in self.student_names()) else "teacher"
 
     def to_json(self) -> str:
         return self.model_dump_json()

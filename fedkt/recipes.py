@@ -85,6 +85,7 @@ class ResolvedStrategy:
     weights: str | None = None
     server_distill: bool = False
     transfer_subset: int | None = None
+    views: int = 1
     temperature: float = 1.0
     knowledge_params: dict[str, Any] = field(default_factory=dict)
     fusion_params: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +99,11 @@ class ResolvedStrategy:
     @property
     def shares_weights(self) -> bool:
         return self.weights is not None
+
+    def transfer_rows(self, transfer_size: int) -> int:
+        """Knowledge rows per client per round for transfer-set knowledge: the transfer
+        set (or FedMD's subset), once per view."""
+        return (self.transfer_subset or transfer_size) * self.views
 
     @property
     def domain(self) -> str | None:
@@ -134,6 +140,12 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
             raise ConfigError(f"strategy.server_params.{key}: must be a number >= 0, got {value!r}")
     server_params = {**spec.server_params, **s.server_params}
     archs = set(cfg.architecture_names())
+    students = {a for a in cfg.student_names() if a is not None}
+    if (spec.weights or spec.server_distill) and students:
+        raise ConfigError(
+            f"model.student: strategy {s.name!r} averages model weights; teacher/student clients need a "
+            "knowledge-based strategy (e.g. knfu, fkd, dsfl)"
+        )
     if (spec.weights or spec.server_distill) and len(archs) > 1:
         raise ConfigError(
             f"model.tiers: strategy {s.name!r} averages model weights, so every client needs the same "
@@ -163,6 +175,7 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
     resolved = ResolvedStrategy(
         s.name, knowledge, fusion, loss, spec.weights, spec.server_distill,
         transfer_subset=None if subset is None else min(subset, cfg.transfer.size),
+        views=cfg.transfer.views,
         temperature=s.temperature,
         knowledge_params=_with_temperature(KNOWLEDGE, knowledge, s.temperature, {}),
         fusion_params=fusion_params,
@@ -175,19 +188,38 @@ def resolve_strategy(cfg: "ExperimentConfig") -> ResolvedStrategy:
         raise ConfigError(f"strategy.fusion: {fusion!r} cannot fuse {knowledge!r} knowledge ({k.space} per {k.domain} row)")
     if lo.expects != k.space and not (lo.expects == "probs" and k.space == "logits"):
         raise ConfigError(f"strategy.loss: {loss!r} needs {lo.expects} targets but {knowledge!r} knowledge gives {k.space}")
+    needed_views = getattr(f, "views", 1)
+    if k.domain == "transfer" and needed_views > 1 and needed_views != cfg.transfer.views:
+        raise ConfigError(
+            f"strategy.fusion: {fusion!r} learns from {needed_views} view(s) of each transfer sample; "
+            f"set transfer.views: {needed_views}"
+        )
     if lo.needs_labels and k.domain == "transfer" and not cfg.transfer.labelled:
         raise ConfigError(f"strategy.loss: {loss!r} needs labels on the transfer set; set transfer.labelled: true")
     if lo.uses_features and k.space != "embedding":
         raise ConfigError(f"strategy.loss: {loss!r} distils embeddings; use it with prototype knowledge")
-    if k.space == "embedding" and len(archs) > 1:
+    if k.space == "embedding" and len(archs | students) > 1:
         from fedkt.data.sources import DATASETS
         from fedkt.models import build_model
 
         spec_ds = DATASETS.create(cfg.dataset)
-        dims = {a: build_model(a, spec_ds.input_shape, spec_ds.num_classes).embedding_dim for a in sorted(archs)}
+        dims = {a: build_model(a, spec_ds.input_shape, spec_ds.num_classes).embedding_dim for a in sorted(archs | students)}
         if len(set(dims.values())) > 1:
             raise ConfigError(
-                f"model.tiers: {knowledge!r} knowledge needs one embedding size on every client, got "
+                f"model: {knowledge!r} knowledge needs one embedding size on every model, got "
                 + ", ".join(f"{a}={d}" for a, d in dims.items())
             )
     return resolved
+
+
+def student_loss(cfg: "ExperimentConfig"):
+    """The loss a client's student learns from its teacher with, on private data (labels
+    are always available there); checked when a config is validated."""
+    m = cfg.model
+    if m.student_loss not in LOSSES:
+        raise ConfigError(f"model.student_loss: unknown loss {m.student_loss!r} (choose one of: {', '.join(LOSSES.names())})")
+    params = _with_temperature(LOSSES, m.student_loss, cfg.strategy.temperature, m.student_loss_params)
+    loss = LOSSES.create(m.student_loss, "model.student_loss_params", **params)
+    if loss.expects == "embedding":
+        raise ConfigError(f"model.student_loss: {m.student_loss!r} distils embeddings; a student learns from its teacher's predictions")
+    return loss

@@ -12,12 +12,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedkt.config import DistillConfig, TrainConfig
+from fedkt.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when this process sees a GPU, else CPU. ``cuda`` without a visible
+    GPU is a configuration error (said before any work starts, not mid-run)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA GPU here (use device: auto or cpu)")
     return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision: float16 on CUDA, bfloat16 on CPU; a no-op context when disabled."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -40,18 +51,24 @@ def _fit(
     batch_size: int,
     generator: torch.Generator,
     batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    amp: bool = False,
 ) -> float:
     """The one training loop: shuffled mini-batches of row indices, ``batch_loss(idx)``
-    per step; returns the mean loss of the last epoch."""
+    per step (under autocast when ``amp``; float16 gradients are loss-scaled); returns
+    the mean loss of the last epoch."""
     model.train()
+    device = next(model.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     last = float("nan")
     for _ in range(epochs):
         total, count = 0.0, 0
         for idx in _batches(n, batch_size, generator):
             opt.zero_grad(set_to_none=True)
-            loss = batch_loss(idx)
-            loss.backward()
-            opt.step()
+            with autocast(device, amp):
+                loss = batch_loss(idx).float()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(idx)
             count += len(idx)
         last = total / max(count, 1)
@@ -81,7 +98,7 @@ def train_supervised(
             loss = loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
         return loss
 
-    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss)
+    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=cfg.amp)
 
 
 def distill(
@@ -95,6 +112,7 @@ def distill(
     private: tuple[torch.Tensor, torch.Tensor] | None = None,
     optimizer: str = "sgd",
     momentum: float = 0.9,
+    amp: bool = False,
 ) -> float:
     """Fit ``model`` to ``target`` (one row per sample of ``x``) with ``loss_fn``.
 
@@ -118,19 +136,23 @@ def distill(
             loss = loss + cfg.ce_weight * F.cross_entropy(model(private[0][pidx].to(device)), private[1][pidx].to(device))
         return loss
 
-    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss)
+    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=amp)
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    if len(x) == 0:
-        return float("nan")
+def predict(model: nn.Module, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """``fn(batch)`` (default: the model's logits) on ``x`` in eval mode, batch by batch,
+    as float32 on CPU; the model's train/eval mode is restored afterwards."""
+    fn = fn or model
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        pred = model(x[start : start + batch_size].to(device)).argmax(dim=1).cpu()
-        correct += int((pred == y[start : start + batch_size]).sum())
+    out = [fn(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return correct / len(x)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    if len(x) == 0:
+        return float("nan")
+    return float((predict(model, x, batch_size=batch_size).argmax(dim=1) == y).double().mean())

@@ -11,10 +11,27 @@ import os
 import warnings
 from typing import Any
 
+import torch
+
 from fedkt.config import ExperimentConfig
-from fedkt.errors import FedktError
+from fedkt.errors import ConfigError, FedktError
 from fedkt.progress import Progress
+from fedkt.training import resolve_device
 from server.environment import prepare_environment
+
+
+AUTO_GPU_SHARE = 0.25
+
+
+def gpu_share(cfg: ExperimentConfig, device: torch.device) -> float:
+    """Ray gives a simulated client the GPU only if it reserves a share of one (workers
+    without a share see no CUDA device), so training on CUDA needs a share > 0."""
+    share = cfg.simulation.num_gpus_per_client
+    if share is None:
+        return AUTO_GPU_SHARE if device.type == "cuda" else 0.0
+    if device.type == "cuda" and share == 0:
+        raise ConfigError("simulation.num_gpus_per_client: 0 leaves simulated clients without the GPU that device asks for")
+    return float(share)
 
 
 def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, verbose: bool = False) -> dict[str, Any]:
@@ -25,6 +42,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
     # Build the data layout here first: a layout the config cannot produce (transfer set too
     # large, a client left without data, ...) is then a one-line error before any worker starts.
     federation_for(cfg)
+    device = resolve_device(cfg.device)  # device: cuda without a GPU is a one-line error here
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
@@ -49,7 +67,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
     backend_config = {
         "client_resources": {
             "num_cpus": cfg.simulation.num_cpus_per_client,
-            "num_gpus": cfg.simulation.num_gpus_per_client,
+            "num_gpus": gpu_share(cfg, device),
         },
         "init_args": {
             "num_cpus": os.cpu_count() or 1,

@@ -69,7 +69,7 @@ class EnsembleDistillation(KnowledgeTransfer):
         loss = distill(
             self.student, self.transfer_x, soft, self.recipe.make_loss(), self.cfg.distill,
             torch_generator(self.cfg.seed, "server-distill", server_round),
-            optimizer=self.cfg.train.optimizer, momentum=self.cfg.train.momentum,
+            optimizer=self.cfg.train.optimizer, momentum=self.cfg.train.momentum, amp=self.cfg.train.amp,
         )
         return ArrayRecord(self.student.state_dict()), MetricRecord({"server_distill_loss": float(loss)})
 

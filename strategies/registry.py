@@ -69,7 +69,7 @@ def build_strategy(cfg: ExperimentConfig, nodes: dict[int, int]) -> tuple[Strate
     initial global arrays (empty for strategies without a global model)."""
     recipe = resolve_strategy(cfg)
     num_classes = DATASETS.create(cfg.dataset).num_classes
-    rows = recipe.transfer_subset or cfg.transfer.size
+    rows = recipe.transfer_rows(cfg.transfer.size)
     if recipe.server_distill:
         strategy = EnsembleDistillation(cfg, cfg.architecture_names()[0], recipe=recipe, nodes=nodes,
                                         num_classes=num_classes, rows=rows, min_clients=cfg.min_clients)

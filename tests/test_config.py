@@ -42,6 +42,17 @@ from fedkt.errors import ConfigError
         (["strategy.fusion_params.top_k=1.5"], "top_k must be an integer"),
         (["rounds.x=1"], "rounds: Input should be a valid integer (got a section)"),
         (["strategy.loss_params=3"], "strategy.loss_params: Input should be a valid dictionary (got 3)"),
+        (["strategy.fusion=sade"], "strategy.fusion: 'sade' learns from 2 view(s) of each transfer sample; set transfer.views: 2"),
+        (["transfer.views=3"], "transfer.views: Input should be less than or equal to 2"),
+        (["strategy=fkd", "strategy.loss=gt_weighted", "transfer.labelled=true", "strategy.loss_params.alpha=often"], "alpha must be a number in [0, 1] or 'auto'"),
+        (["strategy=fedavg", "model.student=mlp"], "model.student: strategy 'fedavg' averages model weights; teacher/student clients need a knowledge-based strategy"),
+        (["model.student=gpt"], "model.student: unknown model 'gpt'"),
+        (["model.evaluates=student"], "model.evaluates: 'student' needs a student model (set model.student)"),
+        (["model.student=mlp", "model.student_loss=proto"], "model.student_loss: 'proto' distils embeddings"),
+        (["model.student=mlp", "model.student_loss=nope"], "model.student_loss: unknown loss 'nope'"),
+        (["model.student=mlp", "model.student_loss_params.alpha=2", "model.student_loss=gt_weighted"], "model.student_loss_params: loss 'gt_weighted': alpha must be"),
+        (["device=tpu"], "device: Input should be 'auto', 'cpu' or 'cuda'"),
+        (["simulation.num_gpus_per_client=2"], "simulation.num_gpus_per_client: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_config_is_one_line_error(overrides, message):

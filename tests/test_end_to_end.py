@@ -101,3 +101,18 @@ def test_cli_default_run_end_to_end(tmp_path):
     assert summary["strategy"] == "fkd" and summary["fusion"] == "mean"
     w = np.array(json.loads((tmp_path / "r" / "fusion_weights.json").read_text())["2"])
     np.testing.assert_allclose(w, np.full((10, 10), 0.1))  # vanilla FKD: uniform mean
+
+
+def test_teacher_student_clients_with_two_view_sade_fusion(tiny_cfg, tmp_path):
+    """Through Flower: cnn-small teachers with mlp students, SADE over two views."""
+    cfg = tiny_cfg("rounds=1", "model.name=cnn-small", "model.student=mlp", "strategy.fusion=sade", "transfer.views=2")
+    summary = simulate(cfg, str(tmp_path))
+    assert summary["architectures"] == ["cnn-small>mlp"] * N
+    rows = _lines(tmp_path / "metrics.jsonl")
+    assert len(rows) == N
+    for r in rows:
+        assert r["accuracy"] == r["student_accuracy"] and 0.0 <= r["teacher_accuracy"] <= 1.0
+        assert np.isfinite(r["student_train_loss"]) and np.isfinite(r["distill_loss"])
+    (line,) = _lines(tmp_path / "rounds.jsonl")
+    assert line["participants"] == N and line["rejected"] == 0
+    assert 2 * N * M * C * 4 < line["bytes_up"]  # both views' soft labels travel

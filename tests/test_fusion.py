@@ -143,3 +143,19 @@ def test_dlf_hand_computed_geometric_compromise():
     r = 4 ** (1 / 3)
     np.testing.assert_allclose(res.targets[0, 0], [r / (1 + r), 1 / (1 + r)], atol=1e-3)
     np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_sade_trusts_the_teacher_that_agrees_with_itself_across_views():
+    # Rows 0-1: two samples; rows 2-3: their second views. Teacher 0 predicts the same on
+    # both views (cosine agreement 1 at w = (1, 0), the maximum); teacher 1 flips its answer.
+    stable = np.array([[0.9, 0.1], [0.2, 0.8], [0.9, 0.1], [0.2, 0.8]])
+    flip = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.8, 0.2]])
+    res = FUSIONS.create("sade").fuse(np.stack([stable, flip]), np.ones(2))
+    w0 = res.weights[0, 0]
+    assert w0 > 0.9 and np.allclose(res.weights, res.weights[0])  # one global weight row
+    np.testing.assert_allclose(res.targets[1], w0 * stable + (1 - w0) * flip, atol=1e-5)
+    # Identical teachers: the gradient is zero by symmetry, the weights stay uniform.
+    same = FUSIONS.create("sade").fuse(np.stack([stable, stable]), np.ones(2))
+    np.testing.assert_allclose(same.weights, 0.5, atol=1e-12)
+    with pytest.raises(ValueError, match="two views"):
+        FUSIONS.create("sade").fuse(np.stack([stable[:3], flip[:3]]), np.ones(2))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedkt.errors import KnowledgeError
+from fedkt.errors import ConfigError, KnowledgeError
 from fedkt.transfer import KNOWLEDGE, LOSSES
+from fedkt.transfer.losses import estimated_label_weight
 
 # KL([0.8, 0.2] || [0.5, 0.5]) = 0.8 ln 1.6 + 0.2 ln 0.4
 KL = 0.8 * math.log(1.6) + 0.2 * math.log(0.4)
@@ -157,3 +158,20 @@ def test_tgeo_hand_computed():
     alpha = 1 / (1 + math.exp(-5 * (math.sqrt(0.5) - math.sqrt(0.08))))
     expected = alpha * KL + (1 - alpha) * math.log(2)
     assert LOSSES.create("tgeo")(student, target, y).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_gt_weighted_estimated_alpha_hand_computed():
+    student = torch.zeros(2, 2)  # CE = ln 2 per row
+    target = torch.tensor([[0.8, 0.2], [0.4, 0.6]])
+    labels = torch.tensor([0, 0])
+    # alpha = 1 - mean(0.8, 0.4) = 0.4
+    assert estimated_label_weight(target, labels).item() == pytest.approx(0.4)
+    kl = LOSSES.create("kl")(student, target).item()
+    val = LOSSES.create("gt_weighted", alpha="auto")(student, target, labels).item()
+    assert val == pytest.approx(0.4 * math.log(2) + 0.6 * kl, abs=1e-6)
+    # rows without a target are left out of the estimate; none at all -> labels only
+    nan = torch.tensor([[0.8, 0.2], [float("nan"), float("nan")]])
+    assert estimated_label_weight(nan, labels).item() == pytest.approx(0.2)
+    assert estimated_label_weight(torch.full((2, 2), float("nan")), labels).item() == 1.0
+    with pytest.raises(ConfigError, match="'auto'"):
+        LOSSES.create("gt_weighted", alpha="sometimes")

@@ -1,5 +1,6 @@
 """Every fusion x every loss, one round on tiny data, with two architectures among the
-clients: the losses are finite and distillation changes every student's predictions.
+clients, one of them a teacher/student client: the losses are finite and distillation
+changes every receiving model's predictions.
 
 Runs the client code (``fedkt.learner.Learner``, which the ClientApp wraps) and the
 server's fusion directly, without Flower, so the whole matrix takes seconds.
@@ -14,7 +15,8 @@ from fedkt.learner import Learner
 from fedkt.recipes import resolve_strategy
 from fedkt.transfer import FUSIONS, KNOWLEDGE, LOSSES
 
-TIERS = "model.tiers=[{name: mlp, fraction: 0.34}, {name: cnn-small, fraction: 0.66}]"
+# Client 0: an mlp; clients 1-2: a cnn-small teacher with an mlp student.
+TIERS = "model.tiers=[{name: mlp, fraction: 0.34}, {name: cnn-small, fraction: 0.66, student: mlp}]"
 
 
 def _compatible(knowledge: str, fusion: str, loss: str) -> bool:
@@ -49,10 +51,11 @@ def test_fusion_loss_pair_changes_students(knowledge, fusion, loss):
         # KnFu hands each its own predictions back and nothing moves (tested in test_strategies);
         # beta = 1 makes them neighbours.
         *(["strategy.fusion_params.beta=1"] if fusion == "knfu" else []),
+        *(["transfer.views=2"] if getattr(FUSIONS.create(fusion), "views", 1) == 2 else []),
     ])
     recipe = resolve_strategy(cfg)
     learners = [Learner(cfg, i) for i in range(3)]
-    assert {lr.architecture for lr in learners} == {"mlp", "cnn-small"}
+    assert [lr.description for lr in learners] == ["mlp", "cnn-small>mlp", "cnn-small>mlp"]
     for lr in learners:
         lr.train(1)
     shared = [lr.knowledge(1) for lr in learners]
@@ -61,10 +64,12 @@ def test_fusion_loss_pair_changes_students(knowledge, fusion, loss):
     result = recipe.make_fusion().fuse(values, counts)
     for i, lr in enumerate(learners):
         probe = lr.data.transfer_x
+        student = lr.receiving_model
+        assert student is (lr.student if i > 0 else lr.model)
         with torch.no_grad():
-            before = torch.softmax(lr.model(probe), dim=-1)
+            before = torch.softmax(student(probe), dim=-1)
         value = lr.finetune(result.targets[i], 1)
         with torch.no_grad():
-            after = torch.softmax(lr.model(probe), dim=-1)
+            after = torch.softmax(student(probe), dim=-1)
         assert np.isfinite(value), (knowledge, fusion, loss, i)
         assert (after - before).abs().max().item() > 1e-4, (knowledge, fusion, loss, i)

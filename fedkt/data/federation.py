@@ -23,7 +23,8 @@ from fedkt.config import ExperimentConfig
 from fedkt.data.partition import partition_labels
 from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir
 from fedkt.errors import ConfigError
-from fedkt.seeding import rng
+from fedkt.data.views import augmented_view
+from fedkt.seeding import rng, torch_generator
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Federation:
     global_test_idx: np.ndarray
     architectures: list[str]
     transfer_labelled: bool
+    transfer_views: int = 1
+    seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -67,10 +70,16 @@ class Federation:
         return np.bincount(self.dataset.train_y[self.client_idx[client]], minlength=self.num_classes)
 
     def transfer_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The transfer set (inputs, and labels when the config says it is labelled)."""
+        """The transfer set (inputs, and labels when the config says it is labelled).
+
+        With two views the rows are the M samples, then the same M samples' augmented
+        view (see :mod:`fedkt.data.views`), 2M rows in all."""
         tds = self.transfer_dataset
         x = tds.tensor(tds.train_x[self.transfer_idx])
         y = torch.from_numpy(tds.train_y[self.transfer_idx]) if self.transfer_labelled else None
+        if self.transfer_views == 2:
+            x = torch.cat([x, augmented_view(x, torch_generator(self.seed, "transfer-view"))])
+            y = torch.cat([y, y]) if y is not None else None
         return x, y
 
     def client_data(self, client: int) -> ClientData:
@@ -163,7 +172,7 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
     )
     return Federation(
         ds, tds, transfer_idx, client_idx, client_test_idx, global_idx,
-        cfg.architecture_names(), t.labelled,
+        cfg.architecture_names(), t.labelled, t.views, cfg.seed,
     )
 
 

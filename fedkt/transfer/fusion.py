@@ -5,7 +5,8 @@ Knowledge arrives as a stack ``values`` of shape ``(N, S, K)``: N clients' rows 
 transfer samples or S classes) of K numbers, plus ``counts`` of shape ``(N,)`` (private
 sample counts) or ``(N, S)`` (per-class counts). A fusion returns one target per client,
 ``(N, S, K)`` (NaN rows: no target for that row), and the ``(N, N)`` weight matrix that
-produced it, so every run can explain who learned from whom. All functions are pure NumPy.
+produced it, so every run can explain who learned from whom. Pure functions on arrays
+(NumPy; SADE's small optimisation uses torch autograd on CPU).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from fedkt.registry import Registry
 
@@ -160,6 +163,55 @@ class DynamicLogitFusion(Fusion):
         w = dlf_weights(values, self.iterations, self.step)  # (S, N)
         target = np.einsum("sn,nsc->sc", w, values)
         return FusionResult(np.repeat(target[None], n, axis=0).astype(np.float32), np.tile(w.mean(axis=0), (n, 1)))
+
+
+def sade_weights(probs: np.ndarray, steps: int = 200, lr: float = 0.05) -> np.ndarray:
+    """Teacher weights w = softmax(a) maximising the agreement of the fused prediction
+    across two views (after SADE's test-time self-supervised aggregation).
+
+    ``probs`` is (N, 2S, C): rows 0..S-1 are each teacher's predictions on the samples,
+    rows S..2S-1 on their second view. The objective is the mean cosine similarity of
+    p_w(view 1) and p_w(view 2), p_w = sum_m w_m p_m: teachers whose predictions are stable
+    under perturbation of the input are trusted more. Unlabelled, so it runs on the
+    server; Adam on ``a`` from a = 0 (uniform), deterministic. Returns w, shape (N,).
+    """
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    n, rows, _ = p.shape
+    if rows % 2:
+        raise ValueError(f"sade needs two views of each transfer sample (an even number of rows), got {rows} rows")
+    first, second = p[:, : rows // 2], p[:, rows // 2 :]
+    a = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([a], lr=lr)
+    for _ in range(steps):
+        w = torch.softmax(a, dim=0)
+        agreement = F.cosine_similarity(torch.einsum("n,nsc->sc", w, first), torch.einsum("n,nsc->sc", w, second), dim=-1)
+        loss = -agreement.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.softmax(a.detach(), dim=0).numpy()
+
+
+@FUSIONS.register("sade")
+class SelfSupervisedAggregation(Fusion):
+    """SADE-style fusion: one weight per teacher, learnt on the unlabelled transfer set
+    from agreement across two views (see :func:`sade_weights`); every client receives
+    the same fused target on both views. Needs ``transfer.views: 2``."""
+
+    spaces, domains = ("probs",), ("transfer",)
+    views = 2
+
+    def __init__(self, steps: int = 200, lr: float = 0.05) -> None:
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.steps = steps
+        self.lr = float(lr)
+
+    def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        w = sade_weights(values, self.steps, self.lr)
+        return np.tile(w, (values.shape[0], 1))
 
 
 @FUSIONS.register("era")

@@ -15,18 +15,13 @@ import torch
 
 from fedkt.errors import KnowledgeError
 from fedkt.registry import Registry
+from fedkt.training import predict
 
 KNOWLEDGE: Registry["Knowledge"] = Registry("knowledge")
 
 
 def _eval_batches(model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = 512) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        out = [fn(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return predict(model, x, fn, batch_size)
 
 
 def _check_array(array: np.ndarray, rows: int, cols: int | None, what: str) -> np.ndarray:

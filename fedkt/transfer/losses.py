@@ -181,26 +181,46 @@ class BalancedKLLoss(_TemperatureLoss):
         return _masked_mean(w * reverse + (1 - w) * forward, mask)
 
 
+def estimated_label_weight(target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """alpha = 1 - mean_i target_i[y_i]: how much of the target's mass misses the true labels.
+
+    [ours] estimate for ``gt_weighted``: a target that puts all its mass on the right
+    classes gets alpha = 0 (pure distillation, the labels add nothing); one that mostly
+    misses them gets alpha near 1 (lean on the labels). Rows without a target are left
+    out; with none at all, alpha = 1. No gradient flows through alpha.
+    """
+    mask = _rows(target)
+    if not mask.any():
+        return torch.ones((), dtype=torch.float32, device=target.device)
+    hit = target[mask].gather(1, labels[mask][:, None]).squeeze(1)
+    return (1.0 - hit.mean()).clamp(0.0, 1.0).detach()
+
+
 @LOSSES.register("gt_weighted")
 class GroundTruthWeightedLoss(_TemperatureLoss):
     """alpha * CE(y, p_s) + (1 - alpha) * T^2 * KL(target || p_s^T) (Hinton's original mix).
 
-    Needs labels on the samples it distils on (``transfer.labelled: true`` for transfer-set
-    knowledge).
+    ``alpha`` is a fixed number in [0, 1] or ``"auto"``, estimated per batch from how well
+    the target agrees with the labels (:func:`estimated_label_weight`). Needs labels on the
+    samples it distils on (``transfer.labelled: true`` for transfer-set knowledge).
     """
 
     needs_labels = True
 
-    def __init__(self, temperature: float = 1.0, alpha: float = 0.5) -> None:
+    def __init__(self, temperature: float = 1.0, alpha: float | str = 0.5) -> None:
         super().__init__(temperature)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        if isinstance(alpha, str):
+            if alpha != "auto":
+                raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {alpha!r}")
+        elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {alpha!r}")
+        self.alpha = alpha if isinstance(alpha, str) else float(alpha)
 
     def __call__(self, logits, target, labels=None, features=None):
         if labels is None:
             raise ValueError("gt_weighted needs labels")
-        return self.alpha * F.cross_entropy(logits, labels) + (1 - self.alpha) * kl_distillation(logits, target, self.temperature)
+        alpha = estimated_label_weight(target, labels) if self.alpha == "auto" else self.alpha
+        return alpha * F.cross_entropy(logits, labels) + (1 - alpha) * kl_distillation(logits, target, self.temperature)
 
 
 @LOSSES.register("tgeo")
