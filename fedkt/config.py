@@ -131,6 +131,14 @@ class SimulationConfig(_Section):
     )
 
 
+class MonitoringConfig(_Section):
+    """Prometheus metrics served by the server while a run is going (``port: null``: off)."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="HTTP port for /metrics (0: any free port)")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to let a remote Prometheus scrape")
+    linger: float = Field(0.0, ge=0, description="seconds to keep serving after the last round, so a scrape sees it")
+
+
 class ExperimentConfig(_Section):
     """A whole experiment. ``fedkt run --help`` lists these fields."""
 
@@ -153,6 +161,7 @@ class ExperimentConfig(_Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("dataset")
     @classmethod

@@ -23,6 +23,7 @@ from flwr.serverapp.exception import InconsistentMessageReplies
 from fedkt import protocol as P
 from fedkt.config import ExperimentConfig
 from fedkt.errors import FedktError
+from fedkt.monitoring import MetricsExporter
 from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
 from fedkt.seeding import rng
@@ -171,6 +172,16 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Pr
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     writer = ResultsWriter(out_dir, cfg)
+    exporter = MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
+    try:
+        return _rounds(grid, cfg, writer, progress, exporter, t_start)
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: Progress,
+            exporter: MetricsExporter | None, t_start: float) -> dict[str, Any]:
     nodes, archs, setup_bytes = handshake(grid, cfg)
     strategy, arrays = build_strategy(cfg, nodes)
     strategy.summary()
@@ -213,8 +224,11 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Pr
             "bytes_down": down,
             "wall_seconds": round(time.perf_counter() - t_round, 3),
         }
-        line = writer.add_round(server_round, _rows(replies, ev_replies, archs), info, getattr(strategy, "weights", None))
+        rows = _rows(replies, ev_replies, archs)
+        line = writer.add_round(server_round, rows, info, getattr(strategy, "weights", None))
         progress.round_done(line)
+        if exporter is not None:
+            exporter.round_done(line, rows)
         log(INFO, "round %d: ALMA %s, %d clients, %.1fs", server_round, line["alma"], line["participants"], info["wall_seconds"])
     summary = writer.finish(time.perf_counter() - t_start, {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]})
     progress.finish(summary)
