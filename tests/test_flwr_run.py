@@ -7,62 +7,16 @@ and stops each by PID.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from processes import processes_mentioning, stop_tree
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd and int(entry.name) != os.getpid():
-                pids.append(int(entry.name))
-    return pids
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def _stop_tree(pids: list[int]) -> None:
-    tree, todo = set(), list(pids)
-    while todo:
-        pid = todo.pop()
-        if pid not in tree:
-            tree.add(pid)
-            todo.extend(_children(pid))
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    time.sleep(1)
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the detached SuperLink")
@@ -81,8 +35,8 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
     finally:
-        _stop_tree(_processes_mentioning(str(home)))
+        stop_tree(processes_mentioning(str(home)))
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2 and summary["num_clients"] == 2
     assert 0.0 < summary["alma"] <= 1.0 and summary["bytes_up"] > 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []

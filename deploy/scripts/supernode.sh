@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Start a SuperNode over gRPC (grpc-rere, TLS, authenticated); runs in the foreground.
+#   supernode.sh FLEET_ADDRESS CA_CERT NODE_KEY PARTITION_ID [DATA_DIR]
+# PARTITION_ID picks this client's share of the federation the experiment config defines;
+# DATA_DIR is where this machine keeps its dataset files (fedkt data fetch NAME --data-dir DIR).
+# Environment: CLIENTAPPIO_PORT (this node's local runtime API, default 9094).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+[ $# -ge 4 ] && [ $# -le 5 ] || die "usage: supernode.sh FLEET_ADDRESS CA_CERT NODE_KEY PARTITION_ID [DATA_DIR]"
+[ -r "$2" ] || die "CA certificate $2 not found"
+[ -r "$3" ] || die "node key $3 not found"
+[[ $4 =~ ^[0-9]+$ ]] || die "PARTITION_ID must be a non-negative integer, got '$4'"
+config="partition-id=$4"
+[ $# -eq 5 ] && config+=" data-dir=\"$5\""
+exec flower-supernode --grpc-rere --superlink "$1" --root-certificates "$2" \
+  --auth-supernode-private-key "$3" --node-config "$config" \
+  --port "${CLIENTAPPIO_PORT:-9094}" --max-retries "${MAX_RETRIES:-100}"
