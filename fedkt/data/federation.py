@@ -73,7 +73,12 @@ class Federation:
         """The transfer set (inputs, and labels when the config says it is labelled).
 
         With two views the rows are the M samples, then the same M samples' augmented
-        view (see :mod:`fedkt.data.views`), 2M rows in all."""
+        view (see :mod:`fedkt.data.views`), 2M rows in all. Built once per process and
+        shared (read-only) by every client built from this federation."""
+        return self._transfer
+
+    @functools.cached_property
+    def _transfer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         tds = self.transfer_dataset
         x = tds.tensor(tds.train_x[self.transfer_idx])
         y = torch.from_numpy(tds.train_y[self.transfer_idx]) if self.transfer_labelled else None

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fedkt.registry import Registry
+from fedkt.transfer.params import count, flag, non_negative, positive
 
 _EPS = 1e-12
 
@@ -150,12 +151,8 @@ class DynamicLogitFusion(Fusion):
     spaces, domains = ("probs",), ("transfer",)
 
     def __init__(self, iterations: int = 50, step: float = 1.0) -> None:
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-        if step <= 0:
-            raise ValueError(f"step must be > 0, got {step}")
-        self.iterations = iterations
-        self.step = float(step)
+        self.iterations = count("iterations", iterations)
+        self.step = positive("step", step)
 
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
@@ -202,12 +199,8 @@ class SelfSupervisedAggregation(Fusion):
     views = 2
 
     def __init__(self, steps: int = 200, lr: float = 0.05) -> None:
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        self.steps = steps
-        self.lr = float(lr)
+        self.steps = count("steps", steps)
+        self.lr = positive("lr", lr)
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         w = sade_weights(values, self.steps, self.lr)
@@ -226,9 +219,7 @@ class EntropyReductionFusion(MeanFusion):
 
     def __init__(self, temperature: float = 0.1, weighting: str = "uniform") -> None:
         super().__init__(weighting)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = positive("temperature", temperature)
 
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         res = super().fuse(values, counts)
@@ -249,9 +240,7 @@ class ClassMeanFusion(Fusion):
     """
 
     def __init__(self, exclude_self: bool = True) -> None:
-        if not isinstance(exclude_self, bool):
-            raise ValueError(f"exclude_self must be true or false, got {exclude_self!r}")
-        self.exclude_self = exclude_self
+        self.exclude_self = flag("exclude_self", exclude_self)
 
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
@@ -332,18 +321,12 @@ class KnFuFusion(Fusion):
         top_k: int | None = None,
         include_self: bool = True,
     ) -> None:
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-        if not isinstance(include_self, bool):
-            raise ValueError(f"include_self must be true or false, got {include_self!r}")
-        self.beta = float(beta)
+        self.beta = non_negative("beta", beta)
         self.threshold = float(threshold)
-        self.top_k = top_k
-        self.include_self = bool(include_self)
+        self.top_k = None if top_k is None else count("top_k", top_k)
+        self.include_self = flag("include_self", include_self)
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return knfu_weights(values, self.beta, self.threshold, self.top_k, self.include_self)

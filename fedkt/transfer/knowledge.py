@@ -15,6 +15,7 @@ import torch
 
 from fedkt.errors import KnowledgeError
 from fedkt.registry import Registry
+from fedkt.transfer.params import positive
 from fedkt.training import predict
 
 KNOWLEDGE: Registry["Knowledge"] = Registry("knowledge")
@@ -52,9 +53,7 @@ class Knowledge:
 
 class _TransferKnowledge(Knowledge):
     def __init__(self, temperature: float = 1.0) -> None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = positive("temperature", temperature)
 
 
 @KNOWLEDGE.register("soft_labels")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fedkt.registry import Registry
+from fedkt.transfer.params import non_negative, positive
 
 LOSSES: Registry["DistillationLoss"] = Registry("loss")
 
@@ -60,9 +61,7 @@ def kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperature: flo
 
 class _TemperatureLoss(DistillationLoss):
     def __init__(self, temperature: float = 1.0) -> None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = positive("temperature", temperature)
 
 
 @LOSSES.register("kl")
@@ -108,9 +107,7 @@ class CEPlusKLLoss(_TemperatureLoss):
 
     def __init__(self, temperature: float = 1.0, weight: float = 1.0) -> None:
         super().__init__(temperature)
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        self.weight = float(weight)
+        self.weight = non_negative("weight", weight)
 
     def __call__(self, logits, target, labels=None, features=None):
         if labels is None:
@@ -127,9 +124,7 @@ class PrototypeLoss(DistillationLoss):
     expects = "embedding"
 
     def __init__(self, weight: float = 1.0) -> None:
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        self.weight = float(weight)
+        self.weight = non_negative("weight", weight)
 
     def __call__(self, logits, target, labels=None, features=None):
         if labels is None or features is None:
@@ -238,9 +233,7 @@ class GeometryWeightedLoss(_TemperatureLoss):
 
     def __init__(self, temperature: float = 1.0, scale: float = 5.0) -> None:
         super().__init__(temperature)
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.scale = float(scale)
+        self.scale = positive("scale", scale)
 
     def __call__(self, logits, target, labels=None, features=None):
         if labels is None:
