@@ -10,12 +10,15 @@ FedProx and FedAdam therefore drive this same app.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkt import protocol as P
 from fedkt.config import config_from_json
+from fedkt.faults import injected_delay
 from fedkt.learner import Learner
 
 app = ClientApp()
@@ -69,11 +72,19 @@ def handshake(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _inject_faults(learner: Learner, server_round: int, phase: str) -> None:
+    """Configured faults (off by default): crash (raise) or stall this call."""
+    delay = injected_delay(learner.cfg, learner.partition_id, server_round, phase)
+    if delay > 0:
+        time.sleep(delay)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training on private data; share knowledge and/or weights per the strategy."""
     learner = _learner(context)
     server_round = _round(msg)
+    _inject_faults(learner, server_round, "train")
     _adopt_global(msg, learner)
     mu = float(msg.content[P.CONFIG].get(P.PROXIMAL_MU, 0.0))
     content = RecordDict({P.METRICS: _metrics(learner, learner.train(server_round, proximal_mu=mu))})
@@ -94,6 +105,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Adopt a global model and/or distil the personalised target, then evaluate."""
     learner = _learner(context)
     server_round = _round(msg)
+    _inject_faults(learner, server_round, "evaluate")
     values: dict[str, float] = {}
     _adopt_global(msg, learner)
     if P.TARGET in msg.content:

@@ -131,6 +131,19 @@ class SimulationConfig(_Section):
     )
 
 
+class FaultConfig(_Section):
+    """Injected client faults and attacks (see :mod:`fedkt.faults`); all off by default."""
+
+    crash: float = Field(0.0, ge=0, le=1, description="probability a client call fails")
+    straggle: float = Field(0.0, ge=0, le=1, description="probability a client call answers late")
+    straggle_seconds: float | None = Field(None, ge=0, description="delay of a straggler (None: past round_timeout)")
+    leave: float = Field(0.0, ge=0, le=1, description="fraction of clients that leave for good")
+    leave_round: int = Field(1, ge=1, description="round from which the leaving clients are gone")
+    byzantine: float = Field(0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge")
+    attack: Literal["random", "flip", "scale"] = Field("random", description="what Byzantine clients send")
+    attack_scale: float = Field(10.0, gt=0, description="logit multiplier of the 'scale' attack")
+
+
 class MonitoringConfig(_Section):
     """Prometheus metrics served by the server while a run is going (``port: null``: off)."""
 
@@ -162,6 +175,7 @@ class ExperimentConfig(_Section):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
 
     @field_validator("dataset")
     @classmethod
@@ -189,7 +203,9 @@ class ExperimentConfig(_Section):
                 raise ValueError(f"model.{field_name}: 'student' needs a student model (set model.student)")
         if self.min_clients > self.num_clients:
             raise ValueError(f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})")
-        resolve_strategy(self)  # raises ConfigError on unknown parts / parameters
+        recipe = resolve_strategy(self)  # raises ConfigError on unknown parts / parameters
+        if self.faults.byzantine > 0 and not recipe.exchanges_knowledge:
+            raise ValueError(f"faults.byzantine: strategy {self.strategy.name!r} exchanges no knowledge for attackers to corrupt")
         if has_student:
             student_loss(self)
         return self

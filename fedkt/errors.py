@@ -18,5 +18,14 @@ class DataError(FedktError):
     """Data that cannot be found, read or verified."""
 
 
+REJECTION_REASONS = ("shape", "dtype", "non_finite", "range", "normalisation", "magnitude", "counts", "identity", "malformed", "invalid")
+
+
 class KnowledgeError(FedktError):
-    """Knowledge sent by a client that fails validation."""
+    """Knowledge sent by a client that fails validation. ``reason`` is a short category
+    (``shape``, ``dtype``, ``non_finite``, ``range``, ``normalisation``, ``magnitude``,
+    ``counts``, ``identity``, ``malformed``) under which the server counts rejections."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -13,6 +13,7 @@ import torch
 
 from fedkt.config import ExperimentConfig
 from fedkt.data.federation import ClientData, federation_for
+from fedkt.faults import byzantine_clients, corrupt_knowledge
 from fedkt.models import build_model
 from fedkt.recipes import resolve_strategy, student_loss
 from fedkt.seeding import derive_seed, rng, torch_generator
@@ -66,6 +67,7 @@ class Learner:
         self.device = resolve_device(cfg.device)
         self.model = self._build(self.architecture, fed)
         self.student = self._build(self.student_architecture, fed) if self.student_architecture else None
+        self.byzantine = partition_id in byzantine_clients(cfg)
         if state is not None:
             self.load_state(state)
 
@@ -145,8 +147,12 @@ class Learner:
         """What this client shares under its strategy: (values, per-row counts or None)."""
         k = self.strategy.make_knowledge()
         if k.domain == "class":
-            return k.extract(self.shared_model, self.data.train_x, self.data.train_y, self.num_classes)
-        return k.extract(self.shared_model, self._transfer(server_round)[0], None, self.num_classes)
+            values, counts = k.extract(self.shared_model, self.data.train_x, self.data.train_y, self.num_classes)
+        else:
+            values, counts = k.extract(self.shared_model, self._transfer(server_round)[0], None, self.num_classes)
+        if self.byzantine:
+            values = corrupt_knowledge(values, k.space, self.cfg.faults, rng(self.cfg.seed, "attack", self.partition_id, server_round))
+        return values, counts
 
     def finetune(self, target: np.ndarray, server_round: int) -> float:
         """Distil the fused ``target`` into the receiving model: on the transfer set (one

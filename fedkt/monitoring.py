@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from fedkt.config import MonitoringConfig
-from fedkt.errors import ConfigError
+from fedkt.errors import REJECTION_REASONS, ConfigError
 
 METRICS: dict[str, str] = {
     "fedkt_round": "last completed round",
@@ -27,7 +27,7 @@ METRICS: dict[str, str] = {
     "fedkt_bytes_sent_total": "bytes the server sent to clients (serialised messages)",
     "fedkt_bytes_received_total": "bytes the server received from clients (serialised messages)",
     "fedkt_round_duration_seconds": "wall time of the last round",
-    "fedkt_rejected_knowledge_total": "client replies whose knowledge the server rejected",
+    "fedkt_rejected_knowledge_total": "client replies whose knowledge the server rejected, by reason",
     "fedkt_failed_clients_total": "sampled clients that failed or did not answer in time, summed over rounds",
 }
 
@@ -60,7 +60,9 @@ class MetricsExporter:
         self.sent = counter("fedkt_bytes_sent_total").labels(experiment)
         self.received = counter("fedkt_bytes_received_total").labels(experiment)
         self.duration = gauge("fedkt_round_duration_seconds").labels(experiment)
-        self.rejected = counter("fedkt_rejected_knowledge_total").labels(experiment)
+        self.rejected = Counter("fedkt_rejected_knowledge", METRICS["fedkt_rejected_knowledge_total"], label + ["reason"], registry=self.registry)
+        for reason in REJECTION_REASONS:  # every reason exists (at 0) from the start, as Prometheus advises
+            self.rejected.labels(experiment, reason)
         self.failed = counter("fedkt_failed_clients_total").labels(experiment)
         self.experiment = experiment
         try:
@@ -87,7 +89,8 @@ class MetricsExporter:
         self.sent.inc(line.get("bytes_down", 0))
         self.received.inc(line.get("bytes_up", 0))
         self.duration.set(line.get("wall_seconds", 0.0))
-        self.rejected.inc(line.get("rejected", 0))
+        for reason, n in (line.get("rejected_reasons") or {}).items():
+            self.rejected.labels(self.experiment, reason).inc(n)
         self.failed.inc(line.get("failed", 0))
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fedkt.config import ExperimentConfig
+from fedkt.faults import byzantine_clients
 from fedkt.recipes import resolve_strategy
 
 
@@ -71,6 +72,7 @@ class ResultsWriter:
         self.cfg = cfg
         self.rounds: list[dict[str, Any]] = []
         self.weights: dict[int, list[list[float | None]]] = {}
+        self.attackers = byzantine_clients(cfg)
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
         for name in ("metrics.jsonl", "rounds.jsonl"):
             (self.dir / name).write_text("")
@@ -89,6 +91,7 @@ class ResultsWriter:
             "worst_client_accuracy": float(min(accs)) if accs else None,
             "local_alma": _mean([r.get("local_accuracy") for r in rows]),
             "participants": len(rows),
+            **({"honest_alma": _mean([r.get("accuracy") for r in rows if r["client"] not in self.attackers])} if self.attackers else {}),
             **{k: _clean(v) for k, v in info.items()},
         }
         self.rounds.append(line)
@@ -117,6 +120,7 @@ class ResultsWriter:
             "alma": last.get("alma"),
             "alma_round": last.get("round"),
             "global_accuracy": last.get("global_accuracy"),
+            **({"honest_alma": last.get("honest_alma"), "byzantine_clients": sorted(self.attackers)} if self.attackers else {}),
             "worst_client_accuracy": last.get("worst_client_accuracy"),
             "best_alma": max((r["alma"] for r in counted), default=None),
             "alma_per_round": [r["alma"] for r in self.rounds],

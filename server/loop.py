@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -99,7 +100,9 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
     content = RecordDict({P.EXPERIMENT: ConfigRecord({P.EXPERIMENT_KEY: cfg.to_json()})})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     sent = sum(message_bytes(m) for m in msgs)
-    replies = exchange(grid, msgs, cfg.round_timeout)
+    # Cold nodes import torch and build their data here: a setup step, allowed as long as
+    # nodes are given to appear (a short round_timeout must not fail the handshake).
+    replies = exchange(grid, msgs, max(cfg.round_timeout, cfg.wait_for_nodes))
     mapping: dict[int, int] = {}
     archs: dict[int, str] = {}
     for msg in replies:
@@ -195,29 +198,41 @@ def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: 
         replies = _ordered(exchange(grid, out, cfg.round_timeout, tick))
         down, up = sum(map(message_bytes, out)), sum(map(message_bytes, replies))
         note = ""
-        try:
-            new_arrays, _ = strategy.aggregate_train(server_round, replies)
-        except Exception as exc:  # noqa: BLE001 - a bad round must not lose the run
-            new_arrays, note = None, _aggregation_failed("train", server_round, exc)
+        valid = sum(1 for m in replies if not m.has_error())
+        if valid < cfg.min_clients:
+            # Too few survivors: no aggregation this round (the global model / targets stay as they were).
+            new_arrays, note = None, f"skipped: {valid} of {len(out)} sampled clients replied, min_clients is {cfg.min_clients}"
+            log(WARNING, "round %s: %s", server_round, note)
+        else:
+            try:
+                new_arrays, _ = strategy.aggregate_train(server_round, replies)
+            except Exception as exc:  # noqa: BLE001 - a bad round must not lose the run
+                new_arrays, note = None, _aggregation_failed("train", server_round, exc)
         if new_arrays is not None:
             arrays = new_arrays
         answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
-        ev_out = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), NodeView(grid, answered)))
-        progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
-        ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
-        down += sum(map(message_bytes, ev_out))
-        up += sum(map(message_bytes, ev_replies))
-        try:
-            strategy.aggregate_evaluate(server_round, ev_replies)
-        except Exception as exc:  # noqa: BLE001
-            note = note or _aggregation_failed("evaluate", server_round, exc)
+        ev_out: list[Message] = []
+        ev_replies: list[Message] = []
+        if valid >= cfg.min_clients:
+            ev_out = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), NodeView(grid, answered)))
+            progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
+            ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
+            down += sum(map(message_bytes, ev_out))
+            up += sum(map(message_bytes, ev_replies))
+            try:
+                strategy.aggregate_evaluate(server_round, ev_replies)
+            except Exception as exc:  # noqa: BLE001
+                note = note or _aggregation_failed("evaluate", server_round, exc)
         failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
         failed |= set(sampled) - {m.metadata.src_node_id for m in replies}
         failed |= {m.metadata.dst_node_id for m in ev_out} - {m.metadata.src_node_id for m in ev_replies}
+        rejected = [r for r in getattr(strategy, "rejected", []) if r["round"] == server_round]
         info = {
             "sampled": len(out),
+            "replied": valid,
             "failed": len(failed),
-            "rejected": sum(1 for r in getattr(strategy, "rejected", []) if r["round"] == server_round),
+            "rejected": len(rejected),
+            "rejected_reasons": dict(sorted(Counter(r.get("category", "invalid") for r in rejected).items())),
             "skipped": bool(getattr(strategy, "skipped", False)) or bool(note),
             **({"note": note} if note else {}),
             "bytes_up": up,

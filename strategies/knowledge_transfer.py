@@ -78,8 +78,8 @@ class KnowledgeTransfer(Strategy):
             if node in self.partition_of
         ]
 
-    def reject(self, server_round: int, msg: Message, reason: str) -> None:
-        self.rejected.append({"round": server_round, "node": msg.metadata.src_node_id, "reason": reason})
+    def reject(self, server_round: int, msg: Message, reason: str, category: str = "invalid") -> None:
+        self.rejected.append({"round": server_round, "node": msg.metadata.src_node_id, "reason": reason, "category": category})
         log(WARNING, "round %s: rejected reply from node %s: %s", server_round, msg.metadata.src_node_id, reason)
 
     def _accept(self, server_round: int, msg: Message, width: int | None) -> tuple[int, np.ndarray, np.ndarray] | None:
@@ -90,19 +90,21 @@ class KnowledgeTransfer(Strategy):
             metrics = msg.content[P.METRICS]
             pid, count = int(metrics[P.PARTITION_ID]), float(metrics[P.NUM_EXAMPLES])
             if self.nodes.get(pid) != msg.metadata.src_node_id:
-                raise KnowledgeError(f"reply claims partition {pid}, which belongs to another node")
+                raise KnowledgeError(f"reply claims partition {pid}, which belongs to another node", "identity")
             if not count > 0:
-                raise KnowledgeError(f"reply reports {count:g} training samples")
+                raise KnowledgeError(f"reply reports {count:g} training samples", "counts")
             record = msg.content[P.KNOWLEDGE]
             counts = record[P.COUNTS].numpy() if P.COUNTS in record else None
             values, counts = self.knowledge.validate(record[P.VALUES].numpy(), counts, self.rows, self.num_classes)
             if width is not None and values.shape[1] != width:
-                raise KnowledgeError(f"knowledge has width {values.shape[1]}, other clients send {width}")
+                raise KnowledgeError(f"knowledge has width {values.shape[1]}, other clients send {width}", "shape")
             self.accepted_replies[pid] = msg
             return pid, values, (np.asarray([count]) if counts is None else counts)
         except (KnowledgeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            reason = str(exc) if isinstance(exc, KnowledgeError) else f"malformed reply ({type(exc).__name__}: {exc})"
-            self.reject(server_round, msg, reason)
+            if isinstance(exc, KnowledgeError):
+                self.reject(server_round, msg, str(exc), exc.reason)
+            else:
+                self.reject(server_round, msg, f"malformed reply ({type(exc).__name__}: {exc})", "malformed")
             return None
 
     def accepted_knowledge(self, server_round: int, replies: Iterable[Message]) -> list[tuple[int, np.ndarray, np.ndarray]]:

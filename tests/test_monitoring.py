@@ -42,7 +42,7 @@ def test_exporter_serves_every_metric():
     exp = MetricsExporter(MonitoringConfig(port=0), "demo")
     try:
         line = {"round": 2, "alma": 0.75, "global_accuracy": 0.5, "participants": 2, "bytes_down": 1000,
-                "bytes_up": 800, "wall_seconds": 1.5, "rejected": 1, "failed": 2}
+                "bytes_up": 800, "wall_seconds": 1.5, "rejected": 1, "rejected_reasons": {"range": 1}, "failed": 2}
         rows = [{"client": 0, "accuracy": 0.7}, {"client": 1, "accuracy": 0.8}]
         exp.round_done(line, rows)
         exp.round_done({**line, "round": 3, "alma": None}, rows[:1])
@@ -54,7 +54,8 @@ def test_exporter_serves_every_metric():
     assert got[("fedkt_alma", e)] != got[("fedkt_alma", e)]  # NaN: no accuracy in round 3
     assert got[("fedkt_client_accuracy", (("client", "1"), ("experiment", "demo")))] == 0.8
     assert got[("fedkt_bytes_sent_total", e)] == 2000 and got[("fedkt_bytes_received_total", e)] == 1600
-    assert got[("fedkt_rejected_knowledge_total", e)] == 2 and got[("fedkt_failed_clients_total", e)] == 4
+    rejected = {dict(labels)["reason"]: v for (name, labels), v in got.items() if name == "fedkt_rejected_knowledge_total"}
+    assert sum(rejected.values()) == 2 and rejected["range"] == 2 and got[("fedkt_failed_clients_total", e)] == 4
     assert got[("fedkt_round_duration_seconds", e)] == 1.5 and got[("fedkt_participants", e)] == 2
     assert {name for name, _ in got if name.startswith("fedkt_") and not name.endswith("_created")} == set(METRICS)
 
@@ -143,7 +144,7 @@ def test_real_prometheus_scrapes_a_running_server(tmp_path):
         assert last("fedkt_bytes_sent_total")[""] == sum(r["bytes_down"] for r in rounds)
         assert last("fedkt_bytes_received_total")[""] == sum(r["bytes_up"] for r in rounds)
         assert last("fedkt_round_duration_seconds")[""] == pytest.approx(rounds[-1]["wall_seconds"])
-        assert last("fedkt_failed_clients_total")[""] == 0 and last("fedkt_rejected_knowledge_total")[""] == 0
+        assert last("fedkt_failed_clients_total")[""] == 0 and _query(api, f"sum(last_over_time(fedkt_rejected_knowledge_total{sel}[10m]))")[""] == 0
         final = {str(m["client"]): m["accuracy"] for m in metrics if m["round"] == 3}
         assert last("fedkt_client_accuracy") == pytest.approx(final)
     finally:

@@ -29,11 +29,11 @@ def _check_array(array: np.ndarray, rows: int, cols: int | None, what: str) -> n
     arr = np.asarray(array)
     if arr.ndim != 2 or arr.shape[0] != rows or (cols is not None and arr.shape[1] != cols):
         want = f"({rows}, {cols if cols is not None else 'K'})"
-        raise KnowledgeError(f"{what} have shape {arr.shape}, expected {want}")
+        raise KnowledgeError(f"{what} have shape {arr.shape}, expected {want}", "shape")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise KnowledgeError(f"{what} have dtype {arr.dtype}, expected a float type")
+        raise KnowledgeError(f"{what} have dtype {arr.dtype}, expected a float type", "dtype")
     if not np.isfinite(arr).all():
-        raise KnowledgeError(f"{what} contain NaN or infinite values")
+        raise KnowledgeError(f"{what} contain NaN or infinite values", "non_finite")
     return arr
 
 
@@ -70,9 +70,9 @@ class SoftLabels(_TransferKnowledge):
         """Reject anything but an (M, C) array of finite probabilities summing to 1."""
         arr = _check_array(values, rows, num_classes, "soft labels")
         if arr.min() < 0.0 or arr.max() > 1.0 + 1e-4:
-            raise KnowledgeError("soft labels contain values outside [0, 1]")
+            raise KnowledgeError("soft labels contain values outside [0, 1]", "range")
         if not np.allclose(arr.sum(axis=1), 1.0, atol=1e-3):
-            raise KnowledgeError("soft labels do not sum to one per sample")
+            raise KnowledgeError("soft labels do not sum to one per sample", "normalisation")
         return arr.astype(np.float32, copy=False), None
 
 
@@ -89,7 +89,7 @@ class Logits(_TransferKnowledge):
     def validate(self, values, counts, rows, num_classes):
         arr = _check_array(values, rows, num_classes, "logits")
         if np.abs(arr).max(initial=0.0) > self.max_abs:
-            raise KnowledgeError(f"logits exceed {self.max_abs:g} in magnitude")
+            raise KnowledgeError(f"logits exceed {self.max_abs:g} in magnitude", "magnitude")
         return arr.astype(np.float32, copy=False), None
 
 
@@ -102,12 +102,12 @@ def _per_class_mean(values: torch.Tensor, y: torch.Tensor, num_classes: int) -> 
 
 def _validate_counts(counts: np.ndarray | None, num_classes: int) -> np.ndarray:
     if counts is None:
-        raise KnowledgeError("per-class knowledge needs per-class counts")
+        raise KnowledgeError("per-class knowledge needs per-class counts", "counts")
     c = np.asarray(counts)
     if c.shape != (num_classes,) or not np.isfinite(c).all() or (c < 0).any() or not np.allclose(c, np.round(c)):
-        raise KnowledgeError(f"per-class counts must be {num_classes} non-negative integers")
+        raise KnowledgeError(f"per-class counts must be {num_classes} non-negative integers", "counts")
     if c.sum() <= 0:
-        raise KnowledgeError("per-class counts are all zero")
+        raise KnowledgeError("per-class counts are all zero", "counts")
     return c.astype(np.float64)
 
 

@@ -1,0 +1,75 @@
+"""Config-driven client faults and attacks, to test how strategies hold up.
+
+Every decision is derived from the seed, the client, the round and the phase, so a
+faulty run is as reproducible as a clean one and every strategy in a comparison meets
+the very same faults:
+
+- ``crash``: probability that a client fails a call (its reply is an error);
+- ``straggle``: probability that a client answers a call only after ``straggle_seconds``
+  (by default past the round timeout, so the server goes on without it);
+- ``leave``: fraction of clients that leave for good from round ``leave_round`` on;
+- ``byzantine``: fraction of clients that send hostile (well-formed) knowledge:
+  ``random`` logits, ``flip`` (label-flipped: class c's score moved to class C-1-c) or
+  ``scale`` (logits multiplied by ``attack_scale``: overconfident knowledge).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkt.config import ExperimentConfig, FaultConfig
+from fedkt.seeding import rng
+
+
+class ClientCrash(RuntimeError):
+    """Raised inside a client to simulate a crash (the server records a failed reply)."""
+
+
+def _chosen(cfg: ExperimentConfig, fraction: float, purpose: str) -> frozenset[int]:
+    k = int(round(fraction * cfg.num_clients))
+    return frozenset(int(i) for i in rng(cfg.seed, purpose).choice(cfg.num_clients, size=k, replace=False)) if k else frozenset()
+
+
+def byzantine_clients(cfg: ExperimentConfig) -> frozenset[int]:
+    """Partition ids of the attackers (round(byzantine * num_clients) of them)."""
+    return _chosen(cfg, cfg.faults.byzantine, "byzantine")
+
+
+def leaving_clients(cfg: ExperimentConfig) -> frozenset[int]:
+    return _chosen(cfg, cfg.faults.leave, "leave")
+
+
+def injected_delay(cfg: ExperimentConfig, partition_id: int, server_round: int, phase: str) -> float:
+    """Seconds this call should stall before answering (0: none); raises ClientCrash
+    when the call should fail."""
+    f = cfg.faults
+    if partition_id in leaving_clients(cfg) and server_round >= f.leave_round:
+        raise ClientCrash(f"client {partition_id} left the federation in round {f.leave_round} (injected fault)")
+    draw = rng(cfg.seed, "fault", partition_id, server_round, phase).random(2)
+    if draw[0] < f.crash:
+        raise ClientCrash(f"client {partition_id} crashed in round {server_round} {phase} (injected fault)")
+    if draw[1] < f.straggle:
+        return f.straggle_seconds if f.straggle_seconds is not None else cfg.round_timeout + 2.0
+    return 0.0
+
+
+def corrupt_knowledge(values: np.ndarray, space: str, faults: FaultConfig, generator: np.random.Generator) -> np.ndarray:
+    """A Byzantine client's knowledge: the honest ``values`` (rows of probabilities,
+    logits or embeddings) replaced per ``faults.attack``, in the same space and shape so
+    that it passes the server's format checks."""
+    v = np.asarray(values, dtype=np.float64)
+    if space == "probs":
+        logits = np.log(np.clip(v, 1e-12, None))
+    else:
+        logits = v
+    if faults.attack == "random":
+        logits = generator.normal(0.0, 5.0, size=v.shape)
+    elif faults.attack == "flip":
+        logits = logits[..., ::-1]
+    else:  # scale
+        logits = logits * faults.attack_scale
+    if space == "probs":
+        z = logits - logits.max(axis=-1, keepdims=True)
+        p = np.exp(z)
+        return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return logits.astype(np.float32)
