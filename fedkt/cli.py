@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fedkt.errors import FedktError
+from fedkt.errors import FedktError, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -52,8 +52,16 @@ def _run_epilog() -> str:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and fedkt's exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(one_line(f"{self.prog}: error: {message} (see {self.prog} --help)"), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedkt", description="Federated knowledge transfer on Flower.")
+    parser = _Parser(prog="fedkt", description="Federated knowledge transfer on Flower.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -68,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="results directory (default: runs/<date>-<name>/)")
     run.add_argument("--quiet", action="store_true", help="no progress or table, only the results path")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    run.add_argument("--check", action="store_true", help="only validate the config (and the data layout, if the data is present)")
 
     comp = sub.add_parser(
         "compare", help="run a matrix of strategies x partitions x seeds and write a report",
@@ -82,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a field of every cell's experiment, e.g. --set rounds=3 (repeatable)")
     comp.add_argument("--out", metavar="DIR", help="output directory (default: runs/<date>-compare-<name>/); reuse it to resume")
+    comp.add_argument("--check", action="store_true", help="only validate the comparison and every cell's config")
 
     data = sub.add_parser("data", help="obtain and list datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -95,22 +105,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _missing_data(cfg: Any) -> list[str]:
+    """Datasets ``cfg`` needs whose files are absent or fail their checksums."""
+    from fedkt.data.sources import DATASETS, data_dir, verify_files
+
+    root = data_dir(cfg.data_dir)
+    return sorted(
+        name for name in {cfg.dataset, cfg.transfer.source} - {"train"}
+        if DATASETS.create(name).files and verify_files(DATASETS.create(name), root / name)
+    )
+
+
+def _ensure_data(cfg: Any, log) -> None:
+    """Fetch (and verify) any dataset ``cfg`` needs that is not present yet."""
+    from fedkt.data.fetch import fetch
+    from fedkt.data.sources import data_dir
+
+    for name in _missing_data(cfg):
+        fetch(name, data_dir(cfg.data_dir) / name, log=log)
+
+
+def _check(configs: list[Any]) -> int:
+    """--check: the configs are valid (they loaded); also build each data layout whose
+    data is present, which catches layouts the data cannot satisfy."""
+    from fedkt.data.federation import federation_for
+
+    skipped = set()
+    for cfg in configs:
+        missing = _missing_data(cfg)
+        if missing:
+            skipped.update(missing)
+        else:
+            federation_for(cfg)
+    note = f" (data layout not checked: {', '.join(sorted(skipped))} not fetched)" if skipped else ""
+    print(f"fedkt: {len(configs)} config(s) OK{note}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fedkt.config import load_config
-    from fedkt.data.fetch import fetch
-    from fedkt.data.sources import DATASETS, data_dir, verify_files
     from fedkt.progress import NullProgress, RichProgress, summary_table
     from fedkt.results import default_out_dir
 
     cfg = load_config(args.config, args.overrides)
     console = Console(stderr=True)
-    root = data_dir(cfg.data_dir)
-    for name in {cfg.dataset, cfg.transfer.source} - {"train"}:
-        spec = DATASETS.create(name)
-        if spec.files and verify_files(spec, root / name):
-            fetch(name, root / name, log=(lambda m: None) if args.quiet else console.print)
+    if args.check:
+        return _check([cfg])
+    _ensure_data(cfg, (lambda m: None) if args.quiet else console.print)
     out = args.out or str(default_out_dir(cfg))
     # The one place where the Flower-free core reaches the Flower apps (lazily).
     simulate = importlib.import_module("server.simulation").simulate
@@ -135,18 +178,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fedkt.compare import load_compare, run_compare
-    from fedkt.data.fetch import fetch
-    from fedkt.data.sources import DATASETS, data_dir, verify_files
     from fedkt.progress import NullProgress
     from fedkt.results import default_out_dir
 
     comp, cells = load_compare(args.config, args.overrides)
     console = Console(stderr=True)
+    if args.check:
+        return _check([c.config for c in cells])
     for cfg in {c.config.dataset: c.config for c in cells}.values():
-        spec = DATASETS.create(cfg.dataset)
-        root = data_dir(cfg.data_dir)
-        if spec.files and verify_files(spec, root / cfg.dataset):
-            fetch(cfg.dataset, root / cfg.dataset, log=console.print)
+        _ensure_data(cfg, console.print)
     out = Path(args.out) if args.out else Path(default_out_dir(cells[0].config.model_copy(update={"name": f"compare-{comp.name}"})))
     simulate = importlib.import_module("server.simulation").simulate
 

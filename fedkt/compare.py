@@ -49,6 +49,8 @@ class CompareConfig(BaseModel):
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
+        if any(s < 0 for s in seeds):
+            raise ValueError("seeds must be >= 0")
         return seeds
 
 
@@ -222,7 +224,7 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
 
     results = {c.key: _load_cell(out, c) for c in cells}
     fields = ["strategy", "partition", "seed", "alma", "global_accuracy", "worst_client_accuracy", "best_alma",
-              "bytes_up", "bytes_down", "rounds", "wall_seconds", "fusion", "loss", "knowledge"]
+              "bytes_up", "bytes_down", "rounds", "wall_seconds", "fusion", "loss", "knowledge", "honest_alma"]
     tmp = out / "results.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)

@@ -156,7 +156,7 @@ class ExperimentConfig(_Section):
     """A whole experiment. ``fedkt run --help`` lists these fields."""
 
     name: str = "knfu-digits"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="every random choice derives from it")
     dataset: str = "digits"
     data_dir: str | None = None
     num_clients: int = Field(10, ge=1)

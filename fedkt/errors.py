@@ -6,8 +6,19 @@ The CLI prints that line and exits non-zero instead of showing a traceback.
 """
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: runs of whitespace become one space, other unprintable
+    characters (which terminals and ``splitlines`` may treat as line breaks) are escaped."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class FedktError(Exception):
-    """A problem the user can fix; its message is a single, self-explanatory line."""
+    """A problem the user can fix; its message is a single, self-explanatory line
+    (whitespace, including newlines from messages of the libraries below, is collapsed)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(str(message)), *args)
 
 
 class ConfigError(FedktError):

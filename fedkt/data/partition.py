@@ -7,6 +7,8 @@ read the indices back from each partition.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import (
@@ -72,7 +74,11 @@ def partition_labels(
     partitioner = factory(num_clients=num_clients, labels=labels, seed=seed, **params)
     partitioner.dataset = ds
     try:
-        parts = [np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64) for i in range(num_clients)]
+        with warnings.catch_warnings():
+            # The Dirichlet partitioner warns on every resampling; the outcome (a split, or
+            # a one-line error when it gives up) is what users need to see.
+            warnings.simplefilter("ignore", UserWarning)
+            parts = [np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64) for i in range(num_clients)]
     except ValueError as exc:
         raise ConfigError(f"partition: {name} cannot split {len(labels)} samples: {exc}") from None
     return [np.sort(p) for p in parts]

@@ -1,0 +1,104 @@
+"""Property-based bad input: whatever configs and command lines are thrown at fedkt, the
+answer is either success or one line on stderr naming the problem with a non-zero exit,
+never a traceback. Runs the CLI in-process with ``--check`` so valid inputs validate
+instead of starting experiments."""
+
+import os
+import string
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fedkt.cli import EXIT_USER_ERROR, main
+from fedkt.config import ExperimentConfig
+
+SETTINGS = settings(max_examples=int(os.environ.get("FEDKT_HYPOTHESIS_EXAMPLES", "80")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _field_paths(model, prefix=""):
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _field_paths(ann, f"{prefix}{name}.")
+        out.append(f"{prefix}{name}")
+    return out
+
+
+FIELDS = _field_paths(ExperimentConfig)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(string.printable, max_size=12),
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=6), inner, max_size=3), max_leaves=6)
+KEYS = st.one_of(st.sampled_from(FIELDS), st.text(string.ascii_letters + "._", min_size=1, max_size=15))
+
+
+def _outcome(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if code != 0:
+        assert code == EXIT_USER_ERROR, (argv, code, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "error:" in lines[0], (argv, err)
+    return code, err
+
+
+@SETTINGS
+@given(pairs=st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=4))
+def test_random_overrides_give_success_or_one_line(capsys, pairs):
+    argv = ["run", "--check"]
+    for key, value in pairs:
+        argv += ["--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    _outcome(capsys, argv)
+
+
+@SETTINGS
+@given(doc=st.dictionaries(KEYS, VALUES, max_size=5) | VALUES)
+def test_random_yaml_documents_give_success_or_one_line(capsys, tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    _outcome(capsys, ["run", "--check", str(path)])
+
+
+@SETTINGS
+@given(text=st.text(max_size=200))
+def test_random_file_bytes_give_success_or_one_line(capsys, tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(text)
+    _outcome(capsys, ["run", "--check", str(path)])
+    _outcome(capsys, ["compare", "--check", str(path)])
+
+
+TOKENS = st.sampled_from(["run", "compare", "data", "list", "fetch", "strategies", "--set", "--out", "--check",
+                          "--quiet", "rounds=2", "nope", "-x", "--data-dir", "imagenet", "=", "a.b=", ""])
+
+
+@SETTINGS
+@given(argv=st.lists(TOKENS | st.text(string.printable, max_size=8), max_size=6))
+def test_random_command_lines_give_success_or_one_line(capsys, argv):
+    # Never start real work: experiments and comparisons only validate, fetches get no real name.
+    if argv and argv[0] in ("run", "compare"):
+        argv = [argv[0], "--check", *argv[1:]]
+    if "fetch" in argv:
+        argv = [a for a in argv if a not in ("mnist", "fashion_mnist", "cifar10", "digits")]
+    code, _ = _outcome(capsys, argv)
+    assert code in (0, EXIT_USER_ERROR)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--check", "--set", "faults.crash=2"], "faults.crash: Input should be less than or equal to 1"),
+    (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_examples_of_one_line_errors(capsys, argv, needle):
+    code, err = _outcome(capsys, argv)
+    assert code == EXIT_USER_ERROR and needle in err
