@@ -11,12 +11,14 @@ FedProx and FedAdam therefore drive this same app.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkt import protocol as P
+from fedkt.checkpoint import load_client, save_client
 from fedkt.config import config_from_json
 from fedkt.faults import injected_delay
 from fedkt.learner import Learner
@@ -40,8 +42,21 @@ def _learner(context: Context) -> Learner:
     return Learner(cfg, _partition_id(context), state, str(folder) if folder else None)
 
 
-def _save(learner: Learner, context: Context) -> None:
-    context.state[P.STATE_MODEL] = ArrayRecord(learner.state_dict())
+def _checkpoint_dir(context: Context) -> str:
+    """Where this node saves its state each round: its own node config, else the folder
+    the server named (a shared disk in simulation); empty: no checkpoints."""
+    own = context.node_config.get(P.CHECKPOINT_DIR)
+    if own:
+        return str(own)
+    return str(context.state[P.STATE_CONFIG].get(P.CHECKPOINT_DIR, "")) if P.STATE_CONFIG in context.state else ""
+
+
+def _save(learner: Learner, context: Context, server_round: int | None = None) -> None:
+    state = learner.state_dict()
+    context.state[P.STATE_MODEL] = ArrayRecord(state)
+    folder = _checkpoint_dir(context)
+    if folder and server_round is not None:
+        save_client(folder, learner.partition_id, server_round, state)
 
 
 def _metrics(learner: Learner, values: dict[str, float]) -> MetricRecord:
@@ -60,13 +75,23 @@ def _adopt_global(msg: Message, learner: Learner) -> None:
 @app.query()
 def handshake(msg: Message, context: Context) -> Message:
     """Receive the experiment config once, build the initial model, say who we are."""
-    cfg_json = str(msg.content[P.EXPERIMENT][P.EXPERIMENT_KEY])
-    context.state[P.STATE_CONFIG] = ConfigRecord({P.EXPERIMENT_KEY: cfg_json})
+    experiment = msg.content[P.EXPERIMENT]
+    context.state[P.STATE_CONFIG] = ConfigRecord({
+        P.EXPERIMENT_KEY: str(experiment[P.EXPERIMENT_KEY]),
+        P.CHECKPOINT_DIR: str(experiment.get(P.CHECKPOINT_DIR, "")),
+    })
     context.state.pop(P.STATE_MODEL, None)  # a new experiment starts from a fresh model
+    resume_round = int(experiment.get(P.RESUME_ROUND, 0))
+    resumed = -1
+    if resume_round > 0 and _checkpoint_dir(context):
+        saved = load_client(_checkpoint_dir(context), _partition_id(context), resume_round)
+        if saved is not None:
+            resumed, state = saved
+            context.state[P.STATE_MODEL] = ArrayRecord(OrderedDict(state))
     learner = _learner(context)
     _save(learner, context)
     content = RecordDict({
-        P.METRICS: _metrics(learner, {}),
+        P.METRICS: _metrics(learner, {P.RESUMED_ROUND: resumed}),
         P.ARCH: ConfigRecord({"architecture": learner.description}),
     })
     return Message(content, reply_to=msg)
@@ -96,7 +121,7 @@ def train(msg: Message, context: Context) -> Message:
         content[P.KNOWLEDGE] = record
     if learner.strategy.shares_weights:
         content[P.ARRAYS] = ArrayRecord(learner.state_dict())
-    _save(learner, context)
+    _save(learner, context, server_round)
     return Message(content, reply_to=msg)
 
 
@@ -110,6 +135,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     _adopt_global(msg, learner)
     if P.TARGET in msg.content:
         values["distill_loss"] = learner.finetune(msg.content[P.TARGET][P.VALUES].numpy(), server_round)
-    _save(learner, context)
+    _save(learner, context, server_round)
     values.update(learner.evaluate())
     return Message(RecordDict({P.METRICS: _metrics(learner, values)}), reply_to=msg)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fedkt.errors import FedktError, one_line
+from fedkt.errors import ConfigError, FedktError, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress or table, only the results path")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     run.add_argument("--check", action="store_true", help="only validate the config (and the data layout, if the data is present)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in results directory DIR from its last round checkpoint "
+                     "(its config.yaml is used; CONFIG and --set are not allowed)")
 
     comp = sub.add_parser(
         "compare", help="run a matrix of strategies x partitions x seeds and write a report",
@@ -142,6 +144,22 @@ def _check(configs: list[Any]) -> int:
     return 0
 
 
+def _resumable(folder: str) -> Any:
+    """The config of a results directory that can be resumed (a one-line error if not)."""
+    from pathlib import Path
+
+    from fedkt.checkpoint import load_server
+    from fedkt.config import load_config
+
+    if not (Path(folder) / "config.yaml").exists():
+        raise ConfigError(f"--resume {folder}: not a fedkt results directory (no config.yaml)")
+    cfg = load_config(Path(folder) / "config.yaml")
+    done = load_server(folder)["round"]
+    if done >= cfg.rounds and (Path(folder) / "summary.json").exists():
+        raise ConfigError(f"--resume {folder}: the run already finished all {cfg.rounds} rounds")
+    return cfg
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -149,7 +167,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedkt.progress import NullProgress, RichProgress, summary_table
     from fedkt.results import default_out_dir
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise ConfigError("--resume DIR continues DIR with its own config.yaml; drop CONFIG, --set and --out")
+        cfg, args.out = _resumable(args.resume), args.resume
+    else:
+        cfg = load_config(args.config, args.overrides)
     console = Console(stderr=True)
     if args.check:
         return _check([cfg])
@@ -162,9 +185,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         console.print(f"fedkt: {cfg.name}: strategy {cfg.strategy.name}, {cfg.num_clients} clients on {cfg.dataset}, "
                       f"{cfg.rounds} rounds -> {out}")
     try:
-        summary = simulate(cfg, out, progress, verbose=args.verbose)
+        summary = simulate(cfg, out, progress, verbose=args.verbose, resume=bool(args.resume))
     except KeyboardInterrupt:
-        print(f"fedkt: interrupted; rounds finished so far are in {out}", file=sys.stderr)
+        print(f"fedkt: interrupted; finished rounds are kept in {out}; continue with: fedkt run --resume {out}", file=sys.stderr)
         return 130
     if not args.quiet:
         Console().print(summary_table(summary))
@@ -177,7 +200,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from fedkt.compare import load_compare, run_compare
+    from fedkt.compare import cell_resumable, load_compare, run_compare
     from fedkt.progress import NullProgress
     from fedkt.results import default_out_dir
 
@@ -191,7 +214,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     simulate = importlib.import_module("server.simulation").simulate
 
     def run_cell(cfg, cdir):
-        summary = simulate(cfg, str(cdir), NullProgress())
+        summary = simulate(cfg, str(cdir), NullProgress(), resume=cell_resumable(cdir))
         alma = summary.get("alma")
         console.print(f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  {summary['wall_seconds']:.1f}s", highlight=False)
         return summary

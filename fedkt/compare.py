@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fedkt.checkpoint import SERVER_FILE, checkpoint_dir
 from fedkt.config import ExperimentConfig, _format_error, apply_overrides, build_config, read_yaml
 from fedkt.errors import ConfigError
 from fedkt.results import atomic_write
@@ -155,7 +156,9 @@ def run_compare(
     run_cell: Callable[[ExperimentConfig, Path], dict[str, Any]],
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every unfinished cell with ``run_cell`` and write the report."""
+    """Run every unfinished cell with ``run_cell`` and write the report. A cell
+    interrupted after a round checkpoint keeps its directory; ``run_cell`` should resume
+    it (see :func:`cell_resumable`)."""
     out.mkdir(parents=True, exist_ok=True)
     # The plan holds every cell's fully resolved config: resuming with other overrides or an
     # edited base file is refused instead of silently mixing old and new cells.
@@ -173,12 +176,18 @@ def run_compare(
         if (cdir / "summary.json").exists():
             done += 1
             continue
-        if cdir.exists():
-            shutil.rmtree(cdir)  # an interrupted cell restarts from scratch
+        if cdir.exists() and not (checkpoint_dir(cdir) / SERVER_FILE).exists():
+            shutil.rmtree(cdir)  # interrupted before its first round: restart it from scratch
+        # (a cell with a round checkpoint is kept: run_cell resumes it)
         log(f"[{i}/{len(cells)}] {cell.key}")
         run_cell(cell.config, cdir)
     log(f"{len(cells) - done} cells run, {done} already finished")
     return write_report(comp, cells, out)
+
+
+def cell_resumable(cdir: Path) -> bool:
+    """Whether a cell directory holds a round checkpoint to continue from."""
+    return (checkpoint_dir(cdir) / SERVER_FILE).exists()
 
 
 # ------------------------------------------------------------------ reporting

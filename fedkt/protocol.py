@@ -6,8 +6,10 @@ the wire format. Where Flower has a convention (``arrays``, ``config`` with
 FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
 
 - ``query`` (handshake, once per node): server sends ``EXPERIMENT[EXPERIMENT_KEY]``, the
-  experiment config as JSON; the client replies ``METRICS`` (partition id, sample count)
-  and ``ARCH`` (its architecture).
+  experiment config as JSON, plus ``CHECKPOINT_DIR`` (where clients save their state each
+  round; a node's own ``checkpoint-dir`` node config wins) and ``RESUME_ROUND`` (0: a fresh
+  start; k: restore the state saved at round <= k); the client replies ``METRICS``
+  (partition id, sample count, ``RESUMED_ROUND``) and ``ARCH`` (its architecture).
 - ``train``: ``CONFIG`` (``server-round``, optional ``proximal-mu``) and, for weight-sharing
   strategies, ``ARRAYS`` (the global model). The client trains locally and replies
   ``METRICS``, plus ``KNOWLEDGE`` and/or ``ARRAYS`` as its strategy shares them.
@@ -30,6 +32,10 @@ SERVER_ROUND = "server-round"
 PROXIMAL_MU = "proximal-mu"
 PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
+
+CHECKPOINT_DIR = "checkpoint-dir"
+RESUME_ROUND = "resume-round"
+RESUMED_ROUND = "resumed-round"
 
 STATE_MODEL = "fedkt.model"
 STATE_CONFIG = "fedkt.config"

@@ -63,10 +63,21 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _round_of(line: str) -> int | None:
+    """The round of a results line; None for a line cut short by a kill."""
+    try:
+        return int(json.loads(line)["round"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class ResultsWriter:
     """Appends per-round results and writes the summary and plots at the end."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], cfg: ExperimentConfig) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], cfg: ExperimentConfig, resume_round: int = 0) -> None:
+        """A fresh results directory, or (``resume_round`` = k > 0) the existing one with
+        everything recorded after round k dropped: a run killed between writing round
+        k + 1 and checkpointing it repeats that round exactly."""
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
@@ -74,8 +85,19 @@ class ResultsWriter:
         self.weights: dict[int, list[list[float | None]]] = {}
         self.attackers = byzantine_clients(cfg)
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
-        for name in ("metrics.jsonl", "rounds.jsonl"):
-            (self.dir / name).write_text("")
+        kept: dict[str, list[str]] = {"metrics.jsonl": [], "rounds.jsonl": []}
+        if resume_round > 0:
+            for name in kept:
+                path = self.dir / name
+                lines = path.read_text().splitlines() if path.exists() else []
+                kept[name] = [line for line in lines if (_round_of(line) or resume_round + 1) <= resume_round]
+            self.rounds = [json.loads(line) for line in kept["rounds.jsonl"]]
+            weights_file = self.dir / "fusion_weights.json"
+            if weights_file.exists():
+                self.weights = {int(r): w for r, w in json.loads(weights_file.read_text()).items() if int(r) <= resume_round}
+                atomic_write(weights_file, json.dumps(self.weights))
+        for name, lines in kept.items():
+            atomic_write(self.dir / name, "".join(line + "\n" for line in lines))
 
     def add_round(self, server_round: int, rows: list[dict[str, Any]], info: dict[str, Any], weights: np.ndarray | None) -> dict[str, Any]:
         """Record one round; returns its summary line (with ALMA etc.)."""

@@ -3,7 +3,8 @@
 Run config keys (``[tool.flwr.app.config]`` or ``--run-config``):
 ``config``    a YAML experiment path (relative to the app directory) or "default";
 ``overrides`` comma-separated ``key=value`` pairs, as ``fedkt run --set``;
-``out``       the results directory (default ``runs/<date>-<name>``).
+``out``       the results directory (default ``runs/<date>-<name>``);
+``resume``    true: continue the run in ``out`` from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -35,4 +36,4 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(None if path in ("", "default") else _resolve(path), overrides)
     out = str(rc.get("out", "")) or str(default_out_dir(cfg))
     Path(out).mkdir(parents=True, exist_ok=True)
-    run_experiment(grid, cfg, out)
+    run_experiment(grid, cfg, out, resume=bool(rc.get("resume", False)))

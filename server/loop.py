@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import InconsistentMessageReplies
 
 from fedkt import protocol as P
+from fedkt.checkpoint import checkpoint_dir, load_server, save_server
 from fedkt.config import ExperimentConfig
 from fedkt.errors import FedktError
 from fedkt.monitoring import MetricsExporter
@@ -92,12 +93,15 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
         time.sleep(0.1)
 
 
-def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[int, str], int]:
-    """Send the config to every node; learn partition id -> node id and architectures."""
+def handshake(grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_round: int = 0) -> tuple[dict[int, int], dict[int, str], int]:
+    """Send the config to every node (with where to checkpoint, and the round to resume
+    from); learn partition id -> node id and architectures."""
     nodes = wait_for_nodes(grid, cfg.num_clients, cfg.wait_for_nodes)
     if len(nodes) < cfg.min_clients:
         raise ExperimentError(f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}")
-    content = RecordDict({P.EXPERIMENT: ConfigRecord({P.EXPERIMENT_KEY: cfg.to_json()})})
+    content = RecordDict({P.EXPERIMENT: ConfigRecord({
+        P.EXPERIMENT_KEY: cfg.to_json(), P.CHECKPOINT_DIR: checkpoints, P.RESUME_ROUND: resume_round,
+    })})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     sent = sum(message_bytes(m) for m in msgs)
     # Cold nodes import torch and build their data here: a setup step, allowed as long as
@@ -119,6 +123,9 @@ def handshake(grid: Grid, cfg: ExperimentConfig) -> tuple[dict[int, int], dict[i
             raise ExperimentError(f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}")
         mapping[pid] = msg.metadata.src_node_id
         archs[pid] = arch
+        resumed = msg.content[P.METRICS].get(P.RESUMED_ROUND, -1)
+        if resume_round > 0 and resumed < 0:
+            log(WARNING, "client %d has no checkpoint up to round %d: it restarts from its initial model", pid, resume_round)
     if len(mapping) < cfg.min_clients:
         raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
     if len(mapping) < cfg.num_clients:
@@ -170,27 +177,51 @@ def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) 
     return list(rows.values())
 
 
-def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Run ``cfg`` on the nodes of ``grid`` and write its results to ``out_dir``."""
+# Attributes of Flower's server optimisers (FedAdam & co.) that carry state across rounds.
+STATEFUL_ATTRIBUTES = ("current_arrays", "m_t", "v_t")
+
+
+def _strategy_state(strategy: Any) -> dict[str, Any]:
+    return {k: getattr(strategy, k) for k in STATEFUL_ATTRIBUTES if getattr(strategy, k, None) is not None}
+
+
+def _arrays_to_numpy(arrays: ArrayRecord) -> dict[str, Any]:
+    return {k: v.numpy() for k, v in arrays.items()}
+
+
+def _arrays_from_numpy(state: dict[str, Any]) -> ArrayRecord:
+    return ArrayRecord(OrderedDict((k, Array(v)) for k, v in state.items()))
+
+
+def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` on the nodes of ``grid`` and write its results to ``out_dir``,
+    checkpointing every round; ``resume`` continues from the directory's last checkpoint."""
     progress = progress or NullProgress()
     t_start = time.perf_counter()
-    writer = ResultsWriter(out_dir, cfg)
+    saved = load_server(out_dir) if resume else None
+    writer = ResultsWriter(out_dir, cfg, resume_round=saved["round"] if saved else 0)
     exporter = MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
     try:
-        return _rounds(grid, cfg, writer, progress, exporter, t_start)
+        return _rounds(grid, cfg, writer, progress, exporter, t_start, saved)
     finally:
         if exporter is not None:
             exporter.close()
 
 
 def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: Progress,
-            exporter: MetricsExporter | None, t_start: float) -> dict[str, Any]:
-    nodes, archs, setup_bytes = handshake(grid, cfg)
+            exporter: MetricsExporter | None, t_start: float, saved: dict[str, Any] | None) -> dict[str, Any]:
+    first = saved["round"] + 1 if saved else 1
+    nodes, archs, setup_bytes = handshake(grid, cfg, str(checkpoint_dir(writer.dir).resolve() / "clients"), first - 1)
     strategy, arrays = build_strategy(cfg, nodes)
+    if saved:
+        arrays = _arrays_from_numpy(saved["arrays"])
+        for key, value in saved["strategy"].items():
+            setattr(strategy, key, value)
+        log(INFO, "resuming after round %d", saved["round"])
     strategy.summary()
     progress.start(cfg.rounds, len(nodes))
     tick = lambda _msg: progress.client_done()  # noqa: E731
-    for server_round in range(1, cfg.rounds + 1):
+    for server_round in range(first, cfg.rounds + 1):
         t_round = time.perf_counter()
         sampled = [nodes[p] for p in sample_partitions(cfg, list(nodes), server_round)]
         out = list(strategy.configure_train(server_round, arrays, ConfigRecord(), NodeView(grid, sampled)))
@@ -241,6 +272,7 @@ def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: 
         }
         rows = _rows(replies, ev_replies, archs)
         line = writer.add_round(server_round, rows, info, getattr(strategy, "weights", None))
+        save_server(writer.dir, server_round, {"arrays": _arrays_to_numpy(arrays), "strategy": _strategy_state(strategy)})
         progress.round_done(line)
         if exporter is not None:
             exporter.round_done(line, rows)

@@ -34,8 +34,10 @@ def gpu_share(cfg: ExperimentConfig, device: torch.device) -> float:
     return float(share)
 
 
-def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return the summary."""
+def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, verbose: bool = False,
+             resume: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return the summary.
+    ``resume``: continue the run in ``out_dir`` from its last checkpoint."""
     prepare_environment()
     from fedkt.data.federation import federation_for
 
@@ -56,7 +58,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            outcome["summary"] = run_experiment(grid, cfg, out_dir, progress)
+            outcome["summary"] = run_experiment(grid, cfg, out_dir, progress, resume=resume)
         except BaseException as exc:  # surfaced after the engine has shut down
             outcome["error"] = exc
 

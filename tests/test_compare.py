@@ -178,3 +178,31 @@ def test_resume_with_different_overrides_is_refused(tmp_path):
     run_compare(*load_compare(path), out, _fake_run([]), log=lambda m: None)
     with pytest.raises(ConfigError, match="different comparison"):
         run_compare(*load_compare(path, ["rounds=3"]), out, _fake_run([]), log=lambda m: None)
+
+
+def test_cells_with_a_round_checkpoint_are_kept_for_resuming(tmp_path):
+    from fedkt.checkpoint import save_server
+    from fedkt.compare import cell_resumable
+
+    comp, cells = load_compare(_write(tmp_path, SMALL))
+    out = tmp_path / "out"
+    calls: list[str] = []
+    run = _fake_run(calls)
+    seen: list[bool] = []
+
+    def interrupted(cfg, cdir):
+        if len(calls) == 1:
+            cdir.mkdir(parents=True)
+            save_server(cdir, 1, {"arrays": {}, "strategy": {}})
+            raise KeyboardInterrupt
+        return run(cfg, cdir)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(comp, cells, out, interrupted, log=lambda m: None)
+
+    def resuming(cfg, cdir):
+        seen.append(cell_resumable(cdir))
+        return run(cfg, cdir)
+
+    run_compare(comp, cells, out, resuming, log=lambda m: None)
+    assert seen[0] is True and not any(seen[1:])
