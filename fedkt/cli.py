@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -160,6 +161,16 @@ def _resumable(folder: str) -> Any:
     return cfg
 
 
+def _interrupted(message: str) -> None:
+    """Ctrl-C during a simulation: say where the results are and end the process now.
+    Flower's engine and Ray keep non-daemon threads that would otherwise hold the process
+    open; everything on disk is already consistent (atomic writes, round checkpoints)."""
+    print(f"fedkt: interrupted; {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -187,8 +198,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = simulate(cfg, out, progress, verbose=args.verbose, resume=bool(args.resume))
     except KeyboardInterrupt:
-        print(f"fedkt: interrupted; finished rounds are kept in {out}; continue with: fedkt run --resume {out}", file=sys.stderr)
-        return 130
+        _interrupted(f"finished rounds are kept in {out}; continue with: fedkt run --resume {out}")
     if not args.quiet:
         Console().print(summary_table(summary))
     print(out)
@@ -223,8 +233,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = run_compare(comp, cells, out, run_cell, log=lambda m: console.print(m, highlight=False))
     except KeyboardInterrupt:
-        print(f"fedkt: interrupted; finished cells are kept in {out}; run the same command again to continue", file=sys.stderr)
-        return 130
+        _interrupted(f"finished cells (and the interrupted cell's rounds) are kept in {out}; run the same command again to continue")
     console.print(f"report: {out / 'report.md'} ({result['finished']}/{result['cells']} cells)")
     print(out)
     return 0

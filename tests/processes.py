@@ -32,21 +32,41 @@ def children(pid: int) -> list[int]:
     return kids
 
 
-def stop_tree(pids: list[int]) -> None:
-    tree, todo = set(), list(pids)
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), which tells it apart from a
+    later process that reuses its PID; None if it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def alive(pid: int, started: int | None) -> bool:
+    """``pid`` is still the process that started at ``started`` and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and int(fields[19]) == started
+
+
+def stop_tree(pids: list[int]) -> dict[int, int | None]:
+    """SIGTERM, then SIGKILL, every process in the trees under ``pids``; a PID is only
+    signalled while it still belongs to the process seen when the tree was collected.
+    Returns the tree (pid -> start time) so callers can check nothing is left."""
+    tree: dict[int, int | None] = {}
+    todo = list(pids)
     while todo:
         pid = todo.pop()
         if pid not in tree:
-            tree.add(pid)
+            tree[pid] = start_time(pid)
             todo.extend(children(pid))
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    time.sleep(1)
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for sig, pause in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+        for pid, started in tree.items():
+            if started is not None and alive(pid, started):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        time.sleep(pause)
+    return tree

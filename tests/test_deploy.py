@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import children, processes_mentioning, stop_tree
+from processes import alive, children, processes_mentioning, start_time, stop_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,14 +69,6 @@ def _established_to(port: int, pid: int) -> bool:
             if remote_port == port and fields[3] == "01" and fields[9] in inodes:
                 return True
     return False
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped does not count)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _run_node(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 90) -> tuple[int, str]:
@@ -149,6 +141,7 @@ def deployment(tmp_path_factory):
         for pid in pids:
             tree.update(children(pid))
             tree.update(processes_mentioning(f"--parent-pid {pid}"))
+        born = {pid: start_time(pid) for pid in tree}
         for proc in started:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -158,8 +151,8 @@ def deployment(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        stop_tree(sorted(tree | set(processes_mentioning(str(home)))))
-        left = [pid for pid in tree if _alive(pid)]
+        stopped = stop_tree(sorted(tree | set(processes_mentioning(str(home)))))
+        left = [pid for pid, started in {**stopped, **born}.items() if started is not None and alive(pid, started)]
         assert not left, f"processes left running: {left}"
 
 

@@ -57,32 +57,26 @@ def _round_lines(out: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in (out / "rounds.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-    from fedkt.config import load_config
-    from server.simulation import simulate
-
-    for strategy in ("knfu", "fedadam"):
-        full, cut = tmp_path / f"{strategy}-full", tmp_path / f"{strategy}-cut"
-        reference = simulate(load_config(None, [*ARGS, f"strategy={strategy}"]), str(full))
-        cmd = [sys.executable, "-m", "fedkt", "run", "--quiet", "--out", str(cut), "--set", f"strategy={strategy}"]
-        for a in ARGS:
-            cmd += ["--set", a]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        server_pt = cut / "checkpoint" / "server.pt"
-        deadline = time.monotonic() + 240
-        done = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if server_pt.exists():
-                try:
-                    done = torch.load(server_pt, weights_only=False)["round"]
-                except Exception:  # noqa: BLE001 - being replaced right now
-                    done = 0
-                if done >= 2:
-                    break
-            time.sleep(0.05)
-        tree = [proc.pid]
-        todo = [proc.pid]
+def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tuple[int, int, str]:
+    """Start ``cmd``; once round 2 is checkpointed, SIGKILL its whole process tree, or
+    SIGINT its process group as Ctrl-C in a terminal would. Returns (checkpointed round at
+    the interrupt, exit code, stderr)."""
+    err_path = out.with_suffix(".stderr")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(err_path, "w"), start_new_session=True)
+    server_pt = out / "checkpoint" / "server.pt"
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if server_pt.exists():
+            try:
+                done = torch.load(server_pt, weights_only=False)["round"]
+            except Exception:  # noqa: BLE001 - being replaced right now
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    if how == signal.SIGKILL:
+        tree, todo = [proc.pid], [proc.pid]
         while todo:
             kids = children(todo.pop())
             tree += kids
@@ -92,11 +86,32 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        proc.wait()
-        assert 2 <= done < 5, f"killed after round {done}: the run was not interrupted mid-way"
+    else:
+        os.killpg(proc.pid, how)
+    code = proc.wait(60)
+    return done, code, err_path.read_text()
+
+
+@pytest.mark.slow
+def test_kill_9_or_ctrl_c_then_resume_equals_uninterrupted(tmp_path):
+    from fedkt.config import load_config
+    from server.simulation import simulate
+
+    references = {}
+    for strategy, how in (("knfu", signal.SIGKILL), ("fedadam", signal.SIGKILL), ("knfu", signal.SIGINT)):
+        full, cut = tmp_path / f"{strategy}-full", tmp_path / f"{strategy}-{how.name}"
+        if strategy not in references:
+            references[strategy] = simulate(load_config(None, [*ARGS, f"strategy={strategy}"]), str(full))
+        cmd = [sys.executable, "-m", "fedkt", "run", "--quiet", "--out", str(cut), "--set", f"strategy={strategy}"]
+        for a in ARGS:
+            cmd += ["--set", a]
+        done, code, err = _interrupt_after_round(cmd, cut, how)
+        assert 2 <= done < 5, f"interrupted after round {done}: the run was not stopped mid-way"
         assert not (cut / "summary.json").exists()
+        if how == signal.SIGINT:
+            assert code == 130 and f"fedkt run --resume {cut}" in err and "Traceback" not in err, err[-2000:]
         assert main(["run", "--quiet", "--resume", str(cut)]) == 0
-        assert _metric_rows(cut) == _metric_rows(full), strategy
-        assert _round_lines(cut) == _round_lines(full), strategy
+        assert _metric_rows(cut) == _metric_rows(full), (strategy, how)
+        assert _round_lines(cut) == _round_lines(full), (strategy, how)
         resumed = json.loads((cut / "summary.json").read_text())
-        assert resumed["alma"] == reference["alma"] and resumed["rounds"] == 5
+        assert resumed["alma"] == references[strategy]["alma"] and resumed["rounds"] == 5
