@@ -20,6 +20,17 @@ def test_attackers_and_leavers_are_seeded_fractions():
     assert byzantine_clients(load_config(None)) == frozenset()
 
 
+def _crash_pattern(cfg, rounds: int = 40) -> list:
+    """Client 0's train calls over ``rounds`` rounds: the injected delay, or None for a crash."""
+    out = []
+    for r in range(1, rounds + 1):
+        try:
+            out.append(injected_delay(cfg, 0, r, "train"))
+        except ClientCrash:
+            out.append(None)
+    return out
+
+
 def test_injected_crashes_leaves_and_stragglers():
     cfg = load_config(None, ["faults.leave=0.1", "faults.leave_round=3"])
     (gone,) = leaving_clients(cfg)
@@ -27,20 +38,9 @@ def test_injected_crashes_leaves_and_stragglers():
     with pytest.raises(ClientCrash, match="left the federation in round 3"):
         injected_delay(cfg, gone, 3, "evaluate")
     crashy = load_config(None, ["faults.crash=0.5"])
-    outcomes = []
-    for r in range(1, 41):
-        try:
-            outcomes.append(injected_delay(crashy, 0, r, "train"))
-        except ClientCrash:
-            outcomes.append(None)
+    outcomes = _crash_pattern(crashy)
     assert 8 < outcomes.count(None) < 32  # about half
-    again = []
-    for r in range(1, 41):
-        try:
-            again.append(injected_delay(crashy, 0, r, "train"))
-        except ClientCrash:
-            again.append(None)
-    assert again == outcomes  # reproducible
+    assert _crash_pattern(crashy) == outcomes  # reproducible
     late = load_config(None, ["faults.straggle=1.0", "round_timeout=5"])
     assert injected_delay(late, 1, 1, "train") == 7.0
     assert injected_delay(load_config(None, ["faults.straggle=1.0", "faults.straggle_seconds=0.5"]), 1, 1, "train") == 0.5
