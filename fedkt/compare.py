@@ -171,7 +171,10 @@ def run_compare(
     else:
         atomic_write(plan_file, json.dumps(plan, indent=2))
     done = 0
-    for i, cell in enumerate(cells, 1):
+    # Seed-major order: a comparison stopped part-way holds complete seeds (every strategy
+    # and partition under the same seeds), which is what a fair partial report needs.
+    order = sorted(cells, key=lambda c: comp.seeds.index(c.seed))
+    for i, cell in enumerate(order, 1):
         cdir = _cell_dir(out, cell)
         if (cdir / "summary.json").exists():
             done += 1

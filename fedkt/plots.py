@@ -31,15 +31,23 @@ def accuracy_per_round(rounds: list[dict[str, Any]], path: Path, title: str = ""
     plt.close(fig)
 
 
-def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "") -> None:
-    """Row n = the weights client n's target gives to each client m (NaN = absent)."""
+def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "", clients: list[int] | None = None) -> None:
+    """Row n = the weights client n's target gives to each client m (NaN = absent).
+    ``clients``: the partition ids of the rows/columns (default 0..k-1). The figure stays
+    at most about 10 inches wide whatever k (1,000 participants make a 1,000 x 1,000
+    image, not a 450-inch canvas); ticks and values are drawn only while readable."""
     n = weights.shape[0]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 0.8 + 0.45 * n))
-    im = ax.imshow(np.ma.masked_invalid(weights), cmap="viridis", vmin=0, vmax=max(np.nanmax(weights), 1e-9))
+    labels = list(range(n)) if clients is None else list(clients)
+    side = min(10.0, 1.2 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    finite = weights[np.isfinite(weights)]
+    im = ax.imshow(np.ma.masked_invalid(weights), cmap="viridis", vmin=0, vmax=max(float(finite.max()) if finite.size else 0.0, 1e-9),
+                   interpolation="nearest")
     ax.set_xlabel("teacher client m")
     ax.set_ylabel("receiving client n")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
+    if n <= 40:
+        ax.set_xticks(range(n), labels=[str(c) for c in labels])
+        ax.set_yticks(range(n), labels=[str(c) for c in labels])
     if n <= 12:
         for i in range(n):
             for j in range(n):

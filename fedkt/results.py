@@ -5,7 +5,8 @@ Layout::
     config.yaml          the fully resolved config (re-runnable with `fedkt run`)
     metrics.jsonl        one line per round per client (deterministic: no timings)
     rounds.jsonl         one line per round: ALMA, bytes, participation, wall time
-    fusion_weights.json  per round, the N x N fusion weights (who learned from whom)
+    fusion_weights.jsonl one line per round: the round's participants and their k x k
+                         fusion weights (row n: whom client n learned from)
     summary.json         final figures (written atomically at the end)
     accuracy.png         ALMA / global / worst-client accuracy per round
     fusion_weights.png   heat map of the last round's fusion weights (when fused)
@@ -71,6 +72,17 @@ def _round_of(line: str) -> int | None:
         return None
 
 
+def read_fusion_weights(out_dir: str | os.PathLike[str]) -> dict[int, tuple[list[int], np.ndarray]]:
+    """A run's fusion weights: round -> (participants' partition ids, k x k weights)."""
+    path = Path(out_dir) / "fusion_weights.jsonl"
+    out: dict[int, tuple[list[int], np.ndarray]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            out[int(rec["round"])] = ([int(c) for c in rec["clients"]], np.array(rec["weights"], dtype=float))
+    return out
+
+
 class ResultsWriter:
     """Appends per-round results and writes the summary and plots at the end."""
 
@@ -82,25 +94,31 @@ class ResultsWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.rounds: list[dict[str, Any]] = []
-        self.weights: dict[int, list[list[float | None]]] = {}
+        # Only the last round's fusion weights stay in memory (for the heat map); all
+        # rounds are in fusion_weights.jsonl.
+        self.last_weights: tuple[int, list[int], np.ndarray] | None = None
         self.attackers = byzantine_clients(cfg)
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
-        kept: dict[str, list[str]] = {"metrics.jsonl": [], "rounds.jsonl": []}
+        kept: dict[str, list[str]] = {"metrics.jsonl": [], "rounds.jsonl": [], "fusion_weights.jsonl": []}
         if resume_round > 0:
             for name in kept:
                 path = self.dir / name
                 lines = path.read_text().splitlines() if path.exists() else []
                 kept[name] = [line for line in lines if (_round_of(line) or resume_round + 1) <= resume_round]
             self.rounds = [json.loads(line) for line in kept["rounds.jsonl"]]
-            weights_file = self.dir / "fusion_weights.json"
-            if weights_file.exists():
-                self.weights = {int(r): w for r, w in json.loads(weights_file.read_text()).items() if int(r) <= resume_round}
-                atomic_write(weights_file, json.dumps(self.weights))
+            if kept["fusion_weights.jsonl"]:
+                last = json.loads(kept["fusion_weights.jsonl"][-1])
+                self.last_weights = (last["round"], last["clients"], np.array(last["weights"], dtype=float))
         for name, lines in kept.items():
+            if name == "fusion_weights.jsonl" and not lines:
+                (self.dir / name).unlink(missing_ok=True)  # exists only for strategies that fuse
+                continue
             atomic_write(self.dir / name, "".join(line + "\n" for line in lines))
 
-    def add_round(self, server_round: int, rows: list[dict[str, Any]], info: dict[str, Any], weights: np.ndarray | None) -> dict[str, Any]:
-        """Record one round; returns its summary line (with ALMA etc.)."""
+    def add_round(self, server_round: int, rows: list[dict[str, Any]], info: dict[str, Any],
+                  fusion: tuple[list[int], np.ndarray] | None = None) -> dict[str, Any]:
+        """Record one round; returns its summary line (with ALMA etc.). ``fusion``: the
+        round's participants (partition ids) and their k x k fusion weights."""
         rows = sorted(rows, key=lambda r: r["client"])
         with open(self.dir / "metrics.jsonl", "a") as fh:
             for row in rows:
@@ -119,9 +137,12 @@ class ResultsWriter:
         self.rounds.append(line)
         with open(self.dir / "rounds.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
-        if weights is not None:
-            self.weights[server_round] = [[_clean(float(v)) for v in row] for row in weights]
-            atomic_write(self.dir / "fusion_weights.json", json.dumps(self.weights))
+        if fusion is not None:
+            clients, weights = [int(c) for c in fusion[0]], np.asarray(fusion[1], dtype=float)
+            record = {"round": server_round, "clients": clients, "weights": [[_clean(float(v)) for v in row] for row in weights]}
+            with open(self.dir / "fusion_weights.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            self.last_weights = (server_round, clients, weights)
         return line
 
     def finish(self, wall_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -155,7 +176,7 @@ class ResultsWriter:
         from fedkt import plots
 
         plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)
-        if self.weights:
-            r = max(self.weights)
-            plots.fusion_heatmap(np.array(self.weights[r], dtype=float), self.dir / "fusion_weights.png", title=f"{self.cfg.name}: fusion weights, round {r}")
+        if self.last_weights is not None:
+            r, clients, weights = self.last_weights
+            plots.fusion_heatmap(weights, self.dir / "fusion_weights.png", title=f"{self.cfg.name}: fusion weights, round {r}", clients=clients)
         return summary

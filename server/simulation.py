@@ -50,7 +50,10 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
     from flwr.simulation import run_simulation
 
     from clients.app import app as client_app
+    from server.linkstate_index import install as index_messages_by_node
     from server.loop import run_experiment
+
+    index_messages_by_node()  # Flower's per-poll scan is quadratic in the number of clients
 
     outcome: dict[str, Any] = {}
     server_app = ServerApp()

@@ -56,7 +56,9 @@ class KnowledgeTransfer(Strategy):
         self.min_clients = min_clients
         self.targets: dict[int, np.ndarray] = {}
         self.participants: list[int] = []
-        self.weights: np.ndarray | None = None  # (N, N) over partition ids, NaN = absent
+        # (k, k) fusion weights over this round's participants (partition ids in
+        # ``participants`` order): O(participants^2), never O(clients^2).
+        self.weights: np.ndarray | None = None
         self.rejected: list[dict[str, object]] = []
         self.skipped = False
         self.accepted_replies: dict[int, Message] = {}
@@ -124,11 +126,7 @@ class KnowledgeTransfer(Strategy):
         counts = counts[:, 0] if counts.shape[1] == 1 else counts
         result = self.fusion.fuse(values, counts)
         self.targets = {pid: result.targets[i] for i, pid in enumerate(self.participants)}
-        n = max(self.nodes) + 1
-        full = np.full((n, n), np.nan)
-        idx = np.asarray(self.participants)
-        full[np.ix_(idx, idx)] = result.weights
-        self.weights = full
+        self.weights = np.asarray(result.weights, dtype=float)
         return result.targets
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -174,7 +174,7 @@ def test_secure_deployment_runs_knfu_over_grpc(deployment):
     assert 0.0 < summary["alma"] <= 1.0 and summary["bytes_up"] > 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sorted({r["client"] for r in rows}) == [0, 1, 2] and len(rows) == 6  # distinct partitions
-    for name in ("config.yaml", "rounds.jsonl", "fusion_weights.json", "accuracy.png"):
+    for name in ("config.yaml", "rounds.jsonl", "fusion_weights.jsonl", "accuracy.png"):
         assert (out / name).exists(), name
     # the SuperNodes talk gRPC (grpc-rere) to the Fleet API
     assert "Starting Fleet API (gRPC-rere)" in (d["logs"] / "superlink.log").read_text()

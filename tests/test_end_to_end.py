@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedkt.results import read_fusion_weights
+
 from server.simulation import simulate
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,7 @@ def knfu_run(tmp_path_factory):
 
 def test_knfu_run_produces_complete_results(knfu_run):
     out, summary = knfu_run
-    for name in ("config.yaml", "metrics.jsonl", "rounds.jsonl", "summary.json", "accuracy.png", "fusion_weights.png", "fusion_weights.json"):
+    for name in ("config.yaml", "metrics.jsonl", "rounds.jsonl", "summary.json", "accuracy.png", "fusion_weights.png", "fusion_weights.jsonl"):
         assert (out / name).stat().st_size > 0, name
     for key in ("alma", "global_accuracy", "worst_client_accuracy", "rounds", "bytes_up", "bytes_down", "wall_seconds", "strategy", "seed"):
         assert key in summary
@@ -62,17 +64,17 @@ def test_bytes_are_measured_from_payloads(knfu_run):
 
 def test_fusion_weights_are_row_stochastic(knfu_run):
     out, _ = knfu_run
-    weights = json.loads((out / "fusion_weights.json").read_text())
-    assert sorted(weights) == ["1", "2"]
-    w = np.array(weights["2"], dtype=float)
-    assert w.shape == (N, N)
+    weights = read_fusion_weights(out)
+    assert sorted(weights) == [1, 2]
+    clients, w = weights[2]
+    assert clients == list(range(N)) and w.shape == (N, N)
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_same_seed_same_metrics(tiny_cfg, tmp_path):
     a = simulate(tiny_cfg(), str(tmp_path / "a"))
     b = simulate(tiny_cfg(), str(tmp_path / "b"))
-    for name in ("metrics.jsonl", "fusion_weights.json"):
+    for name in ("metrics.jsonl", "fusion_weights.jsonl"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     assert a["alma"] == b["alma"] and a["bytes_up"] == b["bytes_up"]
     c = simulate(tiny_cfg("seed=1"), str(tmp_path / "c"))
@@ -83,7 +85,7 @@ def test_same_seed_same_metrics(tiny_cfg, tmp_path):
 def test_local_strategy_sends_no_knowledge(tiny_cfg, tmp_path):
     s = simulate(tiny_cfg("strategy=local"), str(tmp_path / "l"))
     assert s["bytes_up"] < 10_000 * s["rounds"]  # metrics only, no soft labels
-    assert not (tmp_path / "l" / "fusion_weights.json").exists()
+    assert not (tmp_path / "l" / "fusion_weights.jsonl").exists()
     rows = _lines(tmp_path / "l" / "metrics.jsonl")
     assert all("distill_loss" not in r for r in rows)
     # without fine-tuning, the evaluated model is the locally trained one
@@ -99,7 +101,7 @@ def test_cli_default_run_end_to_end(tmp_path):
     assert "round 2/2" in proc.stderr and "ALMA" in proc.stdout
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["strategy"] == "fkd" and summary["fusion"] == "mean"
-    w = np.array(json.loads((tmp_path / "r" / "fusion_weights.json").read_text())["2"])
+    w = read_fusion_weights(tmp_path / "r")[2][1]
     np.testing.assert_allclose(w, np.full((10, 10), 0.1))  # vanilla FKD: uniform mean
 
 

@@ -25,7 +25,8 @@ def test_client_checkpoints_keep_two_newest_and_pick_by_round(tmp_path):
     for r in (1, 2, 5):
         save_client(tmp_path, 3, r, {"w": torch.full((2,), float(r))})
     save_client(tmp_path, 4, 1, {"w": torch.zeros(1)})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["client-3-round-2.pt", "client-3-round-5.pt", "client-4-round-1.pt"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.pt")) == [
+        "client-3/round-2.pt", "client-3/round-5.pt", "client-4/round-1.pt"]
     r, state = load_client(tmp_path, 3, 4)  # round 5 was never committed by the server
     assert r == 2 and state["w"].tolist() == [2.0, 2.0]
     assert load_client(tmp_path, 3, 1) is None and load_client(tmp_path / "nope", 3, 9) is None

@@ -11,6 +11,7 @@ import pytest
 from fedkt.config import load_config
 from fedkt.models import build_model, count_parameters
 from fedkt.recipes import STRATEGIES
+from fedkt.results import read_fusion_weights
 from server.simulation import simulate
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,7 @@ def test_knowledge_payload_sizes(runs):
 def test_fusion_weight_matrices(runs):
     for name, check in (("fkd", "uniform"), ("dsfl", "uniform"), ("fedmd", "uniform"), ("knfu", "stochastic"), ("fd", "excl")):
         out = runs(name)[0]
-        w = np.array(json.loads((out / "fusion_weights.json").read_text())[str(ROUNDS)], dtype=float)
+        w = read_fusion_weights(out)[ROUNDS][1]
         if check == "uniform":
             np.testing.assert_allclose(w, np.full((N, N), 1 / N))
         elif check == "stochastic":
@@ -114,7 +115,7 @@ def test_distillation_changes_models(runs):
 def test_knfu_fuses_only_semantic_neighbours(runs):
     """With beta = 10 and four clients whose label mixes barely overlap, KnFu finds no
     neighbours (weights ~ identity: nearly local training); beta = 1 mixes clients in."""
-    sharp = np.array(json.loads((runs("knfu")[0] / "fusion_weights.json").read_text())[str(ROUNDS)], dtype=float)
-    soft = np.array(json.loads((runs("knfu-beta1")[0] / "fusion_weights.json").read_text())[str(ROUNDS)], dtype=float)
+    sharp = read_fusion_weights(runs("knfu")[0])[ROUNDS][1]
+    soft = read_fusion_weights(runs("knfu-beta1")[0])[ROUNDS][1]
     assert np.diag(sharp).min() > 0.99
     assert np.diag(soft).max() < 0.95 and (soft > 0.01).sum() > N

@@ -1,0 +1,113 @@
+"""What every benchmark needs: a config from overrides, a timed simulation, the peak
+memory of a process tree, and a printed table.
+
+Memory is the peak over time of the *sum* of the proportional set size (PSS) of this
+process and all its descendants (the Ray raylet, GCS and workers a simulation starts):
+PSS charges a shared page to the processes sharing it in equal parts, so torch's
+libraries, mapped by every worker, are counted once in total rather than once per
+worker (as a sum of RSS would).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from fedkt.config import ExperimentConfig, load_config
+from fedkt.errors import FedktError
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def config(base: str | None, overrides: Sequence[str]) -> ExperimentConfig:
+    """An experiment config: a YAML file (or the built-in default) plus overrides."""
+    return load_config(base, list(overrides))
+
+
+def _tree_pss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return 0  # the tree has exited
+    for proc in tree:
+        try:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total
+
+
+class PeakMemory:
+    """Samples the PSS of a process tree (default: this process) in a background
+    thread while the ``with`` block runs; ``peak`` is the largest sum seen, ``baseline``
+    the sum when the block started."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
+        self.root = psutil.Process(pid or os.getpid())
+        self.interval = interval
+        self.peak = 0
+        self.baseline = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> int:
+        now = _tree_pss(self.root)
+        self.peak = max(self.peak, now)
+        return now
+
+    def __enter__(self) -> PeakMemory:
+        self.baseline = self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def simulate_timed(cfg: ExperimentConfig, out: str | Path) -> dict[str, Any]:
+    """Run ``cfg`` in Flower's simulation engine; the summary, each round's line and the
+    wall time of the whole call (engine start, handshake and shutdown included)."""
+    from server.simulation import simulate
+
+    start = time.perf_counter()
+    summary = simulate(cfg, str(out))
+    wall = time.perf_counter() - start
+    rounds = [json.loads(line) for line in (Path(out) / "rounds.jsonl").read_text().splitlines()]
+    return {"summary": summary, "rounds": rounds, "wall": wall}
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console | None = None) -> None:
+    """A rich table, right-aligned figures (also readable when piped into a file)."""
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    (console or Console(width=160)).print(table)
+
+
+def fail(prog: str, exc: Exception) -> int:
+    """A user mistake (bad size, missing data) as one line on stderr, exit status 2."""
+    message = exc.one_line() if isinstance(exc, FedktError) else str(exc)
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2

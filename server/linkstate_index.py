@@ -1,0 +1,116 @@
+"""A per-node index of undelivered messages for Flower's in-memory LinkState.
+
+Why: in Flower 1.39 the simulation engine polls every virtual SuperNode for its next
+message every 0.1 s (``vce_api.add_messages_to_queue``), and
+``InMemoryLinkState.get_message_ins`` answers each poll by scanning *every* stored
+message, validating each one (expiry, federation membership) on the way. One sweep
+therefore costs (nodes x stored messages): 1,000 clients in a round is a million
+validations per sweep, all under the state's lock, and a 10,000-node handshake a
+hundred million. Profiling fedkt at 1,000 clients put most of the round's wall time
+there, not in training.
+
+The fix keeps Flower's behaviour and changes only the lookup: store_message_ins also
+records the message id under its destination node, and get_message_ins walks that
+node's ids alone (in the same insertion order, with the same validation of each
+candidate, the same ``limit`` and ``run_id`` filters, and the same marking as
+delivered). Ids whose message is gone (replied and deleted, or expired) are dropped
+from the index as they are met. Expired messages of *other* nodes are no longer
+swept by every poll; each is still removed when its own node polls (the simulation
+polls every node every sweep) or when its reply is pulled.
+
+Installed by :func:`install` in the simulation process only (deployed SuperLinks run
+Flower's own code). It patches two methods of a class of the pinned Flower version and
+refuses, with a warning, to patch a class that does not look like the one it was
+written against.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flwr.app import Message
+
+_INDEX = "_fedkt_ins_by_node"
+_MARK = "_fedkt_indexed"
+_logger = logging.getLogger(__name__)
+_install_lock = threading.Lock()
+ORIGINAL: dict[str, object] = {}  # Flower's own methods, kept for comparison in tests
+
+
+def _index(state) -> dict[int, list[str]]:
+    index = state.__dict__.get(_INDEX)
+    if index is None:
+        index = state.__dict__[_INDEX] = {}
+        # Messages stored before the index existed (none in fedkt's use; kept correct anyway).
+        for msg_id, msg in state.message_ins_store.items():
+            index.setdefault(msg.metadata.dst_node_id, []).append(msg_id)
+    return index
+
+
+def indexed_get_message_ins(state, node_id: int, limit: int | None, *, run_id: int | None = None) -> list[Message]:
+    """``InMemoryLinkState.get_message_ins`` with a per-node lookup (see module doc)."""
+    if limit is not None and limit < 1:
+        raise AssertionError("`limit` must be >= 1")
+    found: list[Message] = []
+    with state.lock:
+        ids = _index(state).get(node_id)
+        if not ids:
+            return found
+        kept: list[str] = []
+        for msg_id in ids:
+            if limit and len(found) == limit:
+                kept.append(msg_id)
+                continue
+            state._check_stored_messages({msg_id})
+            msg = state.message_ins_store.get(msg_id)
+            if msg is None or msg.metadata.delivered_at != "":
+                continue  # replied and deleted, expired, or already handed out: never returned again
+            kept.append(msg_id)
+            if msg.metadata.dst_node_id == node_id and (run_id is None or msg.metadata.run_id == run_id):
+                found.append(msg)
+        # Delivered ones leave the index below; the rest stay for the next poll.
+        delivered = {m.metadata.message_id for m in found}
+        _index(state)[node_id] = [i for i in kept if i not in delivered]
+    delivered_at = _now_iso()
+    for msg in found:
+        msg.metadata.delivered_at = delivered_at
+    return found
+
+
+def _now_iso() -> str:
+    """The clock Flower's LinkState stamps deliveries with."""
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    return in_memory_linkstate.now().isoformat()
+
+
+def install() -> bool:
+    """Patch Flower's InMemoryLinkState in this process (idempotent); True when active."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    with _install_lock:
+        if getattr(InMemoryLinkState, _MARK, False):
+            return True
+        from flwr.server.superlink.linkstate import in_memory_linkstate
+
+        needed = ("store_message_ins", "get_message_ins", "_check_stored_messages")
+        if not all(hasattr(InMemoryLinkState, name) for name in needed) or not hasattr(in_memory_linkstate, "now"):
+            _logger.warning("Flower's InMemoryLinkState changed; simulating without fedkt's message index")
+            return False
+        original_store = InMemoryLinkState.store_message_ins
+        ORIGINAL.update(store_message_ins=original_store, get_message_ins=InMemoryLinkState.get_message_ins)
+
+        def store_message_ins(self, message: Message) -> str | None:
+            with self.lock:
+                index = _index(self)  # built (from the store as it is) before this message lands
+                known = message.metadata.message_id in self.message_ins_store
+                msg_id = original_store(self, message)
+                if msg_id is not None and not known:
+                    index.setdefault(message.metadata.dst_node_id, []).append(msg_id)
+            return msg_id
+
+        InMemoryLinkState.store_message_ins = store_message_ins
+        InMemoryLinkState.get_message_ins = indexed_get_message_ins
+        setattr(InMemoryLinkState, _MARK, True)
+        return True
