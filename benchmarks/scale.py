@@ -12,6 +12,8 @@ how many clients hold a model at the end, and what their weights take.
 Each point runs in a fresh subprocess, so its peak is its own.
 
     python -m benchmarks.scale                                   # 10, 100, 1,000 all; 10,000 at 1%
+    (with 100 all and 10,000 at 1%, both 100 clients per round, it also prints what an
+    idle client costs)
     python -m benchmarks.scale --points 10:1 100:1 --rounds 2     # a quick look
 """
 
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedktError as exc:
         return fail(parser.prog, exc)
     rows = []
+    measured: list[dict] = []
     for n, f in args.points:
         cmd = [sys.executable, "-m", "benchmarks.scale", "--run-point", f"{n}:{f}", "--rounds", str(args.rounds),
                "--dataset", args.dataset, "--model", args.model, "--transfer-size", str(args.transfer_size),
@@ -122,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{mem.peak / GIB:.2f}", f"{r['clients_with_model']:,}", f"{stored / MIB:.0f}", r["failed"],
             f"{100 * r['alma']:.1f}", f"{time.perf_counter() - start:.0f}",
         ])
+        measured.append({"clients": n, "active": max(r["participants"]), "peak": mem.peak,
+                         "models": r["clients_with_model"], "model_bytes": r["model_bytes"]})
         print(f"{n} clients at {f:g}: peak {mem.peak / GIB:.2f} GiB", file=sys.stderr)
     print_table(
         f"scale: KnFu, {args.model} per client (personalised), {args.rounds} rounds, {args.dataset}",
@@ -129,7 +134,29 @@ def main(argv: Sequence[str] | None = None) -> int:
          "their weights MiB", "failed", "ALMA %", "total s"],
         rows,
     )
+    for line in idle_cost(measured):
+        print(line)
     return 0
+
+
+def idle_cost(measured: list[dict]) -> list[str]:
+    """Memory per idle client, from two points with the same clients per round and
+    different federation sizes: the peak difference, less the difference in stored models,
+    over the extra clients that never held a model."""
+    lines = []
+    for small in measured:
+        for big in measured:
+            if big["clients"] > small["clients"] and big["active"] == small["active"]:
+                extra_models = big["models"] - small["models"]
+                idle = big["clients"] - small["clients"] - extra_models
+                rest = big["peak"] - small["peak"] - extra_models * big["model_bytes"]
+                lines.append(
+                    f"{big['clients']:,} vs {small['clients']:,} clients, {big['active']:,} per round: "
+                    f"{(big['peak'] - small['peak']) / MIB:+.0f} MiB peak, of which {extra_models:,} more stored models "
+                    f"{extra_models * big['model_bytes'] / MIB:.0f} MiB; {idle:,} idle clients: "
+                    f"{rest / max(idle, 1) / 1024:.1f} KiB each (one model: {big['model_bytes'] / 1024:.0f} KiB)"
+                )
+    return lines
 
 
 if __name__ == "__main__":

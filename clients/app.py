@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from fedkt import protocol as P
 from fedkt.checkpoint import load_client, save_client
 from fedkt.config import config_from_json
+from fedkt.data.federation import federation_for
 from fedkt.faults import injected_delay
 from fedkt.learner import Learner
 
@@ -88,12 +89,17 @@ def handshake(msg: Message, context: Context) -> Message:
         if saved is not None:
             resumed, state = saved
             context.state[P.STATE_MODEL] = ArrayRecord(OrderedDict(state))
-    # The initial model is not stored: it is rebuilt from the seed when the client is first
-    # called, so a client that is never sampled costs no model memory (10,000 clients, 1% per round).
-    learner = _learner(context)
+    # No model is built or stored here: a client's initial model is rebuilt from the seed
+    # when it is first called, so a client that is never sampled costs no model memory
+    # and the handshake of 10,000 nodes no model construction.
+    cfg = config_from_json(str(experiment[P.EXPERIMENT_KEY]))
+    folder = context.node_config.get("data-dir")
+    partition_id = _partition_id(context)
+    description = Learner.describe(cfg, partition_id, str(folder) if folder else None)
+    num_examples = int(federation_for(cfg, str(folder) if folder else None).client_idx[partition_id].size)
     content = RecordDict({
-        P.METRICS: _metrics(learner, {P.RESUMED_ROUND: resumed}),
-        P.ARCH: ConfigRecord({"architecture": learner.description}),
+        P.METRICS: MetricRecord({P.PARTITION_ID: partition_id, P.NUM_EXAMPLES: num_examples, P.RESUMED_ROUND: resumed}),
+        P.ARCH: ConfigRecord({"architecture": description}),
     })
     return Message(content, reply_to=msg)
 

@@ -71,6 +71,16 @@ class Learner:
         if state is not None:
             self.load_state(state)
 
+    @staticmethod
+    def describe(cfg: ExperimentConfig, partition_id: int, data_folder: str | None = None) -> str:
+        """What :attr:`description` will say, without building any model: the handshake
+        of 10,000 nodes then costs a data-layout lookup per node, not two models each."""
+        fed = federation_for(cfg, data_folder)
+        if not 0 <= partition_id < cfg.num_clients:
+            raise ValueError(f"partition id {partition_id} outside 0..{cfg.num_clients - 1}")
+        student = cfg.student_names()[partition_id]
+        return fed.architectures[partition_id] + (f">{student}" if student else "")
+
     def _build(self, architecture: str, fed) -> torch.nn.Module:
         return build_model(
             architecture, fed.input_shape, fed.num_classes, seed=initial_model_seed(self.cfg, architecture)

@@ -29,7 +29,7 @@ from fedkt.monitoring import MetricsExporter
 from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
 from fedkt.seeding import rng
-from server.wire import message_bytes
+from server.wire import total_bytes
 from strategies import build_strategy
 
 
@@ -106,7 +106,7 @@ def handshake(grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_r
         P.EXPERIMENT_KEY: cfg.to_json(), P.CHECKPOINT_DIR: checkpoints, P.RESUME_ROUND: resume_round,
     })})
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
-    sent = sum(message_bytes(m) for m in msgs)
+    sent = total_bytes(msgs)
     # Cold nodes import torch and build their data here: a setup step, allowed as long as
     # nodes are given to appear (a short round_timeout must not fail the handshake).
     replies = exchange(grid, msgs, max(cfg.round_timeout, cfg.wait_for_nodes))
@@ -133,7 +133,7 @@ def handshake(grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_r
         raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
     if len(mapping) < cfg.num_clients:
         log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
-    return mapping, archs, sent + sum(message_bytes(m) for m in replies)
+    return mapping, archs, sent + total_bytes(replies)
 
 
 def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round: int) -> list[int]:
@@ -230,7 +230,7 @@ def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: 
         out = list(strategy.configure_train(server_round, arrays, ConfigRecord(), NodeView(grid, sampled)))
         progress.phase(server_round, "train", len(out))
         replies = _ordered(exchange(grid, out, cfg.round_timeout, tick))
-        down, up = sum(map(message_bytes, out)), sum(map(message_bytes, replies))
+        down, up = total_bytes(out), total_bytes(replies)
         note = ""
         valid = sum(1 for m in replies if not m.has_error())
         if valid < cfg.min_clients:
@@ -251,8 +251,8 @@ def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: 
             ev_out = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), NodeView(grid, answered)))
             progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
             ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
-            down += sum(map(message_bytes, ev_out))
-            up += sum(map(message_bytes, ev_replies))
+            down += total_bytes(ev_out)
+            up += total_bytes(ev_replies)
             try:
                 strategy.aggregate_evaluate(server_round, ev_replies)
             except Exception as exc:  # noqa: BLE001

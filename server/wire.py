@@ -22,4 +22,14 @@ def message_bytes(message: Message) -> int:
 
 
 def total_bytes(messages: Iterable[Message]) -> int:
-    return sum(message_bytes(m) for m in messages)
+    """Bytes of all ``messages``; a content object shared by several messages (a
+    broadcast: the same config, or FedAvg's global model, to every client) is serialised
+    once and counted once per message, as it is sent once per message."""
+    sizes: dict[int, int] = {}
+    total = 0
+    for m in messages:
+        key = id(m.content) if not m.has_error() else id(m)
+        if key not in sizes:
+            sizes[key] = message_bytes(m)
+        total += sizes[key]
+    return total

@@ -87,17 +87,25 @@ class Federation:
             y = torch.cat([y, y]) if y is not None else None
         return x, y
 
+    @functools.cached_property
+    def _global_test(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global test subset, built once per process and shared (read-only) by every
+        client: rebuilding it for each client call copied megabytes per message."""
+        ds = self.dataset
+        return ds.tensor(ds.test_x[self.global_test_idx]), torch.from_numpy(ds.test_y[self.global_test_idx])
+
     def client_data(self, client: int) -> ClientData:
         ds = self.dataset
         tr, te = self.client_idx[client], self.client_test_idx[client]
         transfer_x, transfer_y = self.transfer_tensors()
+        global_x, global_y = self._global_test
         return ClientData(
             train_x=ds.tensor(ds.train_x[tr]),
             train_y=torch.from_numpy(ds.train_y[tr]),
             test_x=ds.tensor(ds.test_x[te]),
             test_y=torch.from_numpy(ds.test_y[te]),
-            global_x=ds.tensor(ds.test_x[self.global_test_idx]),
-            global_y=torch.from_numpy(ds.test_y[self.global_test_idx]),
+            global_x=global_x,
+            global_y=global_y,
             transfer_x=transfer_x,
             transfer_y=transfer_y,
         )
