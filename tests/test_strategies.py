@@ -64,6 +64,8 @@ def test_weight_strategies_give_every_client_the_global_model(runs, name):
     params = count_parameters(build_model("mlp", (1, 8, 8), C))
     up = _per_round(rounds, "bytes_up")[0]
     assert N * params * 4 < up < N * params * 4 * 1.1 + (_payload(M * C) if name == "feddf" else 0) * 1.1
+    # the global model goes down as float32 every round (FedAdam's float64 step must not double it)
+    assert all(N * params * 4 * 2 < down < N * params * 4 * 2 * 1.1 for down in _per_round(rounds, "bytes_down"))
 
 
 def test_weight_strategies_differ_from_each_other(runs):

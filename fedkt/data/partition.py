@@ -78,7 +78,10 @@ def partition_labels(
             # The Dirichlet partitioner warns on every resampling; the outcome (a split, or
             # a one-line error when it gives up) is what users need to see.
             warnings.simplefilter("ignore", UserWarning)
-            parts = [np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64) for i in range(num_clients)]
+            # The column as one NumPy array (not row by row through Python: that took
+            # seconds per process at 100 clients and most of a minute at 10,000).
+            parts = [np.asarray(partitioner.load_partition(i).with_format("numpy")[:]["idx"], dtype=np.int64)
+                     for i in range(num_clients)]
     except ValueError as exc:
         raise ConfigError(f"partition: {name} cannot split {len(labels)} samples: {exc}") from None
     return [np.sort(p) for p in parts]
