@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedkt.config import ExperimentConfig, load_config
-from fedkt.errors import FedktError
+from fedkt.errors import one_line
 
 GIB = 1024**3
 MIB = 1024**2
@@ -108,6 +108,5 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 def fail(prog: str, exc: Exception) -> int:
     """A user mistake (bad size, missing data) as one line on stderr, exit status 2."""
-    message = exc.one_line() if isinstance(exc, FedktError) else str(exc)
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(one_line(f"{prog}: error: {exc}"), file=sys.stderr)
     return 2

@@ -55,9 +55,10 @@ def test_communication_benchmark_prints_its_table():
 
 def test_benchmarks_reject_bad_arguments_in_one_line():
     for argv in (("benchmarks.scale", "--points", "ten"), ("benchmarks.communication", "--strategies", "nope"),
-                 ("benchmarks.overhead", "--modes", "fast")):
+                 ("benchmarks.overhead", "--modes", "fast"),
+                 ("benchmarks.communication", "--dataset", "nope", "--strategies", "fkd")):
         proc = _bench(*argv)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and ": error: " in proc.stderr
         assert len(proc.stderr.strip().splitlines()[-1]) < 300
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import platform
 import shutil
@@ -83,14 +84,14 @@ def claim_matches(results: dict, sizes: list[str]) -> tuple[list[str], bool | No
 def _last_weights(cell: Path) -> np.ndarray | None:
     """The last round's fusion weights of a cell: fusion_weights.jsonl, or the
     fusion_weights.json (round -> N x N) that fedkt wrote before it."""
-    import json
+    from fedkt.results import read_fusion_weights
 
-    if (cell / "fusion_weights.jsonl").exists():
-        lines = (cell / "fusion_weights.jsonl").read_text().splitlines()
-        return np.array(json.loads(lines[-1])["weights"], dtype=float) if lines else None
+    rounds = read_fusion_weights(cell)
+    if rounds:
+        return rounds[max(rounds)][1]
     if (cell / "fusion_weights.json").exists():
-        rounds = json.loads((cell / "fusion_weights.json").read_text())
-        return np.array(rounds[max(rounds, key=int)], dtype=float) if rounds else None
+        legacy = json.loads((cell / "fusion_weights.json").read_text())
+        return np.array(legacy[max(legacy, key=int)], dtype=float) if legacy else None
     return None
 
 
@@ -174,8 +175,6 @@ def plot_alpha(results: dict, sizes: list[str], alphas: list[float], strategies:
 
 def _setup_lines(out: Path) -> list[str]:
     """The shared settings of the grid's cells, from the comparison's plan (compare.json)."""
-    import json
-
     plan = out / "compare.json"
     if not plan.exists():
         return []
