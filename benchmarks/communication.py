@@ -25,26 +25,38 @@ import numpy as np
 
 from benchmarks.harness import config, fail, print_table, simulate_timed
 from fedkt.errors import FedktError
-from fedkt.recipes import STRATEGIES
+from fedkt.experiment import strategy_names
 
 MB = 1e6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.communication", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="simulations/knfu_mnist.yaml", help="experiment YAML every strategy runs")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.communication", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--config",
+        default="simulations/knfu_mnist.yaml",
+        help="experiment YAML every strategy runs",
+    )
     parser.add_argument("--dataset", default=None, help="override the config's dataset")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
+    parser.add_argument(
+        "--strategies", nargs="+", default=None, help="default: every registered strategy"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    names = args.strategies or sorted(STRATEGIES.names())
-    unknown = [s for s in names if s not in STRATEGIES.names()]
+    names = args.strategies or strategy_names()
+    unknown = [s for s in names if s not in strategy_names()]
     if unknown:
-        parser.error(f"--strategies: unknown strategy {unknown[0]!r} (known: {', '.join(sorted(STRATEGIES.names()))})")
+        parser.error(
+            f"--strategies: unknown strategy {unknown[0]!r} (known: {', '.join(strategy_names())})"
+        )
     if "local" not in names:
         names = ["local", *names]  # the reference for "gain"
-    extra = [f"rounds={args.rounds}", f"seed={args.seed}"] + ([f"dataset={args.dataset}"] if args.dataset else [])
+    extra = [f"rounds={args.rounds}", f"seed={args.seed}"] + (
+        [f"dataset={args.dataset}"] if args.dataset else []
+    )
     results = {}
     try:
         for name in names:
@@ -62,15 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         down = float(np.mean([r["bytes_down"] for r in rounds])) / MB
         total = (s["bytes_up"] + s["bytes_down"]) / MB
         gain = 100 * (s["alma"] - local)
-        rows.append([
-            name, f"{up:.3f}", f"{down:.3f}", f"{total:.2f}", f"{s.get('setup_bytes', 0) / MB:.3f}",
-            f"{100 * s['alma']:.1f}", f"{gain:+.1f}", "-" if name == "local" else f"{gain / total:+.2f}",
-        ])
+        rows.append(
+            [
+                name,
+                f"{up:.3f}",
+                f"{down:.3f}",
+                f"{total:.2f}",
+                f"{s.get('setup_bytes', 0) / MB:.3f}",
+                f"{100 * s['alma']:.1f}",
+                f"{gain:+.1f}",
+                "-" if name == "local" else f"{gain / total:+.2f}",
+            ]
+        )
     cfg = config(args.config, extra)
     print_table(
-        f"communication: {cfg.num_clients} clients, {args.rounds} rounds, {cfg.dataset}, {cfg.model.name}, "
+        f"communication: {cfg.num_clients} clients, {args.rounds} rounds, {cfg.dataset}, "
+        f"{cfg.model.name}, "
         f"transfer set {cfg.transfer.size}",
-        ["strategy", "MB up / round", "MB down / round", "MB total", "handshake MB", "ALMA %", "gain pp", "gain pp / MB"],
+        [
+            "strategy",
+            "MB up / round",
+            "MB down / round",
+            "MB total",
+            "handshake MB",
+            "ALMA %",
+            "gain pp",
+            "gain pp / MB",
+        ],
         rows,
     )
     return 0

@@ -25,15 +25,26 @@ from rich.table import Table
 
 from fedkt.config import ExperimentConfig, load_config
 from fedkt.errors import FedktError
+from fedkt.experiment import resolve
 from fedkt.learner import Learner
 
 
 def _config(args: argparse.Namespace, device: str, amp: bool) -> ExperimentConfig:
-    return load_config(None, [
-        f"dataset={args.dataset}", f"num_clients={args.clients}", f"rounds={args.rounds}",
-        f"model={args.model}", f"device={device}", f"train.amp={str(amp).lower()}", f"seed={args.seed}",
-        "strategy=knfu", f"train.epochs={args.epochs}", "distill.epochs=1",
-    ])
+    return load_config(
+        None,
+        [
+            f"dataset={args.dataset}",
+            f"num_clients={args.clients}",
+            f"rounds={args.rounds}",
+            f"model={args.model}",
+            f"device={device}",
+            f"train.amp={str(amp).lower()}",
+            f"seed={args.seed}",
+            "strategy=knfu",
+            f"train.epochs={args.epochs}",
+            "distill.epochs=1",
+        ],
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -44,7 +55,8 @@ def _sync(device: torch.device) -> None:
 def client_throughput(cfg: ExperimentConfig) -> dict[str, float]:
     """One KnFu round's client work for every client (train, extract, distil the mean
     target), timed after a warm-up round; samples counted as rows passed through a model."""
-    learners = [Learner(cfg, i) for i in range(cfg.num_clients)]
+    exp = resolve(cfg)
+    learners = [Learner(exp, i) for i in range(cfg.num_clients)]
 
     def one_round(server_round: int) -> int:
         shared = []
@@ -54,7 +66,10 @@ def client_throughput(cfg: ExperimentConfig) -> dict[str, float]:
         target = np.mean(shared, axis=0)
         for lr in learners:
             lr.finetune(target, server_round)
-        return sum(lr.num_examples * cfg.train.epochs + len(target) * (1 + cfg.distill.epochs) for lr in learners)
+        return sum(
+            lr.num_examples * cfg.train.epochs + len(target) * (1 + cfg.distill.epochs)
+            for lr in learners
+        )
 
     one_round(0)  # warm-up: CUDA context, cuDNN autotuning, allocator
     device = learners[0].device
@@ -67,7 +82,9 @@ def client_throughput(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--model", default="cnn-small")
     parser.add_argument("--clients", type=int, default=4)
@@ -89,17 +106,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: dict[tuple[str, bool], dict[str, float]] = {}
     try:
         for device in devices:
-            for amp in ((False, True) if device == "cuda" else (False,)):
+            for amp in (False, True) if device == "cuda" else (False,):
                 if device == "cuda" and not has_cuda:
                     table.add_row(device, str(amp), "-", "-", "skipped: no CUDA")
                     continue
                 r = figures[(device, amp)] = client_throughput(_config(args, device, amp))
-                table.add_row(device, str(amp), f"{r['samples']:,}", f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}")
+                table.add_row(
+                    device,
+                    str(amp),
+                    f"{r['samples']:,}",
+                    f"{r['seconds']:.2f}",
+                    f"{r['samples_per_s']:,.0f}",
+                )
         console.print(table)
         if ("cpu", False) in figures and ("cuda", False) in figures:
-            console.print(f"speed-up cuda/cpu: {figures[('cuda', False)]['samples_per_s'] / figures[('cpu', False)]['samples_per_s']:.2f}x")
+            console.print(
+                "speed-up cuda/cpu: "
+                f"{figures[('cuda', False)]['samples_per_s'] / figures[('cpu', False)]['samples_per_s']:.2f}x"  # noqa: E501
+            )
         if has_cuda and "cuda" in devices and not args.no_simulation:
-            from server.simulation import simulate
+            from fedkt.server.simulation import simulate
 
             with tempfile.TemporaryDirectory(prefix="fedkt-gpu-") as out:
                 start = time.perf_counter()

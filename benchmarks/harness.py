@@ -87,7 +87,7 @@ class PeakMemory:
 def simulate_timed(cfg: ExperimentConfig, out: str | Path) -> dict[str, Any]:
     """Run ``cfg`` in Flower's simulation engine; the summary, each round's line and the
     wall time of the whole call (engine start, handshake and shutdown included)."""
-    from server.simulation import simulate
+    from fedkt.server.simulation import simulate
 
     start = time.perf_counter()
     summary = simulate(cfg, str(out))
@@ -96,7 +96,12 @@ def simulate_timed(cfg: ExperimentConfig, out: str | Path) -> dict[str, Any]:
     return {"summary": summary, "rounds": rounds, "wall": wall}
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console | None = None) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    console: Console | None = None,
+) -> None:
     """A rich table, right-aligned figures (also readable when piped into a file)."""
     table = Table(title=title)
     for i, col in enumerate(columns):

@@ -39,11 +39,19 @@ BASE = "simulations/knfu_paper/mnist.yaml"
 
 def overrides(args: argparse.Namespace, clients: int) -> list[str]:
     return [
-        f"dataset={args.dataset}", f"num_clients={clients}", f"rounds={args.rounds}", f"seed={args.seed}",
-        "strategy=knfu", "strategy.fusion_params.beta=10.0", "fraction=1.0",
-        f"partition.samples_per_client={args.samples_per_client}", f"transfer.size={args.transfer_size}",
-        "evaluation.client_test_size=100", "evaluation.global_test_size=500",
-        "train.epochs=1", "distill.epochs=1",
+        f"dataset={args.dataset}",
+        f"num_clients={clients}",
+        f"rounds={args.rounds}",
+        f"seed={args.seed}",
+        "strategy=knfu",
+        "strategy.fusion_params.beta=10.0",
+        "fraction=1.0",
+        f"partition.samples_per_client={args.samples_per_client}",
+        f"transfer.size={args.transfer_size}",
+        "evaluation.client_test_size=100",
+        "evaluation.global_test_size=500",
+        "train.epochs=1",
+        "distill.epochs=1",
     ]
 
 
@@ -58,13 +66,17 @@ def steady_plain(run: dict) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--samples-per-client", type=int, default=500)
     parser.add_argument("--transfer-size", type=int, default=1000)
-    parser.add_argument("--modes", default="serial,parallel", help="comma-separated subset of serial,parallel")
+    parser.add_argument(
+        "--modes", default="serial,parallel", help="comma-separated subset of serial,parallel"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -83,8 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.set_num_threads(threads)
                 plain_runs[threads] = run_plain_knfu(plain_cfg)
                 r = plain_runs[threads]
-                rows.append([n, f"plain, {threads} thread(s)", f"{r['wall']:.1f}", "", f"{steady_plain(r):.2f}", "",
-                             f"{100 * r['alma']:.1f}"])
+                rows.append(
+                    [
+                        n,
+                        f"plain, {threads} thread(s)",
+                        f"{r['wall']:.1f}",
+                        "",
+                        f"{steady_plain(r):.2f}",
+                        "",
+                        f"{100 * r['alma']:.1f}",
+                    ]
+                )
             torch.set_num_threads(cores)
             best = min(plain_runs.values(), key=lambda r: r["wall"])
             for mode in modes:
@@ -93,16 +114,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(prefix="fedkt-overhead-") as out:
                     run = simulate_timed(cfg, out)
                 per_round = steady(run["rounds"])
-                rows.append([
-                    n, f"fedkt {mode}", f"{run['wall']:.1f}", f"{run['wall'] / best['wall']:.3f}",
-                    f"{per_round:.2f}", f"{per_round / steady_plain(best):.3f}", f"{100 * run['summary']['alma']:.1f}",
-                ])
-                print(f"{n} clients, {mode}: fedkt {run['wall']:.1f} s, fastest plain {best['wall']:.1f} s", file=sys.stderr)
+                rows.append(
+                    [
+                        n,
+                        f"fedkt {mode}",
+                        f"{run['wall']:.1f}",
+                        f"{run['wall'] / best['wall']:.3f}",
+                        f"{per_round:.2f}",
+                        f"{per_round / steady_plain(best):.3f}",
+                        f"{100 * run['summary']['alma']:.1f}",
+                    ]
+                )
+                print(
+                    f"{n} clients, {mode}: fedkt {run['wall']:.1f} s, fastest plain "
+                    f"{best['wall']:.1f} s",
+                    file=sys.stderr,
+                )
     except FedktError as exc:
         return fail(parser.prog, exc)
     print_table(
-        f"fedkt vs plain PyTorch: KnFu, {args.rounds} rounds, {args.samples_per_client} samples/client, "
-        f"{args.transfer_size} transfer samples, {args.dataset}, {cores} cores (ratios: fedkt / fastest plain)",
+        f"fedkt vs plain PyTorch: KnFu, {args.rounds} rounds, {args.samples_per_client} "
+        "samples/client, "
+        f"{args.transfer_size} transfer samples, {args.dataset}, {cores} cores (ratios: fedkt / "
+        "fastest plain)",
         ["clients", "run", "wall s", "ratio", "s / round", "round ratio", "ALMA %"],
         rows,
     )

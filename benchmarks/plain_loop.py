@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from fedkt.config import ExperimentConfig
 from fedkt.data.federation import federation_for
 from fedkt.learner import initial_model_seed
+from fedkt.methods.knfu import knfu_weights
 from fedkt.models import build_model
-from fedkt.transfer.fusion import knfu_weights
 
 
 def _sgd(model: torch.nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
@@ -36,7 +36,10 @@ def _sgd(model: torch.nn.Module, lr: float, momentum: float) -> torch.optim.Opti
 @torch.no_grad()
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
-    correct = sum(int((model(x[i : i + 1024]).argmax(1) == y[i : i + 1024]).sum()) for i in range(0, len(x), 1024))
+    correct = sum(
+        int((model(x[i : i + 1024]).argmax(1) == y[i : i + 1024]).sum())
+        for i in range(0, len(x), 1024)
+    )
     model.train()
     return correct / max(len(x), 1)
 
@@ -51,7 +54,7 @@ def run_plain_knfu(cfg: ExperimentConfig) -> dict[str, Any]:
     data = [fed.client_data(i) for i in range(cfg.num_clients)]
     transfer_x = fed.transfer_tensors()[0]
     models = [
-        build_model(arch, fed.input_shape, fed.num_classes, seed=initial_model_seed(cfg, arch))
+        build_model(arch, fed.input_shape, fed.num_classes, seed=initial_model_seed(cfg.seed, arch))
         for arch in fed.architectures
     ]
     tr, ds = cfg.train, cfg.distill

@@ -39,11 +39,23 @@ def overrides(args: argparse.Namespace, clients: int, fraction: float) -> list[s
     # of MNIST hold about 6 samples each. Per-client work is kept small on purpose: the
     # benchmark measures the platform, not convolutions.
     return [
-        f"dataset={args.dataset}", f"num_clients={clients}", f"fraction={fraction}", f"rounds={args.rounds}",
-        f"seed={args.seed}", "strategy=knfu", "partition.name=pathological", "partition.classes_per_client=2",
-        "partition.samples_per_client=null", f"transfer.size={args.transfer_size}",
-        "evaluation.client_test_size=20", "evaluation.global_test_size=200", "train.epochs=1", "distill.epochs=1",
-        f"model.name={args.model}", "round_timeout=3600", "wait_for_nodes=600",
+        f"dataset={args.dataset}",
+        f"num_clients={clients}",
+        f"fraction={fraction}",
+        f"rounds={args.rounds}",
+        f"seed={args.seed}",
+        "strategy=knfu",
+        "partition.name=pathological",
+        "partition.classes_per_client=2",
+        "partition.samples_per_client=null",
+        f"transfer.size={args.transfer_size}",
+        "evaluation.client_test_size=20",
+        "evaluation.global_test_size=200",
+        "train.epochs=1",
+        "distill.epochs=1",
+        f"model.name={args.model}",
+        "round_timeout=3600",
+        "wait_for_nodes=600",
     ]
 
 
@@ -51,25 +63,34 @@ def run_point(args: argparse.Namespace) -> int:
     """In the child: one simulation; its figures as JSON on stdout's last line."""
     clients, fraction = args.run_point
     cfg = config(BASE, overrides(args, int(clients), float(fraction)))
-    from fedkt.models import build_model, count_parameters
     from fedkt.data.federation import federation_for
+    from fedkt.models import build_model, count_parameters
 
     fed = federation_for(cfg)
-    model_bytes = 4 * count_parameters(build_model(cfg.model.name, fed.input_shape, fed.num_classes))
+    model_bytes = 4 * count_parameters(
+        build_model(cfg.model.name, fed.input_shape, fed.num_classes)
+    )
     with tempfile.TemporaryDirectory(prefix="fedkt-scale-") as out:
         run = simulate_timed(cfg, out)
-        used = {json.loads(line)["client"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()}
+        used = {
+            json.loads(line)["client"]
+            for line in (Path(out) / "metrics.jsonl").read_text().splitlines()
+        }
     rounds = run["rounds"]
-    print(json.dumps({
-        "wall": run["wall"],
-        "round_walls": [r["wall_seconds"] for r in rounds],
-        "setup": run["wall"] - sum(r["wall_seconds"] for r in rounds),
-        "participants": [r["participants"] for r in rounds],
-        "failed": sum(r["failed"] for r in rounds),
-        "clients_with_model": len(used),
-        "model_bytes": model_bytes,
-        "alma": run["summary"]["alma"],
-    }))
+    print(
+        json.dumps(
+            {
+                "wall": run["wall"],
+                "round_walls": [r["wall_seconds"] for r in rounds],
+                "setup": run["wall"] - sum(r["wall_seconds"] for r in rounds),
+                "participants": [r["participants"] for r in rounds],
+                "failed": sum(r["failed"] for r in rounds),
+                "clients_with_model": len(used),
+                "model_bytes": model_bytes,
+                "alma": run["summary"]["alma"],
+            }
+        )
+    )
     return 0
 
 
@@ -78,16 +99,25 @@ def _point(text: str) -> tuple[int, float]:
         clients, _, fraction = text.partition(":")
         n, f = int(clients), float(fraction or 1.0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not CLIENTS:FRACTION (e.g. 10000:0.01)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not CLIENTS:FRACTION (e.g. 10000:0.01)"
+        ) from None
     if n < 1 or not 0 < f <= 1:
         raise argparse.ArgumentTypeError(f"{text!r}: clients must be >= 1 and 0 < fraction <= 1")
     return n, f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", type=_point, nargs="+", default=[(10, 1.0), (100, 1.0), (1000, 1.0), (10000, 0.01)],
-                        help="CLIENTS:FRACTION sampled per round (default: 10:1 100:1 1000:1 10000:0.01)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--points",
+        type=_point,
+        nargs="+",
+        default=[(10, 1.0), (100, 1.0), (1000, 1.0), (10000, 0.01)],
+        help="CLIENTS:FRACTION sampled per round (default: 10:1 100:1 1000:1 10000:0.01)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--model", default="cnn-small")
@@ -107,31 +137,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     measured: list[dict] = []
     for n, f in args.points:
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--run-point", f"{n}:{f}", "--rounds", str(args.rounds),
-               "--dataset", args.dataset, "--model", args.model, "--transfer-size", str(args.transfer_size),
-               "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--run-point",
+            f"{n}:{f}",
+            "--rounds",
+            str(args.rounds),
+            "--dataset",
+            args.dataset,
+            "--model",
+            args.model,
+            "--transfer-size",
+            str(args.transfer_size),
+            "--seed",
+            str(args.seed),
+        ]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         with PeakMemory(proc.pid) as mem:
             stdout, _ = proc.communicate()
         if proc.returncode != 0:
-            print(f"{parser.prog}: error: the {n}-client point failed (exit {proc.returncode})", file=sys.stderr)
+            print(
+                f"{parser.prog}: error: the {n}-client point failed (exit {proc.returncode})",
+                file=sys.stderr,
+            )
             return 1
         r = json.loads(stdout.strip().splitlines()[-1])
         later = r["round_walls"][1:] or r["round_walls"]
         stored = r["clients_with_model"] * r["model_bytes"]
-        rows.append([
-            f"{n:,}", f"{f:g}", f"{max(r['participants']):,}", f"{r['setup']:.1f}", f"{sum(later) / len(later):.1f}",
-            f"{mem.peak / GIB:.2f}", f"{r['clients_with_model']:,}", f"{stored / MIB:.0f}", r["failed"],
-            f"{100 * r['alma']:.1f}", f"{time.perf_counter() - start:.0f}",
-        ])
-        measured.append({"clients": n, "active": max(r["participants"]), "peak": mem.peak,
-                         "models": r["clients_with_model"], "model_bytes": r["model_bytes"]})
+        rows.append(
+            [
+                f"{n:,}",
+                f"{f:g}",
+                f"{max(r['participants']):,}",
+                f"{r['setup']:.1f}",
+                f"{sum(later) / len(later):.1f}",
+                f"{mem.peak / GIB:.2f}",
+                f"{r['clients_with_model']:,}",
+                f"{stored / MIB:.0f}",
+                r["failed"],
+                f"{100 * r['alma']:.1f}",
+                f"{time.perf_counter() - start:.0f}",
+            ]
+        )
+        measured.append(
+            {
+                "clients": n,
+                "active": max(r["participants"]),
+                "peak": mem.peak,
+                "models": r["clients_with_model"],
+                "model_bytes": r["model_bytes"],
+            }
+        )
         print(f"{n} clients at {f:g}: peak {mem.peak / GIB:.2f} GiB", file=sys.stderr)
     print_table(
-        f"scale: KnFu, {args.model} per client (personalised), {args.rounds} rounds, {args.dataset}",
-        ["clients", "fraction", "per round", "setup s", "s / round", "peak GiB", "clients with a model",
-         "their weights MiB", "failed", "ALMA %", "total s"],
+        f"scale: KnFu, {args.model} per client (personalised), {args.rounds} rounds, "
+        f"{args.dataset}",
+        [
+            "clients",
+            "fraction",
+            "per round",
+            "setup s",
+            "s / round",
+            "peak GiB",
+            "clients with a model",
+            "their weights MiB",
+            "failed",
+            "ALMA %",
+            "total s",
+        ],
         rows,
     )
     for line in idle_cost(measured):
@@ -151,10 +227,13 @@ def idle_cost(measured: list[dict]) -> list[str]:
                 idle = big["clients"] - small["clients"] - extra_models
                 rest = big["peak"] - small["peak"] - extra_models * big["model_bytes"]
                 lines.append(
-                    f"{big['clients']:,} vs {small['clients']:,} clients, {big['active']:,} per round: "
-                    f"{(big['peak'] - small['peak']) / MIB:+.0f} MiB peak, of which {extra_models:,} more stored models "
+                    f"{big['clients']:,} vs {small['clients']:,} clients, {big['active']:,} per "
+                    "round: "
+                    f"{(big['peak'] - small['peak']) / MIB:+.0f} MiB peak, of which "
+                    f"{extra_models:,} more stored models "
                     f"{extra_models * big['model_bytes'] / MIB:.0f} MiB; {idle:,} idle clients: "
-                    f"{rest / max(idle, 1) / 1024:.1f} KiB each (one model: {big['model_bytes'] / 1024:.0f} KiB)"
+                    f"{rest / max(idle, 1) / 1024:.1f} KiB each (one model: "
+                    f"{big['model_bytes'] / 1024:.0f} KiB)"
                 )
     return lines
 

@@ -19,28 +19,41 @@ from flwr.clientapp import ClientApp
 
 from fedkt import protocol as P
 from fedkt.checkpoint import load_client, save_client
-from fedkt.config import config_from_json
-from fedkt.data.federation import federation_for
+from fedkt.experiment import Experiment, experiment_from_json
 from fedkt.faults import injected_delay
-from fedkt.learner import Learner
+from fedkt.learner import Learner, ModelPool
 
 app = ClientApp()
+
+# One per process: a worker serving many clients builds each architecture's module once.
+POOL = ModelPool()
 
 
 def _partition_id(context: Context) -> int:
     """Simulation gives ``partition-id``; deployed SuperNodes set it in their node config."""
     if P.PARTITION_ID not in context.node_config:
-        raise RuntimeError('node config has no "partition-id" (start the SuperNode with --node-config "partition-id=N")')
+        raise RuntimeError(
+            'node config has no "partition-id" '
+            '(start the SuperNode with --node-config "partition-id=N")'
+        )
     return int(context.node_config[P.PARTITION_ID])
+
+
+def _data_folder(context: Context) -> str | None:
+    folder = context.node_config.get("data-dir")
+    return str(folder) if folder else None
 
 
 def _learner(context: Context) -> Learner:
     if P.STATE_CONFIG not in context.state:
         raise RuntimeError("this node has no experiment config: it missed the server's handshake")
-    cfg = config_from_json(str(context.state[P.STATE_CONFIG][P.EXPERIMENT_KEY]))
-    state = context.state[P.STATE_MODEL].to_torch_state_dict() if P.STATE_MODEL in context.state else None
-    folder = context.node_config.get("data-dir")
-    return Learner(cfg, _partition_id(context), state, str(folder) if folder else None)
+    exp = experiment_from_json(str(context.state[P.STATE_CONFIG][P.EXPERIMENT_KEY]))
+    state = (
+        context.state[P.STATE_MODEL].to_torch_state_dict()
+        if P.STATE_MODEL in context.state
+        else None
+    )
+    return Learner(exp, _partition_id(context), state, _data_folder(context), pool=POOL)
 
 
 def _checkpoint_dir(context: Context) -> str:
@@ -49,7 +62,11 @@ def _checkpoint_dir(context: Context) -> str:
     own = context.node_config.get(P.CHECKPOINT_DIR)
     if own:
         return str(own)
-    return str(context.state[P.STATE_CONFIG].get(P.CHECKPOINT_DIR, "")) if P.STATE_CONFIG in context.state else ""
+    return (
+        str(context.state[P.STATE_CONFIG].get(P.CHECKPOINT_DIR, ""))
+        if P.STATE_CONFIG in context.state
+        else ""
+    )
 
 
 def _save(learner: Learner, context: Context, server_round: int | None = None) -> None:
@@ -61,7 +78,9 @@ def _save(learner: Learner, context: Context, server_round: int | None = None) -
 
 
 def _metrics(learner: Learner, values: dict[str, float]) -> MetricRecord:
-    return MetricRecord({P.PARTITION_ID: learner.partition_id, P.NUM_EXAMPLES: learner.num_examples, **values})
+    return MetricRecord(
+        {P.PARTITION_ID: learner.partition_id, P.NUM_EXAMPLES: learner.num_examples, **values}
+    )
 
 
 def _round(msg: Message) -> int:
@@ -77,10 +96,12 @@ def _adopt_global(msg: Message, learner: Learner) -> None:
 def handshake(msg: Message, context: Context) -> Message:
     """Receive the experiment config once, build the initial model, say who we are."""
     experiment = msg.content[P.EXPERIMENT]
-    context.state[P.STATE_CONFIG] = ConfigRecord({
-        P.EXPERIMENT_KEY: str(experiment[P.EXPERIMENT_KEY]),
-        P.CHECKPOINT_DIR: str(experiment.get(P.CHECKPOINT_DIR, "")),
-    })
+    context.state[P.STATE_CONFIG] = ConfigRecord(
+        {
+            P.EXPERIMENT_KEY: str(experiment[P.EXPERIMENT_KEY]),
+            P.CHECKPOINT_DIR: str(experiment.get(P.CHECKPOINT_DIR, "")),
+        }
+    )
     context.state.pop(P.STATE_MODEL, None)  # a new experiment starts from a fresh model
     resume_round = int(experiment.get(P.RESUME_ROUND, 0))
     resumed = -1
@@ -92,15 +113,22 @@ def handshake(msg: Message, context: Context) -> Message:
     # No model is built or stored here: a client's initial model is rebuilt from the seed
     # when it is first called, so a client that is never sampled costs no model memory
     # and the handshake of 10,000 nodes no model construction.
-    cfg = config_from_json(str(experiment[P.EXPERIMENT_KEY]))
-    folder = context.node_config.get("data-dir")
+    exp: Experiment = experiment_from_json(str(experiment[P.EXPERIMENT_KEY]))
     partition_id = _partition_id(context)
-    description = Learner.describe(cfg, partition_id, str(folder) if folder else None)
-    num_examples = int(federation_for(cfg, str(folder) if folder else None).client_idx[partition_id].size)
-    content = RecordDict({
-        P.METRICS: MetricRecord({P.PARTITION_ID: partition_id, P.NUM_EXAMPLES: num_examples, P.RESUMED_ROUND: resumed}),
-        P.ARCH: ConfigRecord({"architecture": description}),
-    })
+    description = Learner.describe(exp, partition_id)
+    num_examples = int(exp.federation(_data_folder(context)).client_idx[partition_id].size)
+    content = RecordDict(
+        {
+            P.METRICS: MetricRecord(
+                {
+                    P.PARTITION_ID: partition_id,
+                    P.NUM_EXAMPLES: num_examples,
+                    P.RESUMED_ROUND: resumed,
+                }
+            ),
+            P.ARCH: ConfigRecord({"architecture": description}),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
@@ -119,14 +147,16 @@ def train(msg: Message, context: Context) -> Message:
     _inject_faults(learner, server_round, "train")
     _adopt_global(msg, learner)
     mu = float(msg.content[P.CONFIG].get(P.PROXIMAL_MU, 0.0))
-    content = RecordDict({P.METRICS: _metrics(learner, learner.train(server_round, proximal_mu=mu))})
-    if learner.strategy.exchanges_knowledge:
+    content = RecordDict(
+        {P.METRICS: _metrics(learner, learner.train(server_round, proximal_mu=mu))}
+    )
+    if learner.exp.exchanges_knowledge:
         values, counts = learner.knowledge(server_round)
         record = ArrayRecord({P.VALUES: Array(values)})
         if counts is not None:
             record[P.COUNTS] = Array(np.asarray(counts, dtype=np.float64))
         content[P.KNOWLEDGE] = record
-    if learner.strategy.shares_weights:
+    if learner.exp.method.shares_weights:
         content[P.ARRAYS] = ArrayRecord(learner.state_dict())
     _save(learner, context, server_round)
     return Message(content, reply_to=msg)
@@ -141,7 +171,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     values: dict[str, float] = {}
     _adopt_global(msg, learner)
     if P.TARGET in msg.content:
-        values["distill_loss"] = learner.finetune(msg.content[P.TARGET][P.VALUES].numpy(), server_round)
+        values["distill_loss"] = learner.finetune(
+            msg.content[P.TARGET][P.VALUES].numpy(), server_round
+        )
     _save(learner, context, server_round)
     values.update(learner.evaluate())
     return Message(RecordDict({P.METRICS: _metrics(learner, values)}), reply_to=msg)

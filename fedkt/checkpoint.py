@@ -52,11 +52,16 @@ def save_server(out_dir: str | os.PathLike[str], server_round: int, state: dict[
 def load_server(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = checkpoint_dir(out_dir) / SERVER_FILE
     if not path.exists():
-        raise CheckpointError(f"{out_dir}: no checkpoint to resume from (no round finished, or not a fedkt results directory)")
+        raise CheckpointError(
+            f"{out_dir}: no checkpoint to resume from (no round finished, or not a fedkt results "
+            "directory)"
+        )
     try:
         return torch.load(path, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _client_folder(folder: Path, partition_id: int) -> Path:
@@ -75,7 +80,12 @@ def _client_files(folder: Path, partition_id: int) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_client(folder: str | os.PathLike[str], partition_id: int, server_round: int, state: dict[str, torch.Tensor]) -> None:
+def save_client(
+    folder: str | os.PathLike[str],
+    partition_id: int,
+    server_round: int,
+    state: dict[str, torch.Tensor],
+) -> None:
     """Save a client's weights after its part in ``server_round``; keep its two newest
     files (the newer may belong to a round the server never committed)."""
     folder = Path(folder)
@@ -84,7 +94,9 @@ def save_client(folder: str | os.PathLike[str], partition_id: int, server_round:
         old.unlink(missing_ok=True)
 
 
-def load_client(folder: str | os.PathLike[str], partition_id: int, upto_round: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+def load_client(
+    folder: str | os.PathLike[str], partition_id: int, upto_round: int
+) -> tuple[int, dict[str, torch.Tensor]] | None:
     """The client's newest saved state from a round <= ``upto_round``, or None."""
     for r, path in reversed(_client_files(Path(folder), partition_id)):
         if r <= upto_round:

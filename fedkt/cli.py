@@ -12,16 +12,19 @@ User mistakes end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fedkt.errors import ConfigError, FedktError, one_line
 
 EXIT_USER_ERROR = 2
+
+#: Runs one experiment in a simulation engine: (experiment, results dir, progress,
+#: verbose=..., resume=...) -> summary. The apps layer provides it (fedkt.server.cli).
+Simulate = Callable[..., dict[str, Any]]
 
 
 def _field_lines(model: Any, prefix: str = "") -> list[str]:
@@ -43,13 +46,15 @@ def _field_lines(model: Any, prefix: str = "") -> list[str]:
 
 def _run_epilog() -> str:
     from fedkt.config import ExperimentConfig
-    from fedkt.recipes import STRATEGIES
+    from fedkt.experiment import strategy_names
 
     return (
-        "Without CONFIG, runs the built-in default: KnFu on scikit-learn digits, 10 non-IID clients.\n"
-        f"Strategies: {', '.join(STRATEGIES.names())} (see `fedkt strategies`).\n"
+        "Without CONFIG, runs the built-in default: KnFu on scikit-learn digits, 10 non-IID "
+        "clients.\n"
+        f"Strategies: {', '.join(strategy_names())} (see `fedkt strategies`).\n"
         "Shorthands: `strategy: knfu` = `strategy: {name: knfu}`; `model: cnn-small`.\n\n"
-        "Config fields (YAML keys, or --set KEY=VALUE with dotted keys):\n" + "\n".join(_field_lines(ExperimentConfig))
+        "Config fields (YAML keys, or --set KEY=VALUE with dotted keys):\n"
+        + "\n".join(_field_lines(ExperimentConfig))
     )
 
 
@@ -61,50 +66,98 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+def _add_set(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{help_text} (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedkt", description="Federated knowledge transfer on Flower.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     run = sub.add_parser(
-        "run", help="run one experiment in Flower's simulation engine",
-        description="Run one federated experiment (simulated SuperNodes, one per client) and write its results.",
-        epilog=_run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run",
+        help="run one experiment in Flower's simulation engine",
+        description=(
+            "Run one federated experiment (simulated SuperNodes, one per client) and write its "
+            "results."
+        ),
+        epilog=_run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", nargs="?", help="YAML experiment file (default: the built-in digits experiment)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set rounds=3 --set partition.alpha=0.1 (repeatable)")
-    run.add_argument("--out", metavar="DIR", help="results directory (default: runs/<date>-<name>/)")
-    run.add_argument("--quiet", action="store_true", help="no progress or table, only the results path")
+    run.add_argument(
+        "config", nargs="?", help="YAML experiment file (default: the built-in digits experiment)"
+    )
+    _add_set(run, "override a config field, e.g. --set rounds=3 --set partition.alpha=0.1")
+    run.add_argument(
+        "--out", metavar="DIR", help="results directory (default: runs/<date>-<name>/)"
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress or table, only the results path"
+    )
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
-    run.add_argument("--check", action="store_true", help="only validate the config (and the data layout, if the data is present)")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in results directory DIR from its last round checkpoint "
-                     "(its config.yaml is used; CONFIG and --set are not allowed)")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="only validate the config (and the data layout, if the data is present)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in results directory DIR from its last round checkpoint "
+        "(its config.yaml is used; CONFIG and --set are not allowed)",
+    )
 
     comp = sub.add_parser(
-        "compare", help="run a matrix of strategies x partitions x seeds and write a report",
-        description="Run a comparison matrix (resumable: re-run with the same --out to continue) and write "
-                    "report.md, results.csv and plots. Without CONFIG, runs the built-in default comparison "
-                    "(every strategy on digits, Dirichlet alpha 0.1 and 1.0, two seeds).",
-        epilog="A comparison file has: name, base (an experiment YAML path, 'default', or a mapping), set (overrides "
-               "for every cell), strategies (names or mappings like {name: knfu, fusion_params: {beta: 5}, label: knfu-b5}), "
-               "partitions (mappings of partition fields, optional label), seeds (list of ints).",
+        "compare",
+        help="run a matrix of strategies x partitions x seeds and write a report",
+        description=(
+            "Run a comparison matrix (resumable: re-run with the same --out to continue) and "
+            "write report.md, results.csv and plots. Without CONFIG, runs the built-in default "
+            "comparison (every strategy on digits, Dirichlet alpha 0.1 and 1.0, two seeds)."
+        ),
+        epilog=(
+            "A comparison file has: name, base (an experiment YAML path, 'default', or a "
+            "mapping), set (overrides for every cell), strategies (names or mappings like "
+            "{name: knfu, fusion_params: {beta: 5}, label: knfu-b5}), partitions (mappings of "
+            "partition fields, optional label), seeds (list of ints)."
+        ),
     )
-    comp.add_argument("config", nargs="?", help="comparison YAML (default: the built-in comparison)")
-    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a field of every cell's experiment, e.g. --set rounds=3 (repeatable)")
-    comp.add_argument("--out", metavar="DIR", help="output directory (default: runs/<date>-compare-<name>/); reuse it to resume")
-    comp.add_argument("--check", action="store_true", help="only validate the comparison and every cell's config")
+    comp.add_argument(
+        "config", nargs="?", help="comparison YAML (default: the built-in comparison)"
+    )
+    _add_set(comp, "override a field of every cell's experiment, e.g. --set rounds=3")
+    comp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output directory (default: runs/<date>-compare-<name>/); reuse it to resume",
+    )
+    comp.add_argument(
+        "--check", action="store_true", help="only validate the comparison and every cell's config"
+    )
 
     data = sub.add_parser("data", help="obtain and list datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
-    fetch = dsub.add_parser("fetch", help="download (or find offline) a dataset and verify its checksums")
+    fetch = dsub.add_parser(
+        "fetch", help="download (or find offline) a dataset and verify its checksums"
+    )
     fetch.add_argument("name", help="dataset name (see `fedkt data list`)")
-    fetch.add_argument("--data-dir", help="where datasets live (default: $FEDKT_DATA or ~/.cache/fedkt/data)")
+    fetch.add_argument(
+        "--data-dir", help="where datasets live (default: $FEDKT_DATA or ~/.cache/fedkt/data)"
+    )
     dsub.add_parser("list", help="list known datasets and whether they are present")
 
-    sub.add_parser("strategies", help="list strategies, the knowledge each exchanges, and their parts")
+    sub.add_parser(
+        "strategies", help="list strategies, the knowledge each exchanges, and their parts"
+    )
     return parser
 
 
@@ -114,7 +167,8 @@ def _missing_data(cfg: Any) -> list[str]:
 
     root = data_dir(cfg.data_dir)
     return sorted(
-        name for name in {cfg.dataset, cfg.transfer.source} - {"train"}
+        name
+        for name in {cfg.dataset, cfg.transfer.source} - {"train"}
         if DATASETS.create(name).files and verify_files(DATASETS.create(name), root / name)
     )
 
@@ -140,7 +194,9 @@ def _check(configs: list[Any]) -> int:
             skipped.update(missing)
         else:
             federation_for(cfg)
-    note = f" (data layout not checked: {', '.join(sorted(skipped))} not fetched)" if skipped else ""
+    note = (
+        f" (data layout not checked: {', '.join(sorted(skipped))} not fetched)" if skipped else ""
+    )
     print(f"fedkt: {len(configs)} config(s) OK{note}")
     return 0
 
@@ -171,32 +227,38 @@ def _interrupted(message: str) -> None:
     os._exit(130)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int:
     from rich.console import Console
 
     from fedkt.config import load_config
+    from fedkt.experiment import resolve
     from fedkt.progress import NullProgress, RichProgress, summary_table
     from fedkt.results import default_out_dir
 
     if args.resume:
         if args.config or args.overrides or args.out:
-            raise ConfigError("--resume DIR continues DIR with its own config.yaml; drop CONFIG, --set and --out")
+            raise ConfigError(
+                "--resume DIR continues DIR with its own config.yaml; drop CONFIG, --set and --out"
+            )
         cfg, args.out = _resumable(args.resume), args.resume
     else:
         cfg = load_config(args.config, args.overrides)
+    exp = resolve(cfg)
     console = Console(stderr=True)
     if args.check:
         return _check([cfg])
     _ensure_data(cfg, (lambda m: None) if args.quiet else console.print)
     out = args.out or str(default_out_dir(cfg))
-    # The one place where the Flower-free core reaches the Flower apps (lazily).
-    simulate = importlib.import_module("server.simulation").simulate
+    simulate = simulator()
     progress = NullProgress() if args.quiet else RichProgress(console)
     if not args.quiet:
-        console.print(f"fedkt: {cfg.name}: strategy {cfg.strategy.name}, {cfg.num_clients} clients on {cfg.dataset}, "
-                      f"{cfg.rounds} rounds -> {out}")
+        console.print(
+            f"fedkt: {cfg.name}: strategy {cfg.strategy.name}, {cfg.num_clients} clients on "
+            f"{cfg.dataset}, "
+            f"{cfg.rounds} rounds -> {out}"
+        )
     try:
-        summary = simulate(cfg, out, progress, verbose=args.verbose, resume=bool(args.resume))
+        summary = simulate(exp, out, progress, verbose=args.verbose, resume=bool(args.resume))
     except KeyboardInterrupt:
         _interrupted(f"finished rounds are kept in {out}; continue with: fedkt run --resume {out}")
     if not args.quiet:
@@ -205,7 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int:
     from pathlib import Path
 
     from rich.console import Console
@@ -220,26 +282,41 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _check([c.config for c in cells])
     for cfg in {c.config.dataset: c.config for c in cells}.values():
         _ensure_data(cfg, console.print)
-    out = Path(args.out) if args.out else Path(default_out_dir(cells[0].config.model_copy(update={"name": f"compare-{comp.name}"})))
-    simulate = importlib.import_module("server.simulation").simulate
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(
+            default_out_dir(cells[0].config.model_copy(update={"name": f"compare-{comp.name}"}))
+        )
+    )
+    simulate = simulator()
 
     def run_cell(cfg, cdir):
         summary = simulate(cfg, str(cdir), NullProgress(), resume=cell_resumable(cdir))
         alma = summary.get("alma")
-        console.print(f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  {summary['wall_seconds']:.1f}s", highlight=False)
+        console.print(
+            f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  "
+            f"{summary['wall_seconds']:.1f}s",
+            highlight=False,
+        )
         return summary
 
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}")
     try:
-        result = run_compare(comp, cells, out, run_cell, log=lambda m: console.print(m, highlight=False))
+        result = run_compare(
+            comp, cells, out, run_cell, log=lambda m: console.print(m, highlight=False)
+        )
     except KeyboardInterrupt:
-        _interrupted(f"finished cells (and the interrupted cell's rounds) are kept in {out}; run the same command again to continue")
+        _interrupted(
+            f"finished cells (and the interrupted cell's rounds) are kept in {out}; run the same "
+            "command again to continue"
+        )
     console.print(f"report: {out / 'report.md'} ({result['finished']}/{result['cells']} cells)")
     print(out)
     return 0
 
 
-def _cmd_data(args: argparse.Namespace) -> int:
+def _cmd_data(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int:
     from fedkt.data.fetch import fetch
     from fedkt.data.sources import DATASETS, data_dir, verify_files
 
@@ -250,32 +327,52 @@ def _cmd_data(args: argparse.Namespace) -> int:
     root = data_dir()
     for name in DATASETS.names():
         spec = DATASETS.create(name)
-        state = "built in" if not spec.files else ("present" if not verify_files(spec, root / name) else "not fetched")
+        state = (
+            "built in"
+            if not spec.files
+            else ("present" if not verify_files(spec, root / name) else "not fetched")
+        )
         print(f"{name:<14} {state:<12} {spec.description}")
     print(f"data directory: {root}")
     return 0
 
 
-def _cmd_strategies(_: argparse.Namespace) -> int:
-    from fedkt.recipes import STRATEGIES
+def _cmd_strategies(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int:
+    from fedkt.experiment import strategy_names
+    from fedkt.method import METHODS
 
-    for name in STRATEGIES.names():
-        spec = STRATEGIES.create(name)
-        parts = [f"knowledge={spec.knowledge} fusion={spec.fusion} loss={spec.loss}"] if spec.knowledge else []
-        if spec.weights:
-            parts.append(f"weights via Flower {spec.weights}")
-        print(f"{name:<9} {spec.description}")
-        print(f"{'':<9} exchanges: {spec.exchanges}" + (f"  [{'; '.join(parts)}]" if parts else ""))
+    for name in strategy_names():
+        m = METHODS.create(name)
+        parts = [f"knowledge={m.knowledge} fusion={m.fusion} loss={m.loss}"] if m.knowledge else []
+        if m.averaging:
+            parts.append(f"weights via Flower {m.averaging}")
+        elif m.shares_weights:
+            parts.append("weights averaged + server step")
+        print(f"{name:<9} {m.description}")
+        print(f"{'':<9} exchanges: {m.exchanges}" + (f"  [{'; '.join(parts)}]" if parts else ""))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _no_simulator() -> Simulate:
+    raise FedktError("no simulation engine was given to this entry point; use the `fedkt` command")
+
+
+def main(
+    argv: Sequence[str] | None = None, simulator: Callable[[], Simulate] = _no_simulator
+) -> int:
+    """Parse ``argv`` and run the command. ``simulator`` loads the simulation engine
+    (only for commands that simulate), so the core never imports the Flower apps."""
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        handler = {"run": _cmd_run, "compare": _cmd_compare, "data": _cmd_data, "strategies": _cmd_strategies}[args.command]
-        return handler(args)
+        handlers = {
+            "run": _cmd_run,
+            "compare": _cmd_compare,
+            "data": _cmd_data,
+            "strategies": _cmd_strategies,
+        }
+        return handlers[args.command](args, simulator)
     except FedktError as exc:
         print(f"fedkt: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -285,7 +382,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

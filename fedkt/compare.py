@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedkt.checkpoint import SERVER_FILE, checkpoint_dir
 from fedkt.config import ExperimentConfig, _format_error, apply_overrides, build_config, read_yaml
 from fedkt.errors import ConfigError
+from fedkt.experiment import resolve
 from fedkt.results import atomic_write
 
 
@@ -42,7 +43,7 @@ class CompareConfig(BaseModel):
     base: str | dict[str, Any] = "default"
     set: list[str] = Field(default_factory=list)
     strategies: list[str | dict[str, Any]] = Field(min_length=1)
-    partitions: list[dict[str, Any]] = Field(default_factory=lambda: [{}])
+    partitions: list[dict[str, Any]] = Field(default_factory=lambda: [dict[str, Any]()])
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("seeds")
@@ -80,12 +81,18 @@ def _partition_label(p: dict[str, Any], resolved: ExperimentConfig) -> str:
     if "label" in p:
         return str(p["label"])
     part = resolved.partition
-    detail = {"dirichlet": f"alpha={part.alpha:g}", "quantity_skew": f"alpha={part.alpha:g}",
-              "pathological": f"classes={part.classes_per_client}", "iid": ""}[part.name]
+    detail = {
+        "dirichlet": f"alpha={part.alpha:g}",
+        "quantity_skew": f"alpha={part.alpha:g}",
+        "pathological": f"classes={part.classes_per_client}",
+        "iid": "",
+    }[part.name]
     return f"{part.name}" + (f"-{detail}" if detail else "")
 
 
-def load_compare(path: str | Path | None, overrides: list[str] | None = None) -> tuple[CompareConfig, list[Cell]]:
+def load_compare(
+    path: str | Path | None, overrides: list[str] | None = None
+) -> tuple[CompareConfig, list[Cell]]:
     """Read a comparison file (or the built-in default) and expand it into cells."""
     if path is None:
         raw: dict[str, Any] = dict(DEFAULT_COMPARISON)
@@ -107,13 +114,19 @@ def load_compare(path: str | Path | None, overrides: list[str] | None = None) ->
     all_overrides = [*comp.set, *(overrides or [])]
     for text in all_overrides:
         key = text.partition("=")[0].strip()
-        if key == "seed" or key == "strategy" or (key.startswith("strategy.") and key != "strategy.temperature"):
+        if (
+            key == "seed"
+            or key == "strategy"
+            or (key.startswith("strategy.") and key != "strategy.temperature")
+        ):
             raise ConfigError(
                 f"set {text!r}: {key} is decided per cell by the comparison's "
                 f"{'seeds' if key == 'seed' else 'strategies'}; put it there"
             )
     base = apply_overrides(base, all_overrides)
-    base_strategy = base.get("strategy") if isinstance(base.get("strategy"), dict) else {}
+    base_strategy: dict[str, Any] = (
+        base["strategy"] if isinstance(base.get("strategy"), dict) else {}
+    )
     shared_strategy = {k: v for k, v in base_strategy.items() if k == "temperature"}
     cells = []
     labels: dict[str, tuple] = {}
@@ -122,16 +135,27 @@ def load_compare(path: str | Path | None, overrides: list[str] | None = None) ->
         for part in comp.partitions:
             for seed in comp.seeds:
                 raw_cell = dict(base)
-                own = {"name": strategy} if isinstance(strategy, str) else {k: v for k, v in strategy.items() if k != "label"}
+                own = (
+                    {"name": strategy}
+                    if isinstance(strategy, str)
+                    else {k: v for k, v in strategy.items() if k != "label"}
+                )
                 raw_cell["strategy"] = {**shared_strategy, **own}
-                raw_cell["partition"] = {**(base.get("partition") or {}), **{k: v for k, v in part.items() if k != "label"}}
+                raw_cell["partition"] = {
+                    **(base.get("partition") or {}),
+                    **{k: v for k, v in part.items() if k != "label"},
+                }
                 raw_cell["seed"] = seed
                 cfg = build_config(raw_cell)
+                resolve(cfg)  # every cell's strategy, parts and models are checked up front
                 p_label = _partition_label(part, cfg)
                 cfg = cfg.model_copy(update={"name": f"{comp.name}-{s_label}-{p_label}-seed{seed}"})
                 cell = Cell(s_label, p_label, seed, cfg)
                 if cell.key in labels:
-                    raise ConfigError(f"two cells are both labelled {cell.key}; give strategies or partitions a 'label'")
+                    raise ConfigError(
+                        f"two cells are both labelled {cell.key}; give strategies or partitions a "
+                        "'label'"
+                    )
                 labels[cell.key] = ()
                 cells.append(cell)
     return comp, cells
@@ -162,7 +186,10 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     # The plan holds every cell's fully resolved config: resuming with other overrides or an
     # edited base file is refused instead of silently mixing old and new cells.
-    plan = {"compare": json.loads(comp.model_dump_json()), "cells": {c.key: json.loads(c.config.to_json()) for c in cells}}
+    plan = {
+        "compare": json.loads(comp.model_dump_json()),
+        "cells": {c.key: json.loads(c.config.to_json()) for c in cells},
+    }
     plan_file = out / "compare.json"
     if plan_file.exists():
         previous = json.loads(plan_file.read_text())
@@ -195,6 +222,7 @@ def cell_resumable(cdir: Path) -> bool:
 
 # ------------------------------------------------------------------ reporting
 
+
 def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, sample std, half-width of the t-based confidence interval); NaN when n < 2."""
     from scipy import stats
@@ -217,7 +245,9 @@ def _load_cell(out: Path, cell: Cell) -> dict[str, Any] | None:
     summary = json.loads((cdir / "summary.json").read_text())
     rows = [json.loads(x) for x in (cdir / "metrics.jsonl").read_text().splitlines()]
     last = max((r["round"] for r in rows), default=0)
-    summary["client_accuracies"] = [r.get("accuracy") for r in rows if r["round"] == last and r.get("accuracy") is not None]
+    summary["client_accuracies"] = [
+        r.get("accuracy") for r in rows if r["round"] == last and r.get("accuracy") is not None
+    ]
     return summary
 
 
@@ -235,16 +265,38 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
     from fedkt import plots
 
     results = {c.key: _load_cell(out, c) for c in cells}
-    fields = ["strategy", "partition", "seed", "alma", "global_accuracy", "worst_client_accuracy", "best_alma",
-              "bytes_up", "bytes_down", "rounds", "wall_seconds", "fusion", "loss", "knowledge", "honest_alma"]
+    fields = [
+        "strategy",
+        "partition",
+        "seed",
+        "alma",
+        "global_accuracy",
+        "worst_client_accuracy",
+        "best_alma",
+        "bytes_up",
+        "bytes_down",
+        "rounds",
+        "wall_seconds",
+        "fusion",
+        "loss",
+        "knowledge",
+        "honest_alma",
+    ]
     tmp = out / "results.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for c in cells:
-            s = results[c.key]
-            if s is not None:
-                writer.writerow({"strategy": c.strategy, "partition": c.partition, "seed": c.seed, **{k: s.get(k) for k in fields[3:]}})
+            row = results[c.key]
+            if row is not None:
+                writer.writerow(
+                    {
+                        "strategy": c.strategy,
+                        "partition": c.partition,
+                        "seed": c.seed,
+                        **{k: row.get(k) for k in fields[3:]},
+                    }
+                )
     tmp.replace(out / "results.csv")
 
     strategies = list(dict.fromkeys(c.strategy for c in cells))
@@ -252,7 +304,11 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for p in partitions:
         for s in strategies:
-            runs = [results[c.key] for c in cells if c.strategy == s and c.partition == p and results[c.key] is not None]
+            runs = [
+                r
+                for c in cells
+                if c.strategy == s and c.partition == p and (r := results[c.key]) is not None
+            ]
             alma = confidence_interval([r["alma"] for r in runs])
             per_round = [r["alma_per_round"] for r in runs]
             table.setdefault(p, {})[s] = {
@@ -260,32 +316,78 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
                 "alma": alma,
                 "global": confidence_interval([r["global_accuracy"] for r in runs]),
                 "worst": confidence_interval([r["worst_client_accuracy"] for r in runs]),
-                "mbytes": float(np.mean([(r["bytes_up"] + r["bytes_down"]) / 1e6 for r in runs])) if runs else math.nan,
+                "mbytes": float(np.mean([(r["bytes_up"] + r["bytes_down"]) / 1e6 for r in runs]))
+                if runs
+                else math.nan,
                 "wall": float(np.mean([r["wall_seconds"] for r in runs])) if runs else math.nan,
-                "alma_per_round": (np.nanmean(np.array([[np.nan if a is None else a for a in pr] for pr in per_round], dtype=float), axis=0).tolist() if per_round else []),
+                "alma_per_round": (
+                    np.nanmean(
+                        np.array(
+                            [[np.nan if a is None else a for a in pr] for pr in per_round],
+                            dtype=float,
+                        ),
+                        axis=0,
+                    ).tolist()
+                    if per_round
+                    else []
+                ),
                 "client_accuracies": [a for r in runs for a in r["client_accuracies"]],
             }
 
     missing = sum(v is None for v in results.values())
-    lines = [f"# Comparison: {comp.name}", "",
-             f"{len(strategies)} strategies x {len(partitions)} partition settings x {len(comp.seeds)} seeds "
-             f"(seeds {', '.join(map(str, comp.seeds))}); {len(cells) - missing}/{len(cells)} cells finished.",
-             "Under one seed every strategy sees the same partitions, transfer set, client samples and initial models.",
-             "ALMA: mean over clients of each client's accuracy on a test split with its own label distribution, final round.",
-             "Values are mean ± std over seeds in %; CI95 is the half-width of the t-based 95% confidence interval.", ""]
+    lines = [
+        f"# Comparison: {comp.name}",
+        "",
+        f"{len(strategies)} strategies x {len(partitions)} partition settings x {len(comp.seeds)} "
+        "seeds "
+        f"(seeds {', '.join(map(str, comp.seeds))}); {len(cells) - missing}/{len(cells)} cells "
+        "finished.",
+        "Under one seed every strategy sees the same partitions, transfer set, client samples and "
+        "initial models.",
+        "ALMA: mean over clients of each client's accuracy on a test split with its own label "
+        "distribution, final round.",
+        "Values are mean ± std over seeds in %; CI95 is the half-width of the t-based 95% "
+        "confidence interval.",
+        "",
+    ]
     for p in partitions:
-        lines += [f"## {p}", "", "| strategy | ALMA | CI95 | global acc. | worst client | MB / run | s / run | seeds |",
-                  "|---|---|---|---|---|---|---|---|"]
-        ranked = sorted(strategies, key=lambda s: -(table[p][s]["alma"][0] if math.isfinite(table[p][s]["alma"][0]) else -1))
+        lines += [
+            f"## {p}",
+            "",
+            "| strategy | ALMA | CI95 | global acc. | worst client | MB / run | s / run | seeds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        ranked = sorted(
+            strategies,
+            key=lambda s: (
+                -(table[p][s]["alma"][0] if math.isfinite(table[p][s]["alma"][0]) else -1)
+            ),
+        )
         for s in ranked:
             t = table[p][s]
             ci = f"± {100 * t['alma'][2]:.1f}" if math.isfinite(t["alma"][2]) else "-"
-            lines.append(f"| {s} | {_fmt(t['alma'][0], t['alma'][1])} | {ci} | {_fmt(t['global'][0], t['global'][1])} | "
-                         f"{_fmt(t['worst'][0], t['worst'][1])} | {t['mbytes']:.2f} | {t['wall']:.1f} | {t['n']} |")
+            lines.append(
+                f"| {s} | {_fmt(t['alma'][0], t['alma'][1])} | {ci} | "
+                f"{_fmt(t['global'][0], t['global'][1])} | "
+                f"{_fmt(t['worst'][0], t['worst'][1])} | {t['mbytes']:.2f} | {t['wall']:.1f} | "
+                f"{t['n']} |"
+            )
         lines.append("")
-    lines += ["## Figures", "", "![final ALMA](final_alma.png)", "", "![ALMA per round](alma_per_round.png)", "",
-              "![ALMA vs bytes](alma_vs_bytes.png)", "", "![per-client accuracy](client_spread.png)", "",
-              "Per-cell results (config, metrics, plots) are under `cells/<strategy>/<partition>/seed-<k>/`; all cells in `results.csv`.", ""]
+    lines += [
+        "## Figures",
+        "",
+        "![final ALMA](final_alma.png)",
+        "",
+        "![ALMA per round](alma_per_round.png)",
+        "",
+        "![ALMA vs bytes](alma_vs_bytes.png)",
+        "",
+        "![per-client accuracy](client_spread.png)",
+        "",
+        "Per-cell results (config, metrics, plots) are under "
+        "`cells/<strategy>/<partition>/seed-<k>/`; all cells in `results.csv`.",
+        "",
+    ]
     atomic_write(out / "report.md", "\n".join(lines))
     plots.compare_final(table, strategies, partitions, out / "final_alma.png")
     plots.compare_rounds(table, strategies, partitions, out / "alma_per_round.png")

@@ -27,7 +27,9 @@ class PartitionConfig(_Section):
     """How the private training data is split across clients."""
 
     name: Literal["iid", "dirichlet", "pathological", "quantity_skew"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity_skew)")
+    alpha: float = Field(
+        0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity_skew)"
+    )
     classes_per_client: int = Field(2, ge=1, description="classes per client (pathological)")
     samples_per_client: int | None = Field(
         None, ge=1, description="average private samples per client (None: use all)"
@@ -39,23 +41,36 @@ class TransferConfig(_Section):
     """The shared transfer set D_t, disjoint from every client's private data."""
 
     size: int = Field(300, ge=1)
-    source: str = Field("train", description="'train' (held out of the train split) or a dataset name")
+    source: str = Field(
+        "train", description="'train' (held out of the train split) or a dataset name"
+    )
     labelled: bool = False
     views: int = Field(
-        1, ge=1, le=2,
-        description="2 appends a seeded augmented copy of every transfer sample (second view; needed by the sade fusion)",
+        1,
+        ge=1,
+        le=2,
+        description=(
+            "2 appends a seeded augmented copy of every transfer sample (second view; needed by "
+            "the sade fusion)"
+        ),
     )
 
 
 class EvaluationConfig(_Section):
-    client_test_size: int = Field(300, ge=1, description="per-client test samples, drawn with the client's label distribution")
-    global_test_size: int | None = Field(2000, ge=1, description="global test samples (None: whole test split)")
+    client_test_size: int = Field(
+        300, ge=1, description="per-client test samples, drawn with the client's label distribution"
+    )
+    global_test_size: int | None = Field(
+        2000, ge=1, description="global test samples (None: whole test split)"
+    )
 
 
 class ModelTier(_Section):
     name: str
     fraction: float = Field(gt=0, le=1)
-    student: str | None = Field(None, description="this tier's student architecture (overrides model.student)")
+    student: str | None = Field(
+        None, description="this tier's student architecture (overrides model.student)"
+    )
 
 
 class ModelConfig(_Section):
@@ -71,10 +86,15 @@ class ModelConfig(_Section):
     name: str = "mlp"
     tiers: list[ModelTier] | None = None
     student: str | None = None
-    student_loss: str = Field("kl", description="distillation loss (from the loss registry) teacher -> student on private data")
+    student_loss: str = Field(
+        "kl",
+        description="distillation loss (from the loss registry) teacher -> student on private data",
+    )
     student_loss_params: dict[str, Any] = Field(default_factory=dict)
     shares: Literal["teacher", "student"] = "teacher"
-    evaluates: Literal["teacher", "student"] | None = Field(None, description="default: the student when there is one")
+    evaluates: Literal["teacher", "student"] | None = Field(
+        None, description="default: the student when there is one"
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -97,7 +117,12 @@ class TrainConfig(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    amp: bool = Field(False, description="mixed precision (float16 on CUDA, bfloat16 on CPU) for training and distillation")
+    amp: bool = Field(
+        False,
+        description=(
+            "mixed precision (float16 on CUDA, bfloat16 on CPU) for training and distillation"
+        ),
+    )
 
 
 class DistillConfig(_Section):
@@ -106,7 +131,9 @@ class DistillConfig(_Section):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
-    ce_weight: float = Field(0.0, ge=0, description="lambda of the optional CE term on private data")
+    ce_weight: float = Field(
+        0.0, ge=0, description="lambda of the optional CE term on private data"
+    )
 
 
 class StrategyConfig(_Section):
@@ -117,17 +144,38 @@ class StrategyConfig(_Section):
     fusion: str | None = None
     loss: str | None = None
     temperature: float = Field(1.0, gt=0, description="exchange/distillation temperature T")
-    transfer_subset: int | None = Field(None, ge=1, description="transfer samples resampled each round (FedMD); None: all")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "the method's own parameters (fedprox: proximal_mu; fedadam: eta, ...; fedmd: subset)"
+        ),
+    )
     fusion_params: dict[str, Any] = Field(default_factory=dict)
     loss_params: dict[str, Any] = Field(default_factory=dict)
-    server_params: dict[str, Any] = Field(default_factory=dict, description="server-side parameters (fedprox: proximal_mu; fedadam: eta, ...)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old in ("server_params", "transfer_subset"):
+                if old in data:
+                    raise ValueError(
+                        f"strategy.{old} is now part of strategy.params (e.g. "
+                        "strategy.params.subset)"
+                    )
+        return data
 
 
 class SimulationConfig(_Section):
     num_cpus_per_client: float = Field(1.0, gt=0)
     num_gpus_per_client: float | None = Field(
-        None, ge=0, le=1,
-        description="GPU share per simulated client; None: 0 on CPU, 0.25 (four clients per GPU) when training on CUDA",
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "GPU share per simulated client; None: 0 on CPU, 0.25 (four clients per GPU) when "
+            "training on CUDA"
+        ),
     )
 
 
@@ -136,26 +184,45 @@ class FaultConfig(_Section):
 
     crash: float = Field(0.0, ge=0, le=1, description="probability a client call fails")
     straggle: float = Field(0.0, ge=0, le=1, description="probability a client call answers late")
-    straggle_seconds: float | None = Field(None, ge=0, description="delay of a straggler (None: past round_timeout)")
+    straggle_seconds: float | None = Field(
+        None, ge=0, description="delay of a straggler (None: past round_timeout)"
+    )
     leave: float = Field(0.0, ge=0, le=1, description="fraction of clients that leave for good")
     leave_round: int = Field(1, ge=1, description="round from which the leaving clients are gone")
-    byzantine: float = Field(0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge")
-    attack: Literal["random", "flip", "scale"] = Field("random", description="what Byzantine clients send")
+    byzantine: float = Field(
+        0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge"
+    )
+    attack: Literal["random", "flip", "scale"] = Field(
+        "random", description="what Byzantine clients send"
+    )
     attack_scale: float = Field(10.0, gt=0, description="logit multiplier of the 'scale' attack")
 
 
 class MonitoringConfig(_Section):
     """Prometheus metrics served by the server while a run is going (``port: null``: off)."""
 
-    port: int | None = Field(None, ge=0, le=65535, description="HTTP port for /metrics (0: any free port)")
-    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to let a remote Prometheus scrape")
-    linger: float = Field(0.0, ge=0, description="seconds to keep serving after the last round, so a scrape sees it")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="HTTP port for /metrics (0: any free port)"
+    )
+    host: str = Field(
+        "127.0.0.1", description="address to bind; 0.0.0.0 to let a remote Prometheus scrape"
+    )
+    linger: float = Field(
+        0.0, ge=0, description="seconds to keep serving after the last round, so a scrape sees it"
+    )
 
 
 class ExperimentConfig(_Section):
     """A whole experiment. ``fedkt run --help`` lists these fields."""
 
     name: str = "knfu-digits"
+    plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "modules to import before the experiment is resolved (each registers its own methods "
+            "or parts)"
+        ),
+    )
     seed: int = Field(0, ge=0, description="every random choice derives from it")
     dataset: str = "digits"
     data_dir: str | None = None
@@ -164,7 +231,11 @@ class ExperimentConfig(_Section):
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled per round")
     min_clients: int = Field(1, ge=1, description="fewest replies for a round to count")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies")
-    wait_for_nodes: float = Field(120.0, ge=0, description="seconds to wait for num_clients nodes before starting with those present")
+    wait_for_nodes: float = Field(
+        120.0,
+        ge=0,
+        description="seconds to wait for num_clients nodes before starting with those present",
+    )
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
@@ -183,31 +254,19 @@ class ExperimentConfig(_Section):
         from fedkt.data.sources import DATASETS
 
         if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS.names())})")
+            raise ValueError(
+                f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS.names())})"
+            )
         return name
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ExperimentConfig":
-        from fedkt.models import MODELS
-        from fedkt.recipes import resolve_strategy, student_loss
-
-        for arch in self.architecture_names():
-            if arch not in MODELS:
-                raise ValueError(f"model: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})")
-        for arch in self.student_names():
-            if arch is not None and arch not in MODELS:
-                raise ValueError(f"model.student: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})")
-        has_student = any(a is not None for a in self.student_names())
-        for field_name in ("shares", "evaluates"):
-            if getattr(self.model, field_name) == "student" and not has_student:
-                raise ValueError(f"model.{field_name}: 'student' needs a student model (set model.student)")
+        """Checks between fields of the schema itself; names of strategies, parts and
+        models are checked when the experiment is resolved (:func:`fedkt.experiment.resolve`)."""
         if self.min_clients > self.num_clients:
-            raise ValueError(f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})")
-        recipe = resolve_strategy(self)  # raises ConfigError on unknown parts / parameters
-        if self.faults.byzantine > 0 and not recipe.exchanges_knowledge:
-            raise ValueError(f"faults.byzantine: strategy {self.strategy.name!r} exchanges no knowledge for attackers to corrupt")
-        if has_student:
-            student_loss(self)
+            raise ValueError(
+                f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})"
+            )
         return self
 
     def _tiers_of_clients(self) -> list[ModelTier]:
@@ -215,7 +274,11 @@ class ExperimentConfig(_Section):
         tiers = self.model.tiers or [ModelTier(name=self.model.name, fraction=1.0)]
         out: list[ModelTier] = []
         for i, tier in enumerate(tiers):
-            count = self.num_clients - len(out) if i == len(tiers) - 1 else round(tier.fraction * self.num_clients)
+            count = (
+                self.num_clients - len(out)
+                if i == len(tiers) - 1
+                else round(tier.fraction * self.num_clients)
+            )
             out.extend([tier] * max(0, min(count, self.num_clients - len(out))))
         return out
 
@@ -298,7 +361,9 @@ def _format_error(exc: ValidationError) -> str:
     elif "input" in err and err["type"] != "missing":
         msg += " (got a section)" if isinstance(err["input"], dict) else f" (got {err['input']!r})"
     more = len(exc.errors()) - 1
-    return f"{loc}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    return f"{loc}: {msg}" + (
+        f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -318,7 +383,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of fields, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping of fields, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -331,7 +398,9 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Exp
         raise ConfigError(_format_error(exc)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Load a YAML experiment (or the built-in default when ``path`` is None)."""
     raw = read_yaml(path) if path else {}
     return build_config(raw, overrides)

@@ -29,7 +29,18 @@ class DataError(FedktError):
     """Data that cannot be found, read or verified."""
 
 
-REJECTION_REASONS = ("shape", "dtype", "non_finite", "range", "normalisation", "magnitude", "counts", "identity", "malformed", "invalid")
+REJECTION_REASONS = (
+    "shape",
+    "dtype",
+    "non_finite",
+    "range",
+    "normalisation",
+    "magnitude",
+    "counts",
+    "identity",
+    "malformed",
+    "invalid",
+)
 
 
 class KnowledgeError(FedktError):

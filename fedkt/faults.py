@@ -27,7 +27,13 @@ class ClientCrash(RuntimeError):
 
 def _chosen(cfg: ExperimentConfig, fraction: float, purpose: str) -> frozenset[int]:
     k = int(round(fraction * cfg.num_clients))
-    return frozenset(int(i) for i in rng(cfg.seed, purpose).choice(cfg.num_clients, size=k, replace=False)) if k else frozenset()
+    return (
+        frozenset(
+            int(i) for i in rng(cfg.seed, purpose).choice(cfg.num_clients, size=k, replace=False)
+        )
+        if k
+        else frozenset()
+    )
 
 
 def byzantine_clients(cfg: ExperimentConfig) -> frozenset[int]:
@@ -39,21 +45,29 @@ def leaving_clients(cfg: ExperimentConfig) -> frozenset[int]:
     return _chosen(cfg, cfg.faults.leave, "leave")
 
 
-def injected_delay(cfg: ExperimentConfig, partition_id: int, server_round: int, phase: str) -> float:
+def injected_delay(
+    cfg: ExperimentConfig, partition_id: int, server_round: int, phase: str
+) -> float:
     """Seconds this call should stall before answering (0: none); raises ClientCrash
     when the call should fail."""
     f = cfg.faults
     if partition_id in leaving_clients(cfg) and server_round >= f.leave_round:
-        raise ClientCrash(f"client {partition_id} left the federation in round {f.leave_round} (injected fault)")
+        raise ClientCrash(
+            f"client {partition_id} left the federation in round {f.leave_round} (injected fault)"
+        )
     draw = rng(cfg.seed, "fault", partition_id, server_round, phase).random(2)
     if draw[0] < f.crash:
-        raise ClientCrash(f"client {partition_id} crashed in round {server_round} {phase} (injected fault)")
+        raise ClientCrash(
+            f"client {partition_id} crashed in round {server_round} {phase} (injected fault)"
+        )
     if draw[1] < f.straggle:
         return f.straggle_seconds if f.straggle_seconds is not None else cfg.round_timeout + 2.0
     return 0.0
 
 
-def corrupt_knowledge(values: np.ndarray, space: str, faults: FaultConfig, generator: np.random.Generator) -> np.ndarray:
+def corrupt_knowledge(
+    values: np.ndarray, space: str, faults: FaultConfig, generator: np.random.Generator
+) -> np.ndarray:
     """A Byzantine client's knowledge: the honest ``values`` (rows of probabilities,
     logits or embeddings) replaced per ``faults.attack``, in the same space and shape so
     that it passes the server's format checks."""

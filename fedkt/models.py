@@ -13,7 +13,7 @@ from torch import nn
 
 from fedkt.registry import Registry
 
-MODELS: Registry[nn.Module] = Registry("model")
+MODELS: Registry["Classifier"] = Registry("model")
 
 
 def _flat_size(module: nn.Module, shape: tuple[int, int, int]) -> int:
@@ -25,6 +25,7 @@ class Classifier(nn.Module):
     """``forward(x) = head(embed(x))``."""
 
     embedding_dim: int
+    head: nn.Module
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -37,12 +38,22 @@ class Classifier(nn.Module):
 class MLP(Classifier):
     """Two hidden layers (128, 64); the cheapest model, default for the built-in digits."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, hidden: int = 128, embedding_dim: int = 64) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        hidden: int = 128,
+        embedding_dim: int = 64,
+    ) -> None:
         super().__init__()
         c, h, w = input_shape
         self.embedding_dim = embedding_dim
         self.body = nn.Sequential(
-            nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, embedding_dim), nn.ReLU()
+            nn.Flatten(),
+            nn.Linear(c * h * w, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, embedding_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(embedding_dim, num_classes)
 
@@ -53,16 +64,29 @@ class MLP(Classifier):
 class ConvNet(Classifier):
     """Two conv + max-pool blocks, a dense embedding layer and a linear head."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, channels: tuple[int, int], kernel: int, embedding_dim: int) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: tuple[int, int],
+        kernel: int,
+        embedding_dim: int,
+    ) -> None:
         super().__init__()
         c = input_shape[0]
         self.embedding_dim = embedding_dim
         features = nn.Sequential(
-            nn.Conv2d(c, channels[0], kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, channels[0], kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.body = nn.Sequential(features, nn.Linear(_flat_size(features, input_shape), embedding_dim), nn.ReLU())
+        self.body = nn.Sequential(
+            features, nn.Linear(_flat_size(features, input_shape), embedding_dim), nn.ReLU()
+        )
         self.head = nn.Linear(embedding_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,13 +127,19 @@ class _BasicBlock(nn.Module):
 class ResNet8(Classifier):
     """A ResNet-8-like net: stem + three basic blocks (16, 32, 64) + global pooling."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int = 16) -> None:
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, width: int = 16
+    ) -> None:
         super().__init__()
         c = input_shape[0]
         self.embedding_dim = 4 * width
-        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.layers = nn.Sequential(
-            _BasicBlock(width, width, 1), _BasicBlock(width, 2 * width, 2), _BasicBlock(2 * width, 4 * width, 2)
+            _BasicBlock(width, width, 1),
+            _BasicBlock(width, 2 * width, 2),
+            _BasicBlock(2 * width, 4 * width, 2),
         )
         self.head = nn.Linear(4 * width, num_classes)
 
@@ -118,7 +148,9 @@ class ResNet8(Classifier):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> Classifier:
+def build_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None
+) -> Classifier:
     """Instantiate architecture ``name``; ``seed`` makes the initial weights reproducible."""
     factory = MODELS.get(name)
     if seed is None:
@@ -126,6 +158,13 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory(input_shape, num_classes)
+
+
+def embedding_dim(name: str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """The embedding size of architecture ``name``, from a weightless copy built on the
+    meta device (no memory, no initialisation): config checks cost no real model."""
+    with torch.device("meta"):
+        return int(MODELS.get(name)(input_shape, num_classes).embedding_dim)
 
 
 def count_parameters(model: nn.Module) -> int:

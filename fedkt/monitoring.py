@@ -17,18 +17,28 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from fedkt.config import MonitoringConfig
 from fedkt.errors import REJECTION_REASONS, ConfigError
+from fedkt.rounds import RoundRecord
 
 METRICS: dict[str, str] = {
     "fedkt_round": "last completed round",
-    "fedkt_alma": "average local model accuracy (mean of each client's accuracy on its own test split), last round",
+    "fedkt_alma": (
+        "average local model accuracy (mean of each client's accuracy on its own test split), "
+        "last round"
+    ),
     "fedkt_global_accuracy": "mean accuracy of the local models on the global test set, last round",
-    "fedkt_client_accuracy": "each client's accuracy on its own test split, last round it took part in",
+    "fedkt_client_accuracy": (
+        "each client's accuracy on its own test split, last round it took part in"
+    ),
     "fedkt_participants": "clients whose metrics arrived in the last round",
     "fedkt_bytes_sent_total": "bytes the server sent to clients (serialised messages)",
     "fedkt_bytes_received_total": "bytes the server received from clients (serialised messages)",
     "fedkt_round_duration_seconds": "wall time of the last round",
-    "fedkt_rejected_knowledge_total": "client replies whose knowledge the server rejected, by reason",
-    "fedkt_failed_clients_total": "sampled clients that failed or did not answer in time, summed over rounds",
+    "fedkt_rejected_knowledge_total": (
+        "client replies whose knowledge the server rejected, by reason"
+    ),
+    "fedkt_failed_clients_total": (
+        "sampled clients that failed or did not answer in time, summed over rounds"
+    ),
 }
 
 
@@ -41,6 +51,8 @@ class MetricsExporter:
     seconds, so that a last scrape sees the final round)."""
 
     def __init__(self, cfg: MonitoringConfig, experiment: str) -> None:
+        if cfg.port is None:
+            raise ValueError("monitoring is off (monitoring.port is null)")
         self.cfg = cfg
         self.registry = CollectorRegistry()
         label = ["experiment"]
@@ -50,7 +62,9 @@ class MetricsExporter:
 
         def counter(name: str) -> Counter:
             # prometheus_client appends "_total" to counter names itself.
-            return Counter(name.removesuffix("_total"), METRICS[name], label, registry=self.registry)
+            return Counter(
+                name.removesuffix("_total"), METRICS[name], label, registry=self.registry
+            )
 
         self.round = gauge("fedkt_round").labels(experiment)
         self.alma = gauge("fedkt_alma").labels(experiment)
@@ -60,38 +74,53 @@ class MetricsExporter:
         self.sent = counter("fedkt_bytes_sent_total").labels(experiment)
         self.received = counter("fedkt_bytes_received_total").labels(experiment)
         self.duration = gauge("fedkt_round_duration_seconds").labels(experiment)
-        self.rejected = Counter("fedkt_rejected_knowledge", METRICS["fedkt_rejected_knowledge_total"], label + ["reason"], registry=self.registry)
-        for reason in REJECTION_REASONS:  # every reason exists (at 0) from the start, as Prometheus advises
+        self.rejected = Counter(
+            "fedkt_rejected_knowledge",
+            METRICS["fedkt_rejected_knowledge_total"],
+            label + ["reason"],
+            registry=self.registry,
+        )
+        for (
+            reason
+        ) in REJECTION_REASONS:  # every reason exists (at 0) from the start, as Prometheus advises
             self.rejected.labels(experiment, reason)
         self.failed = counter("fedkt_failed_clients_total").labels(experiment)
         self.experiment = experiment
         try:
-            self._server, self._thread = start_http_server(cfg.port, addr=cfg.host, registry=self.registry)
+            self._server, self._thread = start_http_server(
+                cfg.port, addr=cfg.host, registry=self.registry
+            )
         except OSError as exc:
-            raise ConfigError(f"monitoring.port: cannot serve metrics on {cfg.host}:{cfg.port} ({exc.strerror or exc})") from None
+            raise ConfigError(
+                f"monitoring.port: cannot serve metrics on {cfg.host}:{cfg.port} "
+                f"({exc.strerror or exc})"
+            ) from None
 
     @property
     def port(self) -> int:
         """The bound port (useful with ``port: 0``, which picks a free one)."""
         return int(self._server.server_address[1])
 
-    def round_done(self, line: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """Update every metric from a round's summary line and per-client rows."""
-        self.round.set(line["round"])
-        for gauge, key in ((self.alma, "alma"), (self.global_accuracy, "global_accuracy")):
-            value = _finite(line.get(key))
+    def round_done(self, line: RoundRecord, rows: list[dict[str, Any]]) -> None:
+        """Update every metric from a round's record and per-client rows."""
+        self.round.set(line.round)
+        for gauge, measured in (
+            (self.alma, line.alma),
+            (self.global_accuracy, line.global_accuracy),
+        ):
+            value = _finite(measured)
             gauge.set(value if value is not None else math.nan)
         for row in rows:
             value = _finite(row.get("accuracy"))
             if value is not None:
                 self.client_accuracy.labels(self.experiment, str(row["client"])).set(value)
-        self.participants.set(line.get("participants", 0))
-        self.sent.inc(line.get("bytes_down", 0))
-        self.received.inc(line.get("bytes_up", 0))
-        self.duration.set(line.get("wall_seconds", 0.0))
-        for reason, n in (line.get("rejected_reasons") or {}).items():
+        self.participants.set(line.participants)
+        self.sent.inc(line.bytes_down)
+        self.received.inc(line.bytes_up)
+        self.duration.set(line.wall_seconds)
+        for reason, n in line.rejected_reasons.items():
             self.rejected.labels(self.experiment, reason).inc(n)
-        self.failed.inc(line.get("failed", 0))
+        self.failed.inc(line.failed)
 
     def close(self) -> None:
         if self.cfg.linger > 0:

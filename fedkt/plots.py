@@ -15,8 +15,12 @@ import numpy as np  # noqa: E402
 def accuracy_per_round(rounds: list[dict[str, Any]], path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["round"] for r in rounds]
-    for key, label in (("alma", "ALMA (own test split)"), ("global_accuracy", "global test (mean)"),
-                       ("worst_client_accuracy", "worst client"), ("local_alma", "after local training")):
+    for key, label in (
+        ("alma", "ALMA (own test split)"),
+        ("global_accuracy", "global test (mean)"),
+        ("worst_client_accuracy", "worst client"),
+        ("local_alma", "after local training"),
+    ):
         ys = [np.nan if r.get(key) is None else r[key] for r in rounds]
         if not all(np.isnan(ys)):
             ax.plot(xs, ys, marker="o", ms=3, label=label)
@@ -31,7 +35,9 @@ def accuracy_per_round(rounds: list[dict[str, Any]], path: Path, title: str = ""
     plt.close(fig)
 
 
-def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "", clients: list[int] | None = None) -> None:
+def fusion_heatmap(
+    weights: np.ndarray, path: Path, title: str = "", clients: list[int] | None = None
+) -> None:
     """Row n = the weights client n's target gives to each client m (NaN = absent).
     ``clients``: the partition ids of the rows/columns (default 0..k-1). The figure stays
     at most about 10 inches wide whatever k (1,000 participants make a 1,000 x 1,000
@@ -41,8 +47,13 @@ def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "", clients: li
     side = min(10.0, 1.2 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(side + 1.0, side))
     finite = weights[np.isfinite(weights)]
-    im = ax.imshow(np.ma.masked_invalid(weights), cmap="viridis", vmin=0, vmax=max(float(finite.max()) if finite.size else 0.0, 1e-9),
-                   interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_invalid(weights),
+        cmap="viridis",
+        vmin=0,
+        vmax=max(float(finite.max()) if finite.size else 0.0, 1e-9),
+        interpolation="nearest",
+    )
     ax.set_xlabel("teacher client m")
     ax.set_ylabel("receiving client n")
     if n <= 40:
@@ -52,7 +63,15 @@ def fusion_heatmap(weights: np.ndarray, path: Path, title: str = "", clients: li
         for i in range(n):
             for j in range(n):
                 if np.isfinite(weights[i, j]):
-                    ax.text(j, i, f"{weights[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+                    ax.text(
+                        j,
+                        i,
+                        f"{weights[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="w",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -73,7 +92,10 @@ def compare_final(table: dict, strategies: list[str], partitions: list[str], pat
     for j, s in enumerate(strategies):
         xs = np.arange(len(partitions)) + (j - (len(strategies) - 1) / 2) * width
         means = [table[p][s]["alma"][0] for p in partitions]
-        errs = [0 if not np.isfinite(table[p][s]["alma"][2]) else table[p][s]["alma"][2] for p in partitions]
+        errs = [
+            0 if not np.isfinite(table[p][s]["alma"][2]) else table[p][s]["alma"][2]
+            for p in partitions
+        ]
         ax.bar(xs, means, width, yerr=errs, capsize=2, label=s, color=colors[s])
     ax.set_xticks(range(len(partitions)))
     ax.set_xticklabels(partitions)
@@ -89,7 +111,9 @@ def compare_final(table: dict, strategies: list[str], partitions: list[str], pat
 
 def compare_rounds(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
     colors = _strategy_colors(strategies)
-    fig, axes = plt.subplots(1, len(partitions), figsize=(5 * len(partitions), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(partitions), figsize=(5 * len(partitions), 4), squeeze=False, sharey=True
+    )
     for ax, p in zip(axes[0], partitions):
         for s in strategies:
             ys = table[p][s]["alma_per_round"]
@@ -114,8 +138,14 @@ def compare_bytes(table: dict, strategies: list[str], partitions: list[str], pat
         for s in strategies:
             t = table[p][s]
             if np.isfinite(t["alma"][0]) and t["mbytes"] > 0:
-                ax.scatter(t["mbytes"], t["alma"][0], color=colors[s], marker=markers[i % len(markers)],
-                           label=s if i == 0 else None, s=40)
+                ax.scatter(
+                    t["mbytes"],
+                    t["alma"][0],
+                    color=colors[s],
+                    marker=markers[i % len(markers)],
+                    label=s if i == 0 else None,
+                    s=40,
+                )
     for i, p in enumerate(partitions):
         ax.scatter([], [], color="gray", marker=markers[i % len(markers)], label=p)
     ax.set_xscale("log")
@@ -130,7 +160,13 @@ def compare_bytes(table: dict, strategies: list[str], partitions: list[str], pat
 
 def compare_spread(table: dict, strategies: list[str], partitions: list[str], path: Path) -> None:
     """Per-client final accuracy (all seeds pooled): who is left behind by each strategy."""
-    fig, axes = plt.subplots(1, len(partitions), figsize=(max(5, 0.5 * len(strategies)) * len(partitions), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(partitions),
+        figsize=(max(5, 0.5 * len(strategies)) * len(partitions), 4),
+        squeeze=False,
+        sharey=True,
+    )
     for ax, p in zip(axes[0], partitions):
         data = [table[p][s]["client_accuracies"] or [np.nan] for s in strategies]
         ax.boxplot(data, tick_labels=strategies, showmeans=True)

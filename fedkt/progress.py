@@ -10,15 +10,26 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as _RichBar, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.progress import (
+    Progress as _RichBar,
+)
 from rich.table import Table
+
+from fedkt.rounds import RoundRecord
 
 
 class Progress:
     def start(self, rounds: int, clients: int) -> None: ...
     def phase(self, server_round: int, phase: str, expected: int) -> None: ...
     def client_done(self) -> None: ...
-    def round_done(self, line: dict[str, Any]) -> None: ...
+    def round_done(self, line: RoundRecord) -> None: ...
     def finish(self, summary: dict[str, Any]) -> None: ...
 
 
@@ -35,7 +46,7 @@ class RichProgress(Progress):
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
         self.bar: _RichBar | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.rounds = 0
         self.alma: float | None = None
 
@@ -43,26 +54,38 @@ class RichProgress(Progress):
         self.rounds = rounds
         if self.live:
             self.bar = _RichBar(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[alma]}"), TimeElapsedColumn(), console=self.console, transient=True,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[alma]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
             )
             self.bar.start()
             self.task = self.bar.add_task("starting", total=clients, alma="")
 
     def phase(self, server_round: int, phase: str, expected: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=f"round {server_round}/{self.rounds} {phase}", total=max(expected, 1), completed=0,
-                            alma=f"ALMA {_pct(self.alma)}")
+        if self.bar is not None and self.task is not None:
+            self.bar.update(
+                self.task,
+                description=f"round {server_round}/{self.rounds} {phase}",
+                total=max(expected, 1),
+                completed=0,
+                alma=f"ALMA {_pct(self.alma)}",
+            )
 
     def client_done(self) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.advance(self.task)
 
-    def round_done(self, line: dict[str, Any]) -> None:
-        self.alma = line.get("alma")
-        text = (f"round {line['round']}/{self.rounds}  clients {line['participants']}  ALMA {_pct(line.get('alma'))}"
-                f"  global {_pct(line.get('global_accuracy'))}  worst {_pct(line.get('worst_client_accuracy'))}"
-                f"  {line.get('wall_seconds', 0):.1f}s")
+    def round_done(self, line: RoundRecord) -> None:
+        self.alma = line.alma
+        text = (
+            f"round {line.round}/{self.rounds}  clients {line.participants}  ALMA {_pct(line.alma)}"
+            f"  global {_pct(line.global_accuracy)}  worst {_pct(line.worst_client_accuracy)}"
+            f"  {line.wall_seconds:.1f}s"
+        )
         if self.bar is not None:
             self.bar.console.print(text)
         else:
@@ -76,7 +99,12 @@ class RichProgress(Progress):
 
 def summary_table(summary: dict[str, Any], rounds: list[dict[str, Any]] | None = None) -> Table:
     """The short table a run ends with."""
-    t = Table(title=f"{summary['name']}: {summary['strategy']} on {summary['dataset']}, {summary['num_clients']} clients")
+    t = Table(
+        title=(
+            f"{summary['name']}: {summary['strategy']} on {summary['dataset']}, "
+            f"{summary['num_clients']} clients"
+        )
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("ALMA (final round)", _pct(summary.get("alma")))
@@ -84,6 +112,9 @@ def summary_table(summary: dict[str, Any], rounds: list[dict[str, Any]] | None =
     t.add_row("global-test accuracy (mean)", _pct(summary.get("global_accuracy")))
     t.add_row("worst client", _pct(summary.get("worst_client_accuracy")))
     t.add_row("rounds", str(summary.get("rounds")))
-    t.add_row("bytes up / down", f"{summary.get('bytes_up', 0) / 1e6:.2f} MB / {summary.get('bytes_down', 0) / 1e6:.2f} MB")
+    t.add_row(
+        "bytes up / down",
+        f"{summary.get('bytes_up', 0) / 1e6:.2f} MB / {summary.get('bytes_down', 0) / 1e6:.2f} MB",
+    )
     t.add_row("wall time", f"{summary.get('wall_seconds', 0):.1f} s")
     return t

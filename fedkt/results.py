@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from fedkt.config import ExperimentConfig
-from fedkt.faults import byzantine_clients
-from fedkt.recipes import resolve_strategy
+from fedkt.experiment import Experiment
+from fedkt.rounds import RoundRecord
 
 
 def default_out_dir(cfg: ExperimentConfig, base: str | os.PathLike[str] = "runs") -> Path:
@@ -59,7 +60,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _mean(values: list[float]) -> float | None:
+def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else None
 
@@ -75,87 +76,120 @@ def _round_of(line: str) -> int | None:
 def read_fusion_weights(out_dir: str | os.PathLike[str]) -> dict[int, tuple[list[int], np.ndarray]]:
     """A run's fusion weights: round -> (participants' partition ids, k x k weights)."""
     path = Path(out_dir) / "fusion_weights.jsonl"
-    out: dict[int, tuple[list[int], np.ndarray]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            out[int(rec["round"])] = ([int(c) for c in rec["clients"]], np.array(rec["weights"], dtype=float))
-    return out
+    if not path.exists():
+        return {}
+    return dict(_fusion_line(line) for line in path.read_text().splitlines())
+
+
+def _fusion_line(line: str) -> tuple[int, tuple[list[int], np.ndarray]]:
+    rec = json.loads(line)
+    return int(rec["round"]), (
+        [int(c) for c in rec["clients"]],
+        np.array(rec["weights"], dtype=float),
+    )
 
 
 class ResultsWriter:
     """Appends per-round results and writes the summary and plots at the end."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], cfg: ExperimentConfig, resume_round: int = 0) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike[str], exp: Experiment, resume_round: int = 0
+    ) -> None:
         """A fresh results directory, or (``resume_round`` = k > 0) the existing one with
         everything recorded after round k dropped: a run killed between writing round
         k + 1 and checkpointing it repeats that round exactly."""
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg = cfg
-        self.rounds: list[dict[str, Any]] = []
+        self.exp = exp
+        self.cfg = cfg = exp.config
+        self.rounds: list[RoundRecord] = []
         # Only the last round's fusion weights stay in memory (for the heat map); all
         # rounds are in fusion_weights.jsonl.
         self.last_weights: tuple[int, list[int], np.ndarray] | None = None
-        self.attackers = byzantine_clients(cfg)
+        self.attackers = exp.attackers
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
-        kept: dict[str, list[str]] = {"metrics.jsonl": [], "rounds.jsonl": [], "fusion_weights.jsonl": []}
+        kept: dict[str, list[str]] = {
+            "metrics.jsonl": [],
+            "rounds.jsonl": [],
+            "fusion_weights.jsonl": [],
+        }
         if resume_round > 0:
             for name in kept:
                 path = self.dir / name
                 lines = path.read_text().splitlines() if path.exists() else []
-                kept[name] = [line for line in lines if (_round_of(line) or resume_round + 1) <= resume_round]
-            self.rounds = [json.loads(line) for line in kept["rounds.jsonl"]]
+                kept[name] = [
+                    line for line in lines if (_round_of(line) or resume_round + 1) <= resume_round
+                ]
+            self.rounds = [RoundRecord.from_dict(json.loads(line)) for line in kept["rounds.jsonl"]]
             if kept["fusion_weights.jsonl"]:
-                last = json.loads(kept["fusion_weights.jsonl"][-1])
-                self.last_weights = (last["round"], last["clients"], np.array(last["weights"], dtype=float))
+                r, (clients, weights) = _fusion_line(kept["fusion_weights.jsonl"][-1])
+                self.last_weights = (r, clients, weights)
         for name, lines in kept.items():
             if name == "fusion_weights.jsonl" and not lines:
                 (self.dir / name).unlink(missing_ok=True)  # exists only for strategies that fuse
                 continue
             atomic_write(self.dir / name, "".join(line + "\n" for line in lines))
 
-    def add_round(self, server_round: int, rows: list[dict[str, Any]], info: dict[str, Any],
-                  fusion: tuple[list[int], np.ndarray] | None = None) -> dict[str, Any]:
-        """Record one round; returns its summary line (with ALMA etc.). ``fusion``: the
-        round's participants (partition ids) and their k x k fusion weights."""
+    def add_round(
+        self,
+        record: RoundRecord,
+        rows: list[dict[str, Any]],
+        fusion: tuple[list[int], np.ndarray] | None = None,
+    ) -> RoundRecord:
+        """Record one round: ``record`` carries the round's participation, bytes and
+        timing; the accuracies (ALMA, global, worst client, local_alma) are computed
+        here from the per-client ``rows``. ``fusion``: the round's participants
+        (partition ids) and their k x k fusion weights. Returns the completed record."""
+        server_round = record.round
         rows = sorted(rows, key=lambda r: r["client"])
         with open(self.dir / "metrics.jsonl", "a") as fh:
             for row in rows:
-                fh.write(json.dumps({"round": server_round, **{k: _clean(v) for k, v in row.items()}}) + "\n")
-        accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None and math.isfinite(r["accuracy"])]
-        line = {
-            "round": server_round,
-            "alma": _mean(accs),
-            "global_accuracy": _mean([r.get("global_accuracy") for r in rows]),
-            "worst_client_accuracy": float(min(accs)) if accs else None,
-            "local_alma": _mean([r.get("local_accuracy") for r in rows]),
-            "participants": len(rows),
-            **({"honest_alma": _mean([r.get("accuracy") for r in rows if r["client"] not in self.attackers])} if self.attackers else {}),
-            **{k: _clean(v) for k, v in info.items()},
-        }
-        self.rounds.append(line)
+                fh.write(
+                    json.dumps({"round": server_round, **{k: _clean(v) for k, v in row.items()}})
+                    + "\n"
+                )
+        accs = [
+            r["accuracy"]
+            for r in rows
+            if r.get("accuracy") is not None and math.isfinite(r["accuracy"])
+        ]
+        record = dataclasses.replace(
+            record,
+            alma=_mean(accs),
+            global_accuracy=_mean([r.get("global_accuracy") for r in rows]),
+            worst_client_accuracy=float(min(accs)) if accs else None,
+            local_alma=_mean([r.get("local_accuracy") for r in rows]),
+            participants=len(rows),
+            attacked=bool(self.attackers),
+            honest_alma=_mean(
+                [r.get("accuracy") for r in rows if r["client"] not in self.attackers]
+            )
+            if self.attackers
+            else None,
+        )
+        self.rounds.append(record)
         with open(self.dir / "rounds.jsonl", "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+            fh.write(json.dumps({k: _clean(v) for k, v in record.to_dict().items()}) + "\n")
         if fusion is not None:
             clients, weights = [int(c) for c in fusion[0]], np.asarray(fusion[1], dtype=float)
-            record = {"round": server_round, "clients": clients, "weights": [[_clean(float(v)) for v in row] for row in weights]}
+            line = {
+                "round": server_round,
+                "clients": clients,
+                "weights": [[_clean(float(v)) for v in row] for row in weights],
+            }
             with open(self.dir / "fusion_weights.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(line) + "\n")
             self.last_weights = (server_round, clients, weights)
-        return line
+        return record
 
     def finish(self, wall_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json and the plots; returns the summary."""
-        recipe = resolve_strategy(self.cfg)
-        counted = [r for r in self.rounds if r["alma"] is not None]
-        last = counted[-1] if counted else {}
+        counted = [r for r in self.rounds if r.alma is not None]
+        last = dataclasses.asdict(counted[-1]) if counted else {}
         summary = {
             "name": self.cfg.name,
             "strategy": self.cfg.strategy.name,
-            "knowledge": recipe.knowledge,
-            "fusion": recipe.fusion,
-            "loss": recipe.loss,
+            **self.exp.parts,
             "dataset": self.cfg.dataset,
             "num_clients": self.cfg.num_clients,
             "seed": self.cfg.seed,
@@ -163,20 +197,34 @@ class ResultsWriter:
             "alma": last.get("alma"),
             "alma_round": last.get("round"),
             "global_accuracy": last.get("global_accuracy"),
-            **({"honest_alma": last.get("honest_alma"), "byzantine_clients": sorted(self.attackers)} if self.attackers else {}),
+            **(
+                {
+                    "honest_alma": last.get("honest_alma"),
+                    "byzantine_clients": sorted(self.attackers),
+                }
+                if self.attackers
+                else {}
+            ),
             "worst_client_accuracy": last.get("worst_client_accuracy"),
-            "best_alma": max((r["alma"] for r in counted), default=None),
-            "alma_per_round": [r["alma"] for r in self.rounds],
-            "bytes_up": int(sum(r.get("bytes_up", 0) for r in self.rounds)),
-            "bytes_down": int(sum(r.get("bytes_down", 0) for r in self.rounds)),
+            "best_alma": max((r.alma for r in counted if r.alma is not None), default=None),
+            "alma_per_round": [r.alma for r in self.rounds],
+            "bytes_up": int(sum(r.bytes_up for r in self.rounds)),
+            "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
         from fedkt import plots
 
-        plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)
+        plots.accuracy_per_round(
+            [r.to_dict() for r in self.rounds], self.dir / "accuracy.png", title=self.cfg.name
+        )
         if self.last_weights is not None:
             r, clients, weights = self.last_weights
-            plots.fusion_heatmap(weights, self.dir / "fusion_weights.png", title=f"{self.cfg.name}: fusion weights, round {r}", clients=clients)
+            plots.fusion_heatmap(
+                weights,
+                self.dir / "fusion_weights.png",
+                title=f"{self.cfg.name}: fusion weights, round {r}",
+                clients=clients,
+            )
         return summary

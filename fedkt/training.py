@@ -6,6 +6,7 @@ the transfer set, knowledge-free evaluation. Plain tensors and index permutation
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from torch import nn
 
 from fedkt.config import DistillConfig, TrainConfig
 from fedkt.errors import ConfigError
+from fedkt.models import Classifier
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,7 +23,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA GPU here (use device: auto or cpu)")
+        raise ConfigError(
+            "device: 'cuda' was asked for but torch sees no CUDA GPU here (use device: auto or cpu)"
+        )
     return torch.device(name)
 
 
@@ -31,7 +35,9 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
-def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, optimizer: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     if optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -95,7 +101,9 @@ def train_supervised(
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
         if anchor is not None:
-            loss = loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+            loss = loss + 0.5 * proximal_mu * sum(
+                ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)
+            )
         return loss
 
     return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=cfg.amp)
@@ -110,14 +118,16 @@ def distill(
     generator: torch.Generator,
     labels: torch.Tensor | None = None,
     private: tuple[torch.Tensor, torch.Tensor] | None = None,
+    anchor_weight: float = 0.0,
     optimizer: str = "sgd",
     momentum: float = 0.9,
     amp: bool = False,
 ) -> float:
     """Fit ``model`` to ``target`` (one row per sample of ``x``) with ``loss_fn``.
 
-    With ``cfg.ce_weight > 0`` each step also adds lambda * CE on a private batch, which
-    anchors the student to its own data while it absorbs the fused knowledge.
+    With ``anchor_weight`` lambda > 0 and ``private`` data, each step also adds lambda * CE
+    on a private batch, which anchors the student to its own task while it absorbs the
+    fused knowledge.
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, optimizer, cfg.lr, momentum)
@@ -127,20 +137,28 @@ def distill(
         xb, tb = x[idx].to(device), target[idx].to(device)
         yb = labels[idx].to(device) if labels is not None else None
         if uses_features:
-            feats = model.embed(xb)
-            loss = loss_fn(model.head(feats), tb, yb, feats)
+            clf = cast(Classifier, model)  # feature losses need embed/head (every fedkt model)
+            feats = clf.embed(xb)
+            loss = loss_fn(clf.head(feats), tb, yb, feats)
         else:
             loss = loss_fn(model(xb), tb, yb)
-        if cfg.ce_weight > 0 and private is not None:
+        if anchor_weight > 0 and private is not None:
             pidx = torch.randint(len(private[0]), (len(idx),), generator=generator)
-            loss = loss + cfg.ce_weight * F.cross_entropy(model(private[0][pidx].to(device)), private[1][pidx].to(device))
+            loss = loss + anchor_weight * F.cross_entropy(
+                model(private[0][pidx].to(device)), private[1][pidx].to(device)
+            )
         return loss
 
     return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=amp)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_size: int = 1024) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """``fn(batch)`` (default: the model's logits) on ``x`` in eval mode, batch by batch,
     as float32 on CPU; the model's train/eval mode is restored afterwards."""
     fn = fn or model

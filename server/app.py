@@ -15,8 +15,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkt.config import load_config
+from fedkt.experiment import resolve
 from fedkt.results import default_out_dir
-from server.loop import run_experiment
+from fedkt.server.loop import run_experiment
 
 app = ServerApp()
 
@@ -36,4 +37,4 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(None if path in ("", "default") else _resolve(path), overrides)
     out = str(rc.get("out", "")) or str(default_out_dir(cfg))
     Path(out).mkdir(parents=True, exist_ok=True)
-    run_experiment(grid, cfg, out, resume=bool(rc.get("resume", False)))
+    run_experiment(grid, resolve(cfg), out, resume=bool(rc.get("resume", False)))

@@ -19,4 +19,7 @@ def prepare_environment() -> None:
     """Offline Flower with its own home, unless the user chose otherwise."""
     for key, value in FLOWER_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("FLWR_HOME", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedkt" / "flwr-home"))
+    os.environ.setdefault(
+        "FLWR_HOME",
+        str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedkt" / "flwr-home"),
+    )

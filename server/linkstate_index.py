@@ -48,7 +48,9 @@ def _index(state) -> dict[int, list[str]]:
     return index
 
 
-def indexed_get_message_ins(state, node_id: int, limit: int | None, *, run_id: int | None = None) -> list[Message]:
+def indexed_get_message_ins(
+    state, node_id: int, limit: int | None, *, run_id: int | None = None
+) -> list[Message]:
     """``InMemoryLinkState.get_message_ins`` with a per-node lookup (see module doc)."""
     if limit is not None and limit < 1:
         raise AssertionError("`limit` must be >= 1")
@@ -65,9 +67,12 @@ def indexed_get_message_ins(state, node_id: int, limit: int | None, *, run_id: i
             state._check_stored_messages({msg_id})
             msg = state.message_ins_store.get(msg_id)
             if msg is None or msg.metadata.delivered_at != "":
-                continue  # replied and deleted, expired, or already handed out: never returned again
+                # replied and deleted, expired, or already handed out: never returned again
+                continue
             kept.append(msg_id)
-            if msg.metadata.dst_node_id == node_id and (run_id is None or msg.metadata.run_id == run_id):
+            if msg.metadata.dst_node_id == node_id and (
+                run_id is None or msg.metadata.run_id == run_id
+            ):
                 found.append(msg)
         # Delivered ones leave the index below; the rest stay for the next poll.
         delivered = {m.metadata.message_id for m in found}
@@ -95,11 +100,17 @@ def install() -> bool:
         from flwr.server.superlink.linkstate import in_memory_linkstate
 
         needed = ("store_message_ins", "get_message_ins", "_check_stored_messages")
-        if not all(hasattr(InMemoryLinkState, name) for name in needed) or not hasattr(in_memory_linkstate, "now"):
-            _logger.warning("Flower's InMemoryLinkState changed; simulating without fedkt's message index")
+        if not all(hasattr(InMemoryLinkState, name) for name in needed) or not hasattr(
+            in_memory_linkstate, "now"
+        ):
+            _logger.warning(
+                "Flower's InMemoryLinkState changed; simulating without fedkt's message index"
+            )
             return False
         original_store = InMemoryLinkState.store_message_ins
-        ORIGINAL.update(store_message_ins=original_store, get_message_ins=InMemoryLinkState.get_message_ins)
+        ORIGINAL.update(
+            store_message_ins=original_store, get_message_ins=InMemoryLinkState.get_message_ins
+        )
 
         def store_message_ins(self, message: Message) -> str | None:
             with self.lock:

@@ -25,12 +25,15 @@ from fedkt import protocol as P
 from fedkt.checkpoint import checkpoint_dir, load_server, save_server
 from fedkt.config import ExperimentConfig
 from fedkt.errors import FedktError
+from fedkt.experiment import Experiment
 from fedkt.monitoring import MetricsExporter
 from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
+from fedkt.rounds import RoundRecord, RoundReport
 from fedkt.seeding import rng
-from server.wire import total_bytes
-from strategies import build_strategy
+from fedkt.server.wire import total_bytes
+from fedkt.strategies import build_strategy
+from fedkt.strategies.base import partition_of
 
 
 class ExperimentError(FedktError):
@@ -52,17 +55,35 @@ class NodeView(Grid):
         return getattr(self._grid, name)
 
     # Grid's abstract interface, forwarded explicitly.
-    def set_run(self, run_id): return self._grid.set_run(run_id)  # noqa: E704
+    def set_run(self, run_id):
+        return self._grid.set_run(run_id)  # noqa: E704
+
     @property
-    def run(self): return self._grid.run  # noqa: E704
-    def create_message(self, *a, **k): return self._grid.create_message(*a, **k)  # noqa: E704
-    def get_nodes(self): return [n for n in self._grid.get_nodes() if n.node_id in self._nodes]  # noqa: E704
-    def push_messages(self, messages): return self._grid.push_messages(messages)  # noqa: E704
-    def pull_messages(self, message_ids): return self._grid.pull_messages(message_ids)  # noqa: E704
-    def send_and_receive(self, messages, *, timeout=None): return self._grid.send_and_receive(messages, timeout=timeout)  # noqa: E704
+    def run(self):
+        return self._grid.run  # noqa: E704
+
+    def create_message(self, *a, **k):
+        return self._grid.create_message(*a, **k)  # noqa: E704
+
+    def get_nodes(self):
+        return [n for n in self._grid.get_nodes() if n.node_id in self._nodes]  # noqa: E704
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)  # noqa: E704
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)  # noqa: E704
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return self._grid.send_and_receive(messages, timeout=timeout)  # noqa: E704
 
 
-def exchange(grid: Grid, messages: Iterable[Message], timeout: float, on_reply: Callable[[Message], None] | None = None) -> list[Message]:
+def exchange(
+    grid: Grid,
+    messages: Iterable[Message],
+    timeout: float,
+    on_reply: Callable[[Message], None] | None = None,
+) -> list[Message]:
     """Push ``messages`` and collect replies as they arrive (``on_reply`` per reply) until
     all are in or ``timeout`` seconds pass; late clients are simply absent."""
     ids = set(grid.push_messages(list(messages)))
@@ -91,20 +112,34 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
         if len(nodes) >= wanted or time.monotonic() > deadline:
             return nodes
         if not announced and timeout > 5:
-            log(INFO, "waiting up to %.0fs for %d nodes (%d connected)", timeout, wanted, len(nodes))
+            log(
+                INFO, "waiting up to %.0fs for %d nodes (%d connected)", timeout, wanted, len(nodes)
+            )
             announced = True
         time.sleep(0.1)
 
 
-def handshake(grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_round: int = 0) -> tuple[dict[int, int], dict[int, str], int]:
+def handshake(
+    grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_round: int = 0
+) -> tuple[dict[int, int], dict[int, str], int]:
     """Send the config to every node (with where to checkpoint, and the round to resume
     from); learn partition id -> node id and architectures."""
     nodes = wait_for_nodes(grid, cfg.num_clients, cfg.wait_for_nodes)
     if len(nodes) < cfg.min_clients:
-        raise ExperimentError(f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}")
-    content = RecordDict({P.EXPERIMENT: ConfigRecord({
-        P.EXPERIMENT_KEY: cfg.to_json(), P.CHECKPOINT_DIR: checkpoints, P.RESUME_ROUND: resume_round,
-    })})
+        raise ExperimentError(
+            f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}"
+        )
+    content = RecordDict(
+        {
+            P.EXPERIMENT: ConfigRecord(
+                {
+                    P.EXPERIMENT_KEY: cfg.to_json(),
+                    P.CHECKPOINT_DIR: checkpoints,
+                    P.RESUME_ROUND: resume_round,
+                }
+            )
+        }
+    )
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     sent = total_bytes(msgs)
     # Cold nodes import torch and build their data here: a setup step, allowed as long as
@@ -114,23 +149,42 @@ def handshake(grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_r
     archs: dict[int, str] = {}
     for msg in replies:
         if msg.has_error():
-            log(WARNING, "node %s failed the handshake: %s", msg.metadata.src_node_id, msg.error.reason)
+            log(
+                WARNING,
+                "node %s failed the handshake: %s",
+                msg.metadata.src_node_id,
+                msg.error.reason,
+            )
             continue
         try:
             pid = int(msg.content[P.METRICS][P.PARTITION_ID])
             arch = str(msg.content[P.ARCH]["architecture"])
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-            log(WARNING, "node %s sent a malformed handshake reply; ignoring it", msg.metadata.src_node_id)
+            log(
+                WARNING,
+                "node %s sent a malformed handshake reply; ignoring it",
+                msg.metadata.src_node_id,
+            )
             continue
         if pid in mapping:
-            raise ExperimentError(f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}")
+            raise ExperimentError(
+                f"nodes {mapping[pid]} and {msg.metadata.src_node_id} both claim partition {pid}"
+            )
         mapping[pid] = msg.metadata.src_node_id
         archs[pid] = arch
         resumed = msg.content[P.METRICS].get(P.RESUMED_ROUND, -1)
         if resume_round > 0 and resumed < 0:
-            log(WARNING, "client %d has no checkpoint up to round %d: it restarts from its initial model", pid, resume_round)
+            log(
+                WARNING,
+                "client %d has no checkpoint up to round %d: it restarts from its initial model",
+                pid,
+                resume_round,
+            )
     if len(mapping) < cfg.min_clients:
-        raise ExperimentError(f"only {len(mapping)} of {len(nodes)} nodes completed the handshake (min_clients={cfg.min_clients})")
+        raise ExperimentError(
+            f"only {len(mapping)} of {len(nodes)} nodes completed the handshake "
+            f"(min_clients={cfg.min_clients})"
+        )
     if len(mapping) < cfg.num_clients:
         log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
     return mapping, archs, sent + total_bytes(replies)
@@ -142,35 +196,46 @@ def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round:
     k = min(len(available), max(cfg.min_clients, math.ceil(cfg.fraction * len(available))))
     if k == len(available):
         return sorted(available)
-    return sorted(rng(cfg.seed, "sample", server_round).choice(sorted(available), size=k, replace=False).tolist())
-
-
-def _partition(msg: Message) -> int:
-    try:
-        return int(msg.content[P.METRICS][P.PARTITION_ID])
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-        return -1
+    return sorted(
+        rng(cfg.seed, "sample", server_round)
+        .choice(sorted(available), size=k, replace=False)
+        .tolist()
+    )
 
 
 def _ordered(replies: list[Message]) -> list[Message]:
     """Replies sorted by partition id: aggregation order (hence float rounding) is then
     independent of arrival order, which keeps runs bit-for-bit reproducible."""
-    return sorted(replies, key=lambda m: (m.has_error(), _partition(m) if not m.has_error() else m.metadata.src_node_id))
+    return sorted(
+        replies,
+        key=lambda m: (
+            m.has_error(),
+            partition_of(m) if not m.has_error() else m.metadata.src_node_id,
+        ),
+    )
 
 
 def _aggregation_failed(phase: str, server_round: int, exc: Exception) -> str:
     """Log a failed aggregation (with its traceback, for bug reports) and describe it."""
     kind = "skipped" if isinstance(exc, InconsistentMessageReplies) else "failed"
     note = f"{phase} aggregation {kind}: {type(exc).__name__}: {exc}"
-    log(WARNING, "round %s: %s", server_round, note, exc_info=not isinstance(exc, InconsistentMessageReplies))
+    log(
+        WARNING,
+        "round %s: %s",
+        server_round,
+        note,
+        exc_info=not isinstance(exc, InconsistentMessageReplies),
+    )
     return note
 
 
-def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) -> list[dict[str, Any]]:
+def _rows(
+    train: list[Message], evaluate: list[Message], archs: dict[int, str]
+) -> list[dict[str, Any]]:
     """Per-client metrics of one round, merged from the train and evaluate replies."""
     rows: dict[int, dict[str, Any]] = {}
     for msg in [*train, *evaluate]:
-        pid = -1 if msg.has_error() else _partition(msg)
+        pid = -1 if msg.has_error() else partition_of(msg)
         if pid < 0:
             continue
         metrics = {k: v for k, v in dict(msg.content[P.METRICS]).items() if k != P.PARTITION_ID}
@@ -178,14 +243,6 @@ def _rows(train: list[Message], evaluate: list[Message], archs: dict[int, str]) 
         row = rows.setdefault(pid, {"client": pid, "architecture": archs.get(pid)})
         row.update(metrics)
     return list(rows.values())
-
-
-# Attributes of Flower's server optimisers (FedAdam & co.) that carry state across rounds.
-STATEFUL_ATTRIBUTES = ("current_arrays", "m_t", "v_t")
-
-
-def _strategy_state(strategy: Any) -> dict[str, Any]:
-    return {k: getattr(strategy, k) for k in STATEFUL_ATTRIBUTES if getattr(strategy, k, None) is not None}
 
 
 def _arrays_to_numpy(arrays: ArrayRecord) -> dict[str, Any]:
@@ -196,91 +253,129 @@ def _arrays_from_numpy(state: dict[str, Any]) -> ArrayRecord:
     return ArrayRecord(OrderedDict((k, Array(v)) for k, v in state.items()))
 
 
-def run_experiment(grid: Grid, cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, resume: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` on the nodes of ``grid`` and write its results to ``out_dir``,
+def run_experiment(
+    grid: Grid,
+    exp: Experiment,
+    out_dir: str,
+    progress: Progress | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run ``exp`` on the nodes of ``grid`` and write its results to ``out_dir``,
     checkpointing every round; ``resume`` continues from the directory's last checkpoint."""
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     saved = load_server(out_dir) if resume else None
-    writer = ResultsWriter(out_dir, cfg, resume_round=saved["round"] if saved else 0)
-    exporter = MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
+    writer = ResultsWriter(out_dir, exp, resume_round=saved["round"] if saved else 0)
+    cfg = exp.config
+    exporter = (
+        MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
+    )
     try:
-        return _rounds(grid, cfg, writer, progress, exporter, t_start, saved)
+        return _rounds(grid, exp, writer, progress, exporter, t_start, saved)
     finally:
         if exporter is not None:
             exporter.close()
 
 
-def _rounds(grid: Grid, cfg: ExperimentConfig, writer: ResultsWriter, progress: Progress,
-            exporter: MetricsExporter | None, t_start: float, saved: dict[str, Any] | None) -> dict[str, Any]:
+def _rounds(
+    grid: Grid,
+    exp: Experiment,
+    writer: ResultsWriter,
+    progress: Progress,
+    exporter: MetricsExporter | None,
+    t_start: float,
+    saved: dict[str, Any] | None,
+) -> dict[str, Any]:
+    cfg = exp.config
     first = saved["round"] + 1 if saved else 1
-    nodes, archs, setup_bytes = handshake(grid, cfg, str(checkpoint_dir(writer.dir).resolve() / "clients"), first - 1)
-    strategy, arrays = build_strategy(cfg, nodes)
+    nodes, archs, setup_bytes = handshake(
+        grid, cfg, str(checkpoint_dir(writer.dir).resolve() / "clients"), first - 1
+    )
+    strategy, arrays = build_strategy(exp, nodes)
     if saved:
         arrays = _arrays_from_numpy(saved["arrays"])
-        for key, value in saved["strategy"].items():
-            setattr(strategy, key, value)
+        strategy.load_state_dict(saved["strategy"])
         log(INFO, "resuming after round %d", saved["round"])
-    strategy.summary()
+    log(INFO, "%s", strategy.summary())
     progress.start(cfg.rounds, len(nodes))
     tick = lambda _msg: progress.client_done()  # noqa: E731
     for server_round in range(first, cfg.rounds + 1):
         t_round = time.perf_counter()
         sampled = [nodes[p] for p in sample_partitions(cfg, list(nodes), server_round)]
-        out = list(strategy.configure_train(server_round, arrays, ConfigRecord(), NodeView(grid, sampled)))
+        out = list(strategy.configure_train(server_round, arrays, NodeView(grid, sampled)))
         progress.phase(server_round, "train", len(out))
         replies = _ordered(exchange(grid, out, cfg.round_timeout, tick))
         down, up = total_bytes(out), total_bytes(replies)
         note = ""
+        report = RoundReport()
         valid = sum(1 for m in replies if not m.has_error())
         if valid < cfg.min_clients:
-            # Too few survivors: no aggregation this round (the global model / targets stay as they were).
-            new_arrays, note = None, f"skipped: {valid} of {len(out)} sampled clients replied, min_clients is {cfg.min_clients}"
+            # Too few survivors: no aggregation this round (the global model and targets stay).
+            note = (
+                f"skipped: {valid} of {len(out)} sampled clients replied, "
+                f"min_clients is {cfg.min_clients}"
+            )
             log(WARNING, "round %s: %s", server_round, note)
         else:
             try:
-                new_arrays, _ = strategy.aggregate_train(server_round, replies)
+                new_arrays, report = strategy.aggregate_train(server_round, replies)
             except Exception as exc:  # noqa: BLE001 - a bad round must not lose the run
                 new_arrays, note = None, _aggregation_failed("train", server_round, exc)
-        if new_arrays is not None:
-            arrays = new_arrays
+            if new_arrays is not None:
+                arrays = new_arrays
         answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
         ev_out: list[Message] = []
         ev_replies: list[Message] = []
         if valid >= cfg.min_clients:
-            ev_out = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), NodeView(grid, answered)))
+            ev_out = list(
+                strategy.configure_evaluate(server_round, arrays, NodeView(grid, answered))
+            )
             progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
             ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
             down += total_bytes(ev_out)
             up += total_bytes(ev_replies)
-            try:
-                strategy.aggregate_evaluate(server_round, ev_replies)
-            except Exception as exc:  # noqa: BLE001
-                note = note or _aggregation_failed("evaluate", server_round, exc)
         failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
         failed |= set(sampled) - {m.metadata.src_node_id for m in replies}
-        failed |= {m.metadata.dst_node_id for m in ev_out} - {m.metadata.src_node_id for m in ev_replies}
-        rejected = [r for r in getattr(strategy, "rejected", []) if r["round"] == server_round]
-        info = {
-            "sampled": len(out),
-            "replied": valid,
-            "failed": len(failed),
-            "rejected": len(rejected),
-            "rejected_reasons": dict(sorted(Counter(r.get("category", "invalid") for r in rejected).items())),
-            "skipped": bool(getattr(strategy, "skipped", False)) or bool(note),
-            **({"note": note} if note else {}),
-            "bytes_up": up,
-            "bytes_down": down,
-            "wall_seconds": round(time.perf_counter() - t_round, 3),
+        failed |= {m.metadata.dst_node_id for m in ev_out} - {
+            m.metadata.src_node_id for m in ev_replies
         }
+        record = RoundRecord(
+            round=server_round,
+            sampled=len(out),
+            replied=valid,
+            failed=len(failed),
+            rejected=len(report.rejected),
+            rejected_reasons=dict(sorted(Counter(r.category for r in report.rejected).items())),
+            skipped=report.skipped or bool(note),
+            note=note,
+            bytes_up=up,
+            bytes_down=down,
+            wall_seconds=round(time.perf_counter() - t_round, 3),
+        )
         rows = _rows(replies, ev_replies, archs)
-        weights = getattr(strategy, "weights", None)
-        line = writer.add_round(server_round, rows, info, None if weights is None else (strategy.participants, weights))
-        save_server(writer.dir, server_round, {"arrays": _arrays_to_numpy(arrays), "strategy": _strategy_state(strategy)})
+        fusion = (
+            None if report.fusion_weights is None else (report.participants, report.fusion_weights)
+        )
+        line = writer.add_round(record, rows, fusion)
+        save_server(
+            writer.dir,
+            server_round,
+            {"arrays": _arrays_to_numpy(arrays), "strategy": strategy.state_dict()},
+        )
         progress.round_done(line)
         if exporter is not None:
             exporter.round_done(line, rows)
-        log(INFO, "round %d: ALMA %s, %d clients, %.1fs", server_round, line["alma"], line["participants"], info["wall_seconds"])
-    summary = writer.finish(time.perf_counter() - t_start, {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]})
+        log(
+            INFO,
+            "round %d: ALMA %s, %d clients, %.1fs",
+            server_round,
+            line.alma,
+            line.participants,
+            record.wall_seconds,
+        )
+    summary = writer.finish(
+        time.perf_counter() - t_start,
+        {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]},
+    )
     progress.finish(summary)
     return summary

@@ -1,7 +1,8 @@
 """Run an experiment in Flower's simulation engine, in this process.
 
-The ServerApp runs :func:`server.loop.run_experiment`; the ClientApp is the very one
-that real SuperNodes run (``clients.app:app``), with one virtual SuperNode per client.
+The ServerApp runs :func:`fedkt.server.loop.run_experiment`; the ClientApp is the very
+one that real SuperNodes run (``fedkt.clients.app:app``), with one virtual SuperNode per
+client.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 
 from fedkt.config import ExperimentConfig
 from fedkt.errors import ConfigError, FedktError
+from fedkt.experiment import Experiment, resolve
 from fedkt.progress import Progress
+from fedkt.server.environment import prepare_environment
 from fedkt.training import resolve_device
-from server.environment import prepare_environment
-
 
 AUTO_GPU_SHARE = 0.25
 
@@ -30,28 +31,36 @@ def gpu_share(cfg: ExperimentConfig, device: torch.device) -> float:
     if share is None:
         return AUTO_GPU_SHARE if device.type == "cuda" else 0.0
     if device.type == "cuda" and share == 0:
-        raise ConfigError("simulation.num_gpus_per_client: 0 leaves simulated clients without the GPU that device asks for")
+        raise ConfigError(
+            "simulation.num_gpus_per_client: 0 leaves simulated clients without the GPU that "
+            "device asks for"
+        )
     return float(share)
 
 
-def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = None, verbose: bool = False,
-             resume: bool = False) -> dict[str, Any]:
+def simulate(
+    cfg: ExperimentConfig | Experiment,
+    out_dir: str,
+    progress: Progress | None = None,
+    verbose: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return the summary.
     ``resume``: continue the run in ``out_dir`` from its last checkpoint."""
     prepare_environment()
-    from fedkt.data.federation import federation_for
-
+    exp = cfg if isinstance(cfg, Experiment) else resolve(cfg)
+    cfg = exp.config
     # Build the data layout here first: a layout the config cannot produce (transfer set too
     # large, a client left without data, ...) is then a one-line error before any worker starts.
-    federation_for(cfg)
+    exp.federation()
     device = resolve_device(cfg.device)  # device: cuda without a GPU is a one-line error here
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from clients.app import app as client_app
-    from server.linkstate_index import install as index_messages_by_node
-    from server.loop import run_experiment
+    from fedkt.clients.app import app as client_app
+    from fedkt.server.linkstate_index import install as index_messages_by_node
+    from fedkt.server.loop import run_experiment
 
     index_messages_by_node()  # Flower's per-poll scan is quadratic in the number of clients
 
@@ -61,7 +70,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            outcome["summary"] = run_experiment(grid, cfg, out_dir, progress, resume=resume)
+            outcome["summary"] = run_experiment(grid, exp, out_dir, progress, resume=resume)
         except BaseException as exc:  # surfaced after the engine has shut down
             outcome["error"] = exc
 
@@ -85,8 +94,11 @@ def simulate(cfg: ExperimentConfig, out_dir: str, progress: Progress | None = No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run_simulation(
-                server_app=server_app, client_app=client_app, num_supernodes=cfg.num_clients,
-                backend_config=backend_config, verbose_logging=verbose,
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=cfg.num_clients,
+                backend_config=backend_config,
+                verbose_logging=verbose,
             )
     finally:
         flwr_logger.setLevel(old_level)

@@ -1,7 +1,8 @@
-"""Flower strategies composed from fedkt's registered transfer parts."""
+"""Flower strategies composed from fedkt's methods (installed as ``fedkt.strategies``)."""
 
-from strategies.ensemble_distillation import EnsembleDistillation
-from strategies.knowledge_transfer import KnowledgeTransfer
-from strategies.registry import LocalOnly, build_strategy
+from fedkt.strategies.base import LocalOnly, RoundStrategy
+from fedkt.strategies.build import build_strategy
+from fedkt.strategies.knowledge_transfer import KnowledgeTransfer
+from fedkt.strategies.weight_averaging import WeightAveraging
 
-__all__ = ["EnsembleDistillation", "KnowledgeTransfer", "LocalOnly", "build_strategy"]
+__all__ = ["KnowledgeTransfer", "LocalOnly", "RoundStrategy", "WeightAveraging", "build_strategy"]

@@ -1,170 +1,219 @@
-"""One Flower strategy for every knowledge-based method.
+"""One Flower-facing strategy for every knowledge-based method.
 
-The method is whatever parts it is built from (``fedkt.recipes``): the strategy only
-validates the knowledge clients send, calls the fusion, and addresses one personalised
-target per client with Flower's Message API. Client sampling happens outside (the round
-loop hands ``configure_train`` a grid showing only the sampled nodes), so every
-strategy, including Flower's own FedAvg, samples the same clients under one seed.
+The method (:class:`fedkt.method.Method`, resolved into an :class:`Experiment`) decides
+everything method-specific: the parts, the transfer rows of a round, the server step.
+This strategy only validates what clients send, calls the fusion and the method's
+server step, and addresses one personalised target per client with Flower's Message API.
+Client sampling happens outside (the round loop shows ``configure_train`` only the
+sampled nodes), so every strategy samples the same clients under one seed.
 
 Round shape, following KnFu's four steps on Flower's train/evaluate phases:
-``train``    -> clients train locally and reply knowledge;
-``aggregate_train``  -> validate + fuse, one target per participant;
-``evaluate`` -> each participant receives its own target, distils it, evaluates.
+``train`` -> clients train locally and reply knowledge (and weights, for methods that
+share them); ``aggregate_train`` -> validate, fuse, server step; ``evaluate`` -> each
+participant receives its own target (and/or the server's model), distils, evaluates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from logging import INFO, WARNING
+from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedkt import protocol as P
 from fedkt.errors import KnowledgeError
-from fedkt.recipes import ResolvedStrategy
+from fedkt.experiment import Experiment
+from fedkt.learner import initial_model_seed
+from fedkt.models import build_model
+from fedkt.rounds import Rejection, RoundReport
+from fedkt.strategies.base import RoundStrategy, round_config
+from fedkt.training import resolve_device
+
+Accepted = tuple[int, np.ndarray, np.ndarray, Message]  # partition, knowledge, counts, reply
 
 
-class KnowledgeTransfer(Strategy):
+class KnowledgeTransfer(RoundStrategy):
     """Knowledge exchange + server-side fusion, personalised per client.
 
     Parameters
     ----------
-    recipe : ResolvedStrategy
-        The parts (knowledge, fusion, loss) this run composes.
+    exp : Experiment
+        The resolved experiment (method, parts, data shape).
     nodes : dict[int, int]
         Partition id -> Flower node id, learnt from the handshake.
-    num_classes : int
-        Number of classes (expected knowledge width).
-    rows : int
-        Expected knowledge rows for transfer-set knowledge (transfer size or subset).
-    min_clients : int
-        Fewest valid replies for a round's fusion to take place.
     """
 
-    def __init__(self, recipe: ResolvedStrategy, nodes: dict[int, int], num_classes: int, rows: int, min_clients: int = 1) -> None:
-        self.recipe = recipe
+    def __init__(self, exp: Experiment, nodes: dict[int, int]) -> None:
+        assert exp.knowledge is not None and exp.fusion is not None
+        self.exp = exp
+        self.method = exp.method
+        self.knowledge = exp.knowledge
+        self.fusion = exp.fusion
         self.nodes = dict(sorted(nodes.items()))
         self.partition_of = {node: pid for pid, node in self.nodes.items()}
-        self.num_classes = num_classes
-        self.knowledge = recipe.make_knowledge()
-        self.fusion = recipe.make_fusion()
-        self.rows = num_classes if self.knowledge.domain == "class" else rows
-        self.min_clients = min_clients
+        self.min_clients = exp.config.min_clients
         self.targets: dict[int, np.ndarray] = {}
         self.participants: list[int] = []
-        # (k, k) fusion weights over this round's participants (partition ids in
-        # ``participants`` order): O(participants^2), never O(clients^2).
-        self.weights: np.ndarray | None = None
-        self.rejected: list[dict[str, object]] = []
-        self.skipped = False
-        self.accepted_replies: dict[int, Message] = {}
-
-    def _config(self, server_round: int, config: ConfigRecord) -> ConfigRecord:
-        return ConfigRecord({**dict(config), P.SERVER_ROUND: server_round})
+        # The server's copy of the model, for methods that share weights (averaged into,
+        # then handed to the method's server step).
+        self.model = None
+        if self.method.shares_weights:
+            arch = exp.architectures[0]
+            self.model = build_model(
+                arch,
+                exp.input_shape,
+                exp.num_classes,
+                seed=initial_model_seed(exp.config.seed, arch),
+            )
+            self.model.to(resolve_device(exp.config.device))
 
     # ------------------------------------------------------------------ train
-    def train_content(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
-        return RecordDict({P.CONFIG: self._config(server_round, config)})
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        self.targets, self.participants, self.weights, self.skipped = {}, [], None, False
-        self.accepted_replies = {}
-        content = self.train_content(server_round, arrays, config)
+    def configure_train(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
+        self.targets, self.participants = {}, []
+        content = RecordDict({P.CONFIG: round_config(server_round)})
+        if self.method.shares_weights:
+            content[P.ARRAYS] = arrays
         return [
             Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
             for node in sorted(grid.get_node_ids(), key=lambda n: self.partition_of.get(n, n))
             if node in self.partition_of
         ]
 
-    def reject(self, server_round: int, msg: Message, reason: str, category: str = "invalid") -> None:
-        self.rejected.append({"round": server_round, "node": msg.metadata.src_node_id, "reason": reason, "category": category})
-        log(WARNING, "round %s: rejected reply from node %s: %s", server_round, msg.metadata.src_node_id, reason)
+    def _accept(self, msg: Message, rows: int, width: int | None) -> Accepted:
+        """(partition id, knowledge, counts, reply) of a well-formed reply; raises otherwise."""
+        metrics = msg.content[P.METRICS]
+        pid, count = int(metrics[P.PARTITION_ID]), float(metrics[P.NUM_EXAMPLES])
+        if self.nodes.get(pid) != msg.metadata.src_node_id:
+            raise KnowledgeError(
+                f"reply claims partition {pid}, which belongs to another node", "identity"
+            )
+        if not count > 0:
+            raise KnowledgeError(f"reply reports {count:g} training samples", "counts")
+        record = msg.content[P.KNOWLEDGE]
+        counts = record[P.COUNTS].numpy() if P.COUNTS in record else None
+        values, counts = self.knowledge.validate(
+            record[P.VALUES].numpy(), counts, rows, self.exp.num_classes
+        )
+        if width is not None and values.shape[1] != width:
+            raise KnowledgeError(
+                f"knowledge has width {values.shape[1]}, other clients send {width}", "shape"
+            )
+        if self.model is not None:
+            expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+            try:
+                shapes = {k: tuple(a.shape) for k, a in msg.content[P.ARRAYS].items()}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise KnowledgeError(f"unusable weights ({exc})") from None
+            if shapes != expected:
+                raise KnowledgeError(
+                    "unusable weights (its weights do not match the global model's layers)"
+                )
+        return pid, values, (np.asarray([count]) if counts is None else counts), msg
 
-    def _accept(self, server_round: int, msg: Message, width: int | None) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """(partition id, knowledge, counts) of a well-formed reply; records why otherwise."""
-        if msg.has_error():
-            return None
-        try:
-            metrics = msg.content[P.METRICS]
-            pid, count = int(metrics[P.PARTITION_ID]), float(metrics[P.NUM_EXAMPLES])
-            if self.nodes.get(pid) != msg.metadata.src_node_id:
-                raise KnowledgeError(f"reply claims partition {pid}, which belongs to another node", "identity")
-            if not count > 0:
-                raise KnowledgeError(f"reply reports {count:g} training samples", "counts")
-            record = msg.content[P.KNOWLEDGE]
-            counts = record[P.COUNTS].numpy() if P.COUNTS in record else None
-            values, counts = self.knowledge.validate(record[P.VALUES].numpy(), counts, self.rows, self.num_classes)
-            if width is not None and values.shape[1] != width:
-                raise KnowledgeError(f"knowledge has width {values.shape[1]}, other clients send {width}", "shape")
-            self.accepted_replies[pid] = msg
-            return pid, values, (np.asarray([count]) if counts is None else counts)
-        except (KnowledgeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            if isinstance(exc, KnowledgeError):
-                self.reject(server_round, msg, str(exc), exc.reason)
-            else:
-                self.reject(server_round, msg, f"malformed reply ({type(exc).__name__}: {exc})", "malformed")
-            return None
-
-    def accepted_knowledge(self, server_round: int, replies: Iterable[Message]) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        accepted: list[tuple[int, np.ndarray, np.ndarray]] = []
+    def accepted(
+        self, server_round: int, replies: Iterable[Message], report: RoundReport
+    ) -> list[Accepted]:
+        """Valid replies in partition order; every other reply is recorded in ``report``."""
+        rows = self.exp.knowledge_rows(server_round)
+        out: list[Accepted] = []
         width = None
         for msg in replies:
-            item = self._accept(server_round, msg, width)
-            if item is not None:
-                accepted.append(item)
-                width = item[1].shape[1]
-        return sorted(accepted, key=lambda item: item[0])
+            if msg.has_error():
+                continue
+            try:
+                item = self._accept(msg, rows, width)
+            except KnowledgeError as exc:
+                self._reject(server_round, msg, str(exc), exc.reason, report)
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                self._reject(
+                    server_round,
+                    msg,
+                    f"malformed reply ({type(exc).__name__}: {exc})",
+                    "malformed",
+                    report,
+                )
+                continue
+            out.append(item)
+            width = item[1].shape[1]
+        return sorted(out, key=lambda item: item[0])
 
-    def fuse(self, accepted: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Fuse, store one target per participant and the weight matrix; returns targets."""
-        values = np.stack([v for _, v, _ in accepted])
-        counts = np.stack([c for _, _, c in accepted])
-        counts = counts[:, 0] if counts.shape[1] == 1 else counts
-        result = self.fusion.fuse(values, counts)
-        self.targets = {pid: result.targets[i] for i, pid in enumerate(self.participants)}
-        self.weights = np.asarray(result.weights, dtype=float)
-        return result.targets
+    @staticmethod
+    def _reject(
+        server_round: int, msg: Message, reason: str, category: str, report: RoundReport
+    ) -> None:
+        report.rejected.append(Rejection(msg.metadata.src_node_id, reason, category))
+        log(
+            WARNING,
+            "round %s: rejected reply from node %s: %s",
+            server_round,
+            msg.metadata.src_node_id,
+            reason,
+        )
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        accepted = self.accepted_knowledge(server_round, replies)
-        self.participants = [pid for pid, _, _ in accepted]
+    def aggregate_train(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, RoundReport]:
+        report = RoundReport()
+        accepted = self.accepted(server_round, replies, report)
+        self.participants = report.participants = [pid for pid, _, _, _ in accepted]
         if len(accepted) < self.min_clients:
-            self.skipped = True
-            log(WARNING, "round %s: %d valid replies < min_clients=%d, no fusion", server_round, len(accepted), self.min_clients)
-            return None, None
-        self.fuse(accepted)
-        return None, MetricRecord({"participants": len(self.participants)})
+            report.skipped = True
+            log(
+                WARNING,
+                "round %s: %d valid replies < min_clients=%d, no fusion",
+                server_round,
+                len(accepted),
+                self.min_clients,
+            )
+            return None, report
+        values = np.stack([v for _, v, _, _ in accepted])
+        counts = np.stack([c for _, _, c, _ in accepted])
+        result = self.fusion.fuse(values, counts[:, 0] if counts.shape[1] == 1 else counts)
+        report.fusion_weights = np.asarray(result.weights, dtype=float)
+        arrays = None
+        if self.model is not None:
+            averaged = aggregate_arrayrecords(
+                [
+                    RecordDict({P.ARRAYS: m.content[P.ARRAYS], P.METRICS: m.content[P.METRICS]})
+                    for *_, m in accepted
+                ],
+                P.NUM_EXAMPLES,
+            )
+            self.model.load_state_dict(averaged.to_torch_state_dict())
+        targets = self.method.server_step(self.exp, self.model, result.targets, server_round)
+        if self.model is not None:
+            arrays = ArrayRecord(self.model.state_dict())
+        self.targets = (
+            {} if targets is None else {pid: targets[i] for i, pid in enumerate(self.participants)}
+        )
+        return arrays, report
 
     # --------------------------------------------------------------- evaluate
-    def evaluate_content(self, server_round: int, pid: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
-        content = RecordDict({P.CONFIG: self._config(server_round, config)})
-        if pid in self.targets:
-            content[P.TARGET] = ArrayRecord({P.VALUES: Array(self.targets[pid])})
-        return content
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, grid: Grid
+    ) -> list[Message]:
+        """Every participant that sent valid knowledge is evaluated, with its target
+        (and the server's model, for methods that share weights)."""
+        messages = []
+        for pid in self.participants:
+            content = RecordDict({P.CONFIG: round_config(server_round)})
+            if pid in self.targets:
+                content[P.TARGET] = ArrayRecord({P.VALUES: Array(self.targets[pid])})
+            if self.method.shares_weights:
+                content[P.ARRAYS] = arrays
+            messages.append(
+                Message(content, dst_node_id=self.nodes[pid], message_type=MessageType.EVALUATE)
+            )
+        return messages
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """Every participant that sent valid knowledge is evaluated (with its target)."""
-        return [
-            Message(self.evaluate_content(server_round, pid, arrays, config), dst_node_id=self.nodes[pid], message_type=MessageType.EVALUATE)
-            for pid in self.participants
-        ]
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        accs = []
-        for m in replies:
-            try:
-                accs.append(float(m.content[P.METRICS]["accuracy"]))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue  # an error reply or one without metrics: counted by the round loop
-        if not accs:
-            return None
-        return MetricRecord({"alma": float(np.mean(accs)), "worst_client_accuracy": float(np.min(accs))})
-
-    def summary(self) -> None:
-        r = self.recipe
-        log(INFO, "\t├── strategy %s: knowledge=%s fusion=%s loss=%s", r.name, r.knowledge, r.fusion, r.loss)
-        log(INFO, "\t└── %d clients, min_clients %d", len(self.nodes), self.min_clients)
+    def summary(self) -> str:
+        parts = self.exp.parts
+        return (
+            f"strategy {self.exp.name}: knowledge={parts['knowledge']} fusion={parts['fusion']} "
+            f"loss={parts['loss']}, {len(self.nodes)} clients, min_clients {self.min_clients}"
+        )

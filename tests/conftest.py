@@ -13,11 +13,11 @@ os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedkt-flwr-home-"))
 @pytest.fixture
 def tiny_cfg():
     """A few clients on digits: seconds per run through the real simulation engine."""
+    from tiny import TINY
+
     from fedkt.config import load_config
 
     def make(*overrides: str):
-        base = ["num_clients=4", "rounds=2", "train.epochs=2", "distill.epochs=1", "transfer.size=200",
-                "evaluation.client_test_size=100", "evaluation.global_test_size=200"]
-        return load_config(None, base + list(overrides))
+        return load_config(None, TINY + list(overrides))
 
     return make

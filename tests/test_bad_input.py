@@ -11,10 +11,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedkt.cli import EXIT_USER_ERROR, main
+from fedkt.cli import EXIT_USER_ERROR
 from fedkt.config import ExperimentConfig
+from fedkt.server.cli import main
 
-SETTINGS = settings(max_examples=int(os.environ.get("FEDKT_HYPOTHESIS_EXAMPLES", "80")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("FEDKT_HYPOTHESIS_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def _field_paths(model, prefix=""):
@@ -31,11 +36,25 @@ def _field_paths(model, prefix=""):
 
 FIELDS = _field_paths(ExperimentConfig)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(string.printable, max_size=12),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=6), inner, max_size=3), max_leaves=6)
-KEYS = st.one_of(st.sampled_from(FIELDS), st.text(string.ascii_letters + "._", min_size=1, max_size=15))
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.text(string.ascii_lowercase, min_size=1, max_size=6), inner, max_size=3
+        )
+    ),
+    max_leaves=6,
+)
+KEYS = st.one_of(
+    st.sampled_from(FIELDS), st.text(string.ascii_letters + "._", min_size=1, max_size=15)
+)
 
 
 def _outcome(capsys, argv):
@@ -57,7 +76,10 @@ def _outcome(capsys, argv):
 def test_random_overrides_give_success_or_one_line(capsys, pairs):
     argv = ["run", "--check"]
     for key, value in pairs:
-        argv += ["--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        argv += [
+            "--set",
+            f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",  # noqa: E501
+        ]
     _outcome(capsys, argv)
 
 
@@ -78,8 +100,28 @@ def test_random_file_bytes_give_success_or_one_line(capsys, tmp_path_factory, te
     _outcome(capsys, ["compare", "--check", str(path)])
 
 
-TOKENS = st.sampled_from(["run", "compare", "data", "list", "fetch", "strategies", "--set", "--out", "--check",
-                          "--quiet", "rounds=2", "nope", "-x", "--data-dir", "imagenet", "=", "a.b=", ""])
+TOKENS = st.sampled_from(
+    [
+        "run",
+        "compare",
+        "data",
+        "list",
+        "fetch",
+        "strategies",
+        "--set",
+        "--out",
+        "--check",
+        "--quiet",
+        "rounds=2",
+        "nope",
+        "-x",
+        "--data-dir",
+        "imagenet",
+        "=",
+        "a.b=",
+        "",
+    ]
+)
 
 
 @SETTINGS
@@ -94,11 +136,17 @@ def test_random_command_lines_give_success_or_one_line(capsys, argv):
     assert code in (0, EXIT_USER_ERROR)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["run", "--check", "--set", "faults.crash=2"], "faults.crash: Input should be less than or equal to 1"),
-    (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["nonsense"], "invalid choice: 'nonsense'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (
+            ["run", "--check", "--set", "faults.crash=2"],
+            "faults.crash: Input should be less than or equal to 1",
+        ),
+        (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+    ],
+)
 def test_examples_of_one_line_errors(capsys, argv, needle):
     code, err = _outcome(capsys, argv)
     assert code == EXIT_USER_ERROR and needle in err

@@ -6,7 +6,6 @@ import csv
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_peak_memory_sees_a_child_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(2)"])
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); "
+            "time.sleep(2)",
+        ]
+    )
     with PeakMemory(child.pid, interval=0.05) as mem:
         child.wait()
     assert mem.peak > 250 * MIB
@@ -29,15 +37,42 @@ def test_peak_memory_sees_a_child_process():
 
 @pytest.mark.slow
 def test_overhead_benchmark_prints_its_table():
-    proc = _bench("benchmarks.overhead", "--clients", "3", "--rounds", "2", "--dataset", "digits",
-                  "--samples-per-client", "60", "--transfer-size", "100", "--modes", "parallel")
+    proc = _bench(
+        "benchmarks.overhead",
+        "--clients",
+        "3",
+        "--rounds",
+        "2",
+        "--dataset",
+        "digits",
+        "--samples-per-client",
+        "60",
+        "--transfer-size",
+        "100",
+        "--modes",
+        "parallel",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "fedkt vs plain PyTorch" in proc.stdout and "fedkt parallel" in proc.stdout and "plain, 1 thread" in proc.stdout
+    assert (
+        "fedkt vs plain PyTorch" in proc.stdout
+        and "fedkt parallel" in proc.stdout
+        and "plain, 1 thread" in proc.stdout
+    )
 
 
 @pytest.mark.slow
 def test_scale_benchmark_prints_its_table():
-    proc = _bench("benchmarks.scale", "--points", "6:0.5", "--rounds", "2", "--dataset", "digits", "--transfer-size", "100")
+    proc = _bench(
+        "benchmarks.scale",
+        "--points",
+        "6:0.5",
+        "--rounds",
+        "2",
+        "--dataset",
+        "digits",
+        "--transfer-size",
+        "100",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("6 "))
     cells = [c.strip() for c in row.strip("│").split("│")]
@@ -48,22 +83,38 @@ def test_scale_benchmark_prints_its_table():
 
 @pytest.mark.slow
 def test_communication_benchmark_prints_its_table():
-    proc = _bench("benchmarks.communication", "--config", "simulations/default.yaml", "--rounds", "1", "--strategies", "fkd", "fedavg")
+    proc = _bench(
+        "benchmarks.communication",
+        "--config",
+        "simulations/default.yaml",
+        "--rounds",
+        "1",
+        "--strategies",
+        "fkd",
+        "fedavg",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all(name in proc.stdout for name in ("local", "fkd", "fedavg", "MB up / round"))
 
 
 def test_benchmarks_reject_bad_arguments_in_one_line():
-    for argv in (("benchmarks.scale", "--points", "ten"), ("benchmarks.communication", "--strategies", "nope"),
-                 ("benchmarks.overhead", "--modes", "fast"),
-                 ("benchmarks.communication", "--dataset", "nope", "--strategies", "fkd")):
+    for argv in (
+        ("benchmarks.scale", "--points", "ten"),
+        ("benchmarks.communication", "--strategies", "nope"),
+        ("benchmarks.overhead", "--modes", "fast"),
+        ("benchmarks.communication", "--dataset", "nope", "--strategies", "fkd"),
+    ):
         proc = _bench(*argv)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr and ": error: " in proc.stderr
+        assert (
+            proc.returncode == 2 and "Traceback" not in proc.stderr and ": error: " in proc.stderr
+        )
         assert len(proc.stderr.strip().splitlines()[-1]) < 300
 
 
 def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "simulations/knfu_paper/reproduce.py")
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", ROOT / "simulations/knfu_paper/reproduce.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -75,7 +126,15 @@ def _write_results(path: Path, alma: dict) -> None:
         w.writeheader()
         for (strategy, partition), values in alma.items():
             for seed, a in enumerate(values):
-                w.writerow({"strategy": strategy, "partition": partition, "seed": seed, "alma": a, "wall_seconds": 1.0})
+                w.writerow(
+                    {
+                        "strategy": strategy,
+                        "partition": partition,
+                        "seed": seed,
+                        "alma": a,
+                        "wall_seconds": 1.0,
+                    }
+                )
 
 
 def test_claims_are_decided_from_paired_seeds(tmp_path):
@@ -102,7 +161,9 @@ def test_claims_are_decided_from_paired_seeds(tmp_path):
     results = r.read_results(tmp_path / "results.csv")
     assert r.claim_matches(results, ["small", "large"])[1] is False
     lines, verdict, word = r.claim_local(results, ["small", "large"])
-    assert verdict is None and word.startswith("**partly supported**: local training beats FKD but not KnFu")
+    assert verdict is None and word.startswith(
+        "**partly supported**: local training beats FKD but not KnFu"
+    )
     assert any("| large | local − knfu | -1.7 ± 0.6 | 3 | worse | - |" in line for line in lines)
     mean, std, p, n = r.paired(results, "small", 0.5, "knfu", "fkd")
     assert n == 3 and mean == pytest.approx(-11.0) and p < 0.05
@@ -110,13 +171,22 @@ def test_claims_are_decided_from_paired_seeds(tmp_path):
 
 def test_reproduction_document_is_written(tmp_path):
     r = _reproduce()
-    alma = {(s, f"{size}-alpha{a}"): [0.5 + 0.1 * i, 0.55 + 0.1 * i] for i, s in enumerate(r.STRATEGY_ORDER)
-            for size in ("small", "large") for a in ("0.1", "0.5", "5")}
+    alma = {
+        (s, f"{size}-alpha{a}"): [0.5 + 0.1 * i, 0.55 + 0.1 * i]
+        for i, s in enumerate(r.STRATEGY_ORDER)
+        for size in ("small", "large")
+        for a in ("0.1", "0.5", "5")
+    }
     out = tmp_path / "grid"
     out.mkdir()
     _write_results(out / "results.csv", alma)
     doc = tmp_path / "docs" / "RESULTS.md"
-    assert r.write_document(out, doc, ROOT / "simulations/knfu_paper/compare_mnist.yaml", "python simulations/knfu_paper/reproduce.py")
+    assert r.write_document(
+        out,
+        doc,
+        ROOT / "simulations/knfu_paper/compare_mnist.yaml",
+        "python simulations/knfu_paper/reproduce.py",
+    )
     text = doc.read_text()
     assert "| large | 0.1 |" in text and "**82.5 ± 3.5**" in text  # fedavg best here, bold
     assert (tmp_path / "docs" / "results" / "grid_alma_vs_alpha.png").stat().st_size > 10_000
@@ -133,8 +203,15 @@ def test_knfu_self_weight_reads_both_weight_formats(tmp_path):
     new.mkdir(parents=True)
     old.mkdir(parents=True)
     (new / "fusion_weights.jsonl").write_text(
-        json.dumps({"round": 1, "clients": [0, 1], "weights": [[0.5, 0.5], [0.5, 0.5]]}) + "\n"
-        + json.dumps({"round": 2, "clients": [0, 1], "weights": [[0.9, 0.1], [0.3, 0.7]]}) + "\n")
-    (old / "fusion_weights.json").write_text(json.dumps({"2": [[0.6, 0.4], [0.4, 0.6]], "10": [[1.0, 0.0], [0.0, 1.0]]}))
+        json.dumps({"round": 1, "clients": [0, 1], "weights": [[0.5, 0.5], [0.5, 0.5]]})
+        + "\n"
+        + json.dumps({"round": 2, "clients": [0, 1], "weights": [[0.9, 0.1], [0.3, 0.7]]})
+        + "\n"
+    )
+    (old / "fusion_weights.json").write_text(
+        json.dumps({"2": [[0.6, 0.4], [0.4, 0.6]], "10": [[1.0, 0.0], [0.0, 1.0]]})
+    )
     assert r.knfu_self_weight(tmp_path, "large", 0.1) == pytest.approx((0.8 + 1.0) / 2)
-    assert r.knfu_self_weight(tmp_path, "small", 0.1) != r.knfu_self_weight(tmp_path, "small", 0.1)  # NaN: no cells
+    assert r.knfu_self_weight(tmp_path, "small", 0.1) != r.knfu_self_weight(
+        tmp_path, "small", 0.1
+    )  # NaN: no cells

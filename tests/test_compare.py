@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from fedkt.compare import DEFAULT_COMPARISON, confidence_interval, load_compare, run_compare
-from fedkt.config import load_config
 from fedkt.errors import ConfigError
+from fedkt.experiment import resolve
 from fedkt.results import ResultsWriter
+from fedkt.rounds import RoundRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,11 +83,14 @@ def _fake_run(calls):
 
     def run(cfg, cdir):
         calls.append(cfg.name)
-        writer = ResultsWriter(cdir, cfg)
+        writer = ResultsWriter(cdir, resolve(cfg))
         rng = np.random.default_rng(len(cfg.name) + cfg.seed)
         for r in range(1, cfg.rounds + 1):
-            rows = [{"client": i, "accuracy": float(rng.uniform(0.5, 1)), "global_accuracy": 0.5} for i in range(cfg.num_clients)]
-            writer.add_round(r, rows, {"bytes_up": 1000 * r, "bytes_down": 500}, None)
+            rows = [
+                {"client": i, "accuracy": float(rng.uniform(0.5, 1)), "global_accuracy": 0.5}
+                for i in range(cfg.num_clients)
+            ]
+            writer.add_round(RoundRecord(round=r, bytes_up=1000 * r, bytes_down=500), rows, None)
         return writer.finish(1.0)
 
     return run
@@ -140,15 +144,18 @@ def test_report_statistics_match_cells(tmp_path):
 
 @pytest.mark.slow
 def test_cli_compare_end_to_end_and_resume(tmp_path):
-    cfg = _write(tmp_path, """
+    cfg = _write(
+        tmp_path,
+        """
 name: e2e
 set: [rounds=2, num_clients=3, train.epochs=2, distill.epochs=1, transfer.size=150]
 strategies: [fedavg, fkd]
 partitions: [{name: dirichlet, alpha: 0.5}]
 seeds: [0, 1]
-""")
+""",
+    )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fedkt", "compare", str(cfg), "--out", str(out)]
+    cmd = [sys.executable, "-m", "fedkt.server", "compare", str(cfg), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out / "results.csv") as fh:

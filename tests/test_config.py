@@ -7,6 +7,7 @@ import pytest
 
 from fedkt.config import build_config, load_config
 from fedkt.errors import ConfigError
+from fedkt.experiment import resolve
 
 
 @pytest.mark.parametrize(
@@ -17,47 +18,139 @@ from fedkt.errors import ConfigError
         (["partition.alhpa=1"], "partition.alhpa: unknown field"),
         (["roundz=3"], "roundz: unknown field"),
         (["num_clients=ten"], "num_clients: Input should be a valid integer"),
-        (["strategy=nope"], "unknown strategy 'nope' (choose one of: dsfl, fd, fedadam, fedavg, feddf, fedmd, fedproto, fedprox, fkd, knfu, local)"),
-        (["strategy=fedavg", "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]"], "strategy 'fedavg' averages model weights, so every client needs the same architecture"),
-        (["strategy=fedprox", "strategy.server_params.mu=1"], "strategy.server_params: strategy 'fedprox' has no parameter 'mu' (accepts: proximal_mu)"),
-        (["strategy=fkd", "strategy.loss=ce_kl"], "strategy.loss: 'ce_kl' needs labels on the transfer set; set transfer.labelled: true"),
-        (["strategy=fkd", "strategy.loss=mae"], "strategy.loss: 'mae' needs logits targets but 'soft_labels' knowledge gives probs"),
-        (["strategy=fedmd", "strategy.fusion=knfu"], "strategy.fusion: 'knfu' cannot fuse 'logits' knowledge"),
+        (
+            ["strategy=nope"],
+            "unknown strategy 'nope' (choose one of: dsfl, fd, fedadam, fedavg, feddf, fedmd, "
+            "fedproto, fedprox, fkd, knfu, local)",
+        ),
+        (
+            [
+                "strategy=fedavg",
+                "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]",
+            ],
+            "strategy 'fedavg' averages model weights, so every client needs the same architecture",
+        ),
+        (
+            ["strategy=fedprox", "strategy.params.mu=1"],
+            "strategy.params: strategy 'fedprox' has no parameter 'mu' (accepts: proximal_mu)",
+        ),
+        (
+            ["strategy=fkd", "strategy.loss=ce_kl"],
+            "strategy.loss: 'ce_kl' needs labels on the transfer set; set transfer.labelled: true",
+        ),
+        (
+            ["strategy=fkd", "strategy.loss=mae"],
+            "strategy.loss: 'mae' needs logits targets but 'soft_labels' knowledge gives probs",
+        ),
+        (
+            ["strategy=fedmd", "strategy.fusion=knfu"],
+            "strategy.fusion: 'knfu' cannot fuse 'logits' knowledge",
+        ),
         (["strategy=fkd", "strategy.loss=proto"], "strategy.loss: 'proto' needs embedding targets"),
         (["strategy.fusion=nope"], "strategy.fusion: unknown fusion 'nope'"),
-        (["strategy.fusion_params.betta=2"], "strategy.fusion_params: fusion 'knfu' has no parameter 'betta' (accepts: beta, threshold, top_k, include_self)"),
-        (["strategy=local", "strategy.fusion=mean"], "strategy.fusion: strategy 'local' exchanges no knowledge"),
+        (
+            ["strategy.fusion_params.betta=2"],
+            "strategy.fusion_params: fusion 'knfu' has no parameter 'betta' (accepts: beta, "
+            "threshold, top_k, include_self)",
+        ),
+        (
+            ["strategy=local", "strategy.fusion=mean"],
+            "strategy.fusion: strategy 'local' exchanges no knowledge",
+        ),
         (["model=transformer"], "unknown model 'transformer'"),
         (["dataset=imagenet"], "dataset: unknown dataset 'imagenet'"),
         (["model.tiers=[{name: mlp, fraction: 0.3}]"], "tier fractions must sum to 1"),
         (["min_clients=20"], "min_clients (20) exceeds num_clients (10)"),
         (["partition.name=weird"], "partition.name: Input should be"),
         (["rounds"], "expected KEY=VALUE"),
-        (["strategy=feddf", "strategy.transfer_subset=10"], "strategy.transfer_subset: 'feddf' distils the mean"),
-        (["strategy=fedprox", "strategy.server_params.proximal_mu=-1"], "must be a number >= 0"),
-        (["strategy=fedprox", "strategy.server_params.proximal_mu=abc"], "must be a number >= 0"),
-        (["strategy=fedproto", "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-fedavg, fraction: 0.5}]"], "one embedding size"),
-        (["strategy=fd", "strategy.fusion=mean"], "strategy.fusion: 'mean' cannot fuse 'class_logits'"),
+        (["strategy=feddf", "strategy.fusion=kd_dp"], "strategy.fusion: 'feddf' distils the mean"),
+        (
+            ["strategy=feddf", "strategy.params.subset=10"],
+            "strategy.params: strategy 'feddf' has no parameter 'subset'",
+        ),
+        (
+            ["strategy=fedmd", "strategy.params.subset=0"],
+            "strategy.params.subset: subset must be an integer >= 1",
+        ),
+        (
+            ["strategy=fedmd", "strategy.transfer_subset=10"],
+            "strategy.transfer_subset is now part of strategy.params",
+        ),
+        (["strategy=fedprox", "strategy.params.proximal_mu=-1"], "must be a number >= 0"),
+        (["strategy=fedprox", "strategy.params.proximal_mu=abc"], "must be a number >= 0"),
+        (["plugins=['not a module']"], "plugins: 'not a module' is not a module name"),
+        (["plugins=[no_such_fedkt_plugin]"], "plugins: cannot import 'no_such_fedkt_plugin'"),
+        (
+            [
+                "strategy=fedproto",
+                "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-fedavg, fraction: 0.5}]",
+            ],
+            "one embedding size",
+        ),
+        (
+            ["strategy=fd", "strategy.fusion=mean"],
+            "strategy.fusion: 'mean' cannot fuse 'class_logits'",
+        ),
         (["strategy.fusion_params.include_self=maybe"], "include_self must be true or false"),
         (["strategy.fusion_params.top_k=1.5"], "top_k must be an integer"),
         (["rounds.x=1"], "rounds: Input should be a valid integer (got a section)"),
-        (["strategy.loss_params=3"], "strategy.loss_params: Input should be a valid dictionary (got 3)"),
-        (["strategy.fusion=sade"], "strategy.fusion: 'sade' learns from 2 view(s) of each transfer sample; set transfer.views: 2"),
+        (
+            ["strategy.loss_params=3"],
+            "strategy.loss_params: Input should be a valid dictionary (got 3)",
+        ),
+        (
+            ["strategy.fusion=sade"],
+            "strategy.fusion: 'sade' learns from 2 view(s) of each transfer sample; set "
+            "transfer.views: 2",
+        ),
         (["transfer.views=3"], "transfer.views: Input should be less than or equal to 2"),
-        (["strategy=fkd", "strategy.loss=gt_weighted", "transfer.labelled=true", "strategy.loss_params.alpha=often"], "alpha must be a number in [0, 1] or 'auto'"),
-        (["strategy=fedavg", "model.student=mlp"], "model.student: strategy 'fedavg' averages model weights; teacher/student clients need a knowledge-based strategy"),
+        (
+            [
+                "strategy=fkd",
+                "strategy.loss=gt_weighted",
+                "transfer.labelled=true",
+                "strategy.loss_params.alpha=often",
+            ],
+            "alpha must be a number in [0, 1] or 'auto'",
+        ),
+        (
+            ["strategy=fedavg", "model.student=mlp"],
+            "model.student: strategy 'fedavg' averages model weights; teacher/student clients "
+            "need a knowledge-based strategy",
+        ),
         (["model.student=gpt"], "model.student: unknown model 'gpt'"),
-        (["model.evaluates=student"], "model.evaluates: 'student' needs a student model (set model.student)"),
-        (["model.student=mlp", "model.student_loss=proto"], "model.student_loss: 'proto' distils embeddings"),
-        (["model.student=mlp", "model.student_loss=nope"], "model.student_loss: unknown loss 'nope'"),
-        (["model.student=mlp", "model.student_loss_params.alpha=2", "model.student_loss=gt_weighted"], "model.student_loss_params: loss 'gt_weighted': alpha must be"),
+        (
+            ["model.evaluates=student"],
+            "model.evaluates: 'student' needs a student model (set model.student)",
+        ),
+        (
+            ["model.student=mlp", "model.student_loss=proto"],
+            "model.student_loss: 'proto' distils embeddings",
+        ),
+        (
+            ["model.student=mlp", "model.student_loss=nope"],
+            "model.student_loss: unknown loss 'nope'",
+        ),
+        (
+            [
+                "model.student=mlp",
+                "model.student_loss_params.alpha=2",
+                "model.student_loss=gt_weighted",
+            ],
+            "model.student_loss_params: loss 'gt_weighted': alpha must be",
+        ),
         (["device=tpu"], "device: Input should be 'auto', 'cpu' or 'cuda'"),
-        (["simulation.num_gpus_per_client=2"], "simulation.num_gpus_per_client: Input should be less than or equal to 1"),
+        (
+            ["simulation.num_gpus_per_client=2"],
+            "simulation.num_gpus_per_client: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_bad_config_is_one_line_error(overrides, message):
+    """Schema errors come from load_config, name/part/pairing errors from resolve: both
+    are one line naming the field."""
     with pytest.raises(ConfigError) as exc:
-        load_config(None, overrides)
+        resolve(load_config(None, overrides))
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
 
@@ -67,7 +160,10 @@ def test_overrides_and_shorthands():
     assert cfg.strategy.name == "local" and cfg.partition.alpha == 0.1 and cfg.rounds == 3
     cfg = build_config({"strategy": "fkd"}, ["strategy.temperature=2"])
     assert cfg.strategy.name == "fkd" and cfg.strategy.temperature == 2.0
-    cfg = build_config({"strategy": {"name": "knfu", "fusion_params": {"beta": 5}}}, ["strategy.fusion_params.top_k=3"])
+    cfg = build_config(
+        {"strategy": {"name": "knfu", "fusion_params": {"beta": 5}}},
+        ["strategy.fusion_params.top_k=3"],
+    )
     assert cfg.strategy.fusion_params == {"beta": 5, "top_k": 3}
 
 
@@ -90,7 +186,7 @@ def test_shipped_configs_validate():
     paths = sorted(Path(__file__).parents[1].joinpath("simulations").rglob("*.yaml"))
     assert paths
     for path in paths:
-        load_compare(path) if path.name.startswith("compare") else load_config(path)
+        load_compare(path) if path.name.startswith("compare") else resolve(load_config(path))
 
 
 def test_default_yaml_equals_builtin_default():
@@ -102,28 +198,44 @@ def test_default_yaml_equals_builtin_default():
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["run", "--set", "rounds=-1"], "fedkt: error: rounds: Input should be greater than or equal to 1"),
+        (
+            ["run", "--set", "rounds=-1"],
+            "fedkt: error: rounds: Input should be greater than or equal to 1",
+        ),
         (["run", "nope.yaml"], "fedkt: error: config file nope.yaml does not exist"),
         (["data", "fetch", "imagenet"], "fedkt: error: unknown dataset 'imagenet'"),
     ],
 )
 def test_cli_user_errors_exit_2_without_traceback(argv, needle):
-    proc = subprocess.run([sys.executable, "-m", "fedkt", *argv], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedkt.server", *argv], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_cli_help_documents_every_field():
-    proc = subprocess.run([sys.executable, "-m", "fedkt", "run", "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedkt.server", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0
-    for key in ("partition.alpha", "transfer.size", "strategy.fusion_params", "distill.ce_weight", "--set", "--out"):
+    for key in (
+        "partition.alpha",
+        "transfer.size",
+        "strategy.fusion_params",
+        "distill.ce_weight",
+        "--set",
+        "--out",
+    ):
         assert key in proc.stdout
 
 
-
 def test_layout_errors_surface_before_the_simulation_starts(tmp_path):
-    from server.simulation import simulate
+    from fedkt.server.simulation import simulate
 
     cfg = load_config(None, ["transfer.size=5000"])
     with pytest.raises(ConfigError, match="transfer.size: 5000 leaves no private data"):

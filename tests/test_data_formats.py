@@ -12,10 +12,24 @@ import pytest
 
 from fedkt.data import fetch as fetch_mod
 from fedkt.data.formats import read_cifar_batch, read_idx, write_idx
-from fedkt.data.sources import CIFAR_DIR, CIFAR_TRAIN, DatasetSpec, FileCheck, _idx_loader, _load_cifar10, load_dataset, verify_files
+from fedkt.data.sources import (
+    CIFAR_DIR,
+    CIFAR_TRAIN,
+    DatasetSpec,
+    FileCheck,
+    _idx_loader,
+    _load_cifar10,
+    load_dataset,
+    verify_files,
+)
 from fedkt.errors import DataError
 
-IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+IDX_NAMES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
 
 
 def _write_mnist_like(folder: Path, n_train=20, n_test=10) -> None:
@@ -55,8 +69,11 @@ def _write_cifar(folder: Path, per_batch=4) -> None:
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in (*CIFAR_TRAIN, "test_batch"):
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [int(i) for i in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(i) for i in rng.integers(0, 10, per_batch)],
+            b"batch_label": name.encode(),
+        }
         with open(base / name, "wb") as fh:
             pickle.dump(batch, fh, protocol=2)
 
@@ -67,7 +84,9 @@ def test_cifar_python_batches(tmp_path):
     assert ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (4, 3, 32, 32)
     assert ds.input_shape == (3, 32, 32)
     first = pickle.load(open(tmp_path / CIFAR_DIR / "data_batch_1", "rb"), encoding="bytes")
-    assert np.array_equal(ds.train_x[0].reshape(-1), first[b"data"][0])  # row-major CHW, as published
+    assert np.array_equal(
+        ds.train_x[0].reshape(-1), first[b"data"][0]
+    )  # row-major CHW, as published
     (tmp_path / "junk").write_bytes(b"\x80\x04junk")
     with pytest.raises(DataError, match="not a CIFAR python batch"):
         read_cifar_batch(tmp_path / "junk")
@@ -88,7 +107,9 @@ def test_corrupted_file_fails_checksum_with_clear_message(tmp_path):
 
 
 def _fixture_spec(folder: Path, sources) -> DatasetSpec:
-    checks = tuple(FileCheck(n, hashlib.sha256((folder / n).read_bytes()).hexdigest()) for n in IDX_NAMES)
+    checks = tuple(
+        FileCheck(n, hashlib.sha256((folder / n).read_bytes()).hexdigest()) for n in IDX_NAMES
+    )
     return DatasetSpec("fixture", "test", checks, _idx_loader("fixture", 0.5, 0.5), tuple(sources))
 
 
@@ -127,11 +148,21 @@ def test_fetch_from_mirror_verifies_and_falls_back(tmp_path, http_server, monkey
 def test_fetch_failure_names_every_place_tried(tmp_path, http_server, monkeypatch):
     src, url = http_server
     # The mirror serves files whose digest does not match the spec: must be refused.
-    wrong = DatasetSpec("fixture", "t", tuple(FileCheck(n, "0" * 64) for n in IDX_NAMES), _idx_loader("f", 0, 1),
-                        (fetch_mod.UrlSource((url,)), fetch_mod.NpmSource("fedkt-no-such-package-xyz@0.0.1", "data")))
+    wrong = DatasetSpec(
+        "fixture",
+        "t",
+        tuple(FileCheck(n, "0" * 64) for n in IDX_NAMES),
+        _idx_loader("f", 0, 1),
+        (
+            fetch_mod.UrlSource((url,)),
+            fetch_mod.NpmSource("fedkt-no-such-package-xyz@0.0.1", "data"),
+        ),
+    )
     monkeypatch.setattr(fetch_mod.DATASETS, "create", lambda name, *a, **k: wrong)
     with pytest.raises(DataError) as exc:
         fetch_mod.fetch("fixture", tmp_path / "d", log=lambda m: None)
     msg = str(exc.value)
     assert "\n" not in msg and "could not obtain fixture" in msg
-    assert str(tmp_path / "d") in msg and url in msg and "npm package fedkt-no-such-package-xyz" in msg
+    assert (
+        str(tmp_path / "d") in msg and url in msg and "npm package fedkt-no-such-package-xyz" in msg
+    )

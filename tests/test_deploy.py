@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from processes import alive, children, processes_mentioning, start_time, stop_tree
 
 pytestmark = pytest.mark.slow
@@ -71,11 +70,15 @@ def _established_to(port: int, pid: int) -> bool:
     return False
 
 
-def _run_node(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 90) -> tuple[int, str]:
+def _run_node(
+    cmd: list[str], env: dict[str, str], log: Path, timeout: float = 90
+) -> tuple[int, str]:
     """Run a SuperNode to its end; its superexec child shares its process group and is
     stopped with it (it would otherwise hold the output pipe open)."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = proc.wait(timeout)
         finally:
@@ -94,16 +97,30 @@ def deployment(tmp_path_factory):
         pytest.skip("needs openssl and ssh-keygen")
     bin_dir = Path(sys.executable).parent
     home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     fleet, control, *node_ports = _free_ports(2 + NODES + 2)
     certs, keys, logs = tmp_path / "certs", tmp_path / "keys", tmp_path / "logs"
     logs.mkdir()
-    run = lambda *cmd, **kw: subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=120, **kw)  # noqa: E731
+
+    def run(*cmd, **kw):
+        return subprocess.run(
+            [str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=120, **kw
+        )
+
     started: list[subprocess.Popen] = []
 
     def start(name: str, *cmd, **extra_env) -> subprocess.Popen:
-        proc = subprocess.Popen([str(c) for c in cmd], env={**env, **extra_env}, stdout=open(logs / f"{name}.log", "w"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd],
+            env={**env, **extra_env},
+            stdout=open(logs / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         started.append(proc)
         return proc
 
@@ -111,16 +128,45 @@ def deployment(tmp_path_factory):
         assert run(SCRIPTS / "make-certs.sh", certs, "127.0.0.1", "localhost").returncode == 0
         for i in range(NODES + 1):  # node3's key is made but never registered
             assert run(SCRIPTS / "make-node-key.sh", keys, f"node{i}").returncode == 0
-        superlink = start("superlink", SCRIPTS / "superlink.sh", certs,
-                          FLEET_ADDRESS=f"127.0.0.1:{fleet}", CONTROL_HOST="127.0.0.1", CONTROL_PORT=str(control))
+        superlink = start(
+            "superlink",
+            SCRIPTS / "superlink.sh",
+            certs,
+            FLEET_ADDRESS=f"127.0.0.1:{fleet}",
+            CONTROL_HOST="127.0.0.1",
+            CONTROL_PORT=str(control),
+        )
         log = logs / "superlink.log"
-        _wait_for(lambda: "Uvicorn running" in log.read_text() and "Starting Fleet API" in log.read_text(), 60, "the SuperLink")
-        assert run(SCRIPTS / "connection.sh", "fedkt-test", f"127.0.0.1:{control}", certs / "ca.crt").returncode == 0
-        reg = run(SCRIPTS / "register-nodes.sh", "fedkt-test", *[keys / f"node{i}.key.pub" for i in range(NODES)])
+        _wait_for(
+            lambda: (
+                "Uvicorn running" in log.read_text() and "Starting Fleet API" in log.read_text()
+            ),
+            60,
+            "the SuperLink",
+        )
+        assert (
+            run(
+                SCRIPTS / "connection.sh", "fedkt-test", f"127.0.0.1:{control}", certs / "ca.crt"
+            ).returncode
+            == 0
+        )
+        reg = run(
+            SCRIPTS / "register-nodes.sh",
+            "fedkt-test",
+            *[keys / f"node{i}.key.pub" for i in range(NODES)],
+        )
         assert reg.returncode == 0, reg.stdout + reg.stderr
         nodes = [
-            start(f"node{i}", SCRIPTS / "supernode.sh", f"127.0.0.1:{fleet}", certs / "ca.crt", keys / f"node{i}.key", i,
-                  tmp_path / f"data{i}", CLIENTAPPIO_PORT=str(node_ports[i]))
+            start(
+                f"node{i}",
+                SCRIPTS / "supernode.sh",
+                f"127.0.0.1:{fleet}",
+                certs / "ca.crt",
+                keys / f"node{i}.key",
+                i,
+                tmp_path / f"data{i}",
+                CLIENTAPPIO_PORT=str(node_ports[i]),
+            )
             for i in range(NODES)
         ]
 
@@ -132,8 +178,18 @@ def deployment(tmp_path_factory):
             return sum(1 for n in listed if n.get("status") == "online") == NODES
 
         _wait_for(online, 90, f"{NODES} SuperNodes online", step=2)
-        yield {"run": run, "env": env, "tmp": tmp_path, "fleet": fleet, "certs": certs, "keys": keys,
-               "superlink": superlink, "nodes": nodes, "logs": logs, "spare_ports": node_ports[NODES:]}
+        yield {
+            "run": run,
+            "env": env,
+            "tmp": tmp_path,
+            "fleet": fleet,
+            "certs": certs,
+            "keys": keys,
+            "superlink": superlink,
+            "nodes": nodes,
+            "logs": logs,
+            "spare_ports": node_ports[NODES:],
+        }
     finally:
         # Collect every descendant first: Flower's superexec processes outlive their parents.
         pids = [p.pid for p in started]
@@ -152,35 +208,60 @@ def deployment(tmp_path_factory):
                 proc.kill()
                 proc.wait()
         stopped = stop_tree(sorted(tree | set(processes_mentioning(str(home)))))
-        left = [pid for pid, started in {**stopped, **born}.items() if started is not None and alive(pid, started)]
+        left = [
+            pid
+            for pid, started in {**stopped, **born}.items()
+            if started is not None and alive(pid, started)
+        ]
         assert not left, f"processes left running: {left}"
 
 
 def test_secure_deployment_runs_knfu_over_grpc(deployment):
     d = deployment
     out = d["tmp"] / "results"
-    overrides = "rounds=2,num_clients=3,wait_for_nodes=60,train.epochs=1,distill.epochs=1,evaluation.client_test_size=100"
+    overrides = (
+        "rounds=2,num_clients=3,wait_for_nodes=60,train.epochs=1,distill.epochs=1,"
+        "evaluation.client_test_size=100"
+    )
     proc = subprocess.run(
-        ["flwr", "run", ".", "fedkt-test", "--stream", "--run-config", f"overrides='{overrides}' out='{out}'"],
-        cwd=ROOT, env=d["env"], capture_output=True, text=True, timeout=240,
+        [
+            "flwr",
+            "run",
+            ".",
+            "fedkt-test",
+            "--stream",
+            "--run-config",
+            f"overrides='{overrides}' out='{out}'",
+        ],
+        cwd=ROOT,
+        env=d["env"],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_id = re.search(r"started run (\d+)", proc.stdout).group(1)
-    status = json.loads(d["run"]("flwr", "ls", "fedkt-test", "--run-id", run_id, "--format", "json").stdout)
+    status = json.loads(
+        d["run"]("flwr", "ls", "fedkt-test", "--run-id", run_id, "--format", "json").stdout
+    )
     assert "finished:completed" in json.dumps(status), status
     # results in the same form as a simulation's
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2 and summary["num_clients"] == 3
     assert 0.0 < summary["alma"] <= 1.0 and summary["bytes_up"] > 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sorted({r["client"] for r in rows}) == [0, 1, 2] and len(rows) == 6  # distinct partitions
+    assert (
+        sorted({r["client"] for r in rows}) == [0, 1, 2] and len(rows) == 6
+    )  # distinct partitions
     for name in ("config.yaml", "rounds.jsonl", "fusion_weights.jsonl", "accuracy.png"):
         assert (out / name).exists(), name
     # the SuperNodes talk gRPC (grpc-rere) to the Fleet API
     assert "Starting Fleet API (gRPC-rere)" in (d["logs"] / "superlink.log").read_text()
     for node in d["nodes"]:
         assert node.poll() is None
-        assert _established_to(d["fleet"], node.pid), f"SuperNode {node.pid} has no gRPC connection to the Fleet API"
+        assert _established_to(d["fleet"], node.pid), (
+            f"SuperNode {node.pid} has no gRPC connection to the Fleet API"
+        )
 
 
 def test_unregistered_node_and_node_without_ca_are_refused(deployment):
@@ -188,15 +269,37 @@ def test_unregistered_node_and_node_without_ca_are_refused(deployment):
     fleet = f"127.0.0.1:{d['fleet']}"
     env = {**d["env"], "CLIENTAPPIO_PORT": str(d["spare_ports"][0]), "MAX_RETRIES": "2"}
     code, text = _run_node(
-        [str(SCRIPTS / "supernode.sh"), fleet, str(d["certs"] / "ca.crt"), str(d["keys"] / "node3.key"), "3"],
-        env, d["logs"] / "unregistered.log",
+        [
+            str(SCRIPTS / "supernode.sh"),
+            fleet,
+            str(d["certs"] / "ca.crt"),
+            str(d["keys"] / "node3.key"),
+            "3",
+        ],
+        env,
+        d["logs"] / "unregistered.log",
     )
     assert code != 0 and "Failed to activate SuperNode" in text, text[-2000:]
     # A node that does not trust our CA (system certificates only) fails the TLS handshake.
     code, text = _run_node(
-        ["flower-supernode", "--grpc-rere", "--superlink", fleet, "--auth-supernode-private-key", str(d["keys"] / "node0.key"),
-         "--node-config", "partition-id=0", "--port", str(d["spare_ports"][1]), "--max-retries", "2", "--max-wait-time", "20"],
-        d["env"], d["logs"] / "no-ca.log",
+        [
+            "flower-supernode",
+            "--grpc-rere",
+            "--superlink",
+            fleet,
+            "--auth-supernode-private-key",
+            str(d["keys"] / "node0.key"),
+            "--node-config",
+            "partition-id=0",
+            "--port",
+            str(d["spare_ports"][1]),
+            "--max-retries",
+            "2",
+            "--max-wait-time",
+            "20",
+        ],
+        d["env"],
+        d["logs"] / "no-ca.log",
     )
     assert code != 0, text[-2000:]
     assert "CERTIFICATE_VERIFY_FAILED" in text or "handshake" in text.lower()

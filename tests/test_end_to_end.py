@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from fedkt.results import read_fusion_weights
-
-from server.simulation import simulate
+from fedkt.server.simulation import simulate
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +22,14 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def knfu_run(tmp_path_factory):
+    from tiny import TINY
+
     from fedkt.config import load_config
 
-    base = ["num_clients=4", "rounds=2", "train.epochs=2", "distill.epochs=1", "transfer.size=200",
-            "evaluation.client_test_size=100", "evaluation.global_test_size=200",
-            "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]"]
+    base = [
+        *TINY,
+        "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]",
+    ]
     out = tmp_path_factory.mktemp("knfu")
     summary = simulate(load_config(None, base), str(out))
     return out, summary
@@ -35,13 +37,36 @@ def knfu_run(tmp_path_factory):
 
 def test_knfu_run_produces_complete_results(knfu_run):
     out, summary = knfu_run
-    for name in ("config.yaml", "metrics.jsonl", "rounds.jsonl", "summary.json", "accuracy.png", "fusion_weights.png", "fusion_weights.jsonl"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "rounds.jsonl",
+        "summary.json",
+        "accuracy.png",
+        "fusion_weights.png",
+        "fusion_weights.jsonl",
+    ):
         assert (out / name).stat().st_size > 0, name
-    for key in ("alma", "global_accuracy", "worst_client_accuracy", "rounds", "bytes_up", "bytes_down", "wall_seconds", "strategy", "seed"):
+    for key in (
+        "alma",
+        "global_accuracy",
+        "worst_client_accuracy",
+        "rounds",
+        "bytes_up",
+        "bytes_down",
+        "wall_seconds",
+        "strategy",
+        "seed",
+    ):
         assert key in summary
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2
-    assert summary["architectures"] == ["mlp", "mlp", "cnn-small", "cnn-small"]  # heterogeneous federation
+    assert summary["architectures"] == [
+        "mlp",
+        "mlp",
+        "cnn-small",
+        "cnn-small",
+    ]  # heterogeneous federation
     rows = _lines(out / "metrics.jsonl")
     assert len(rows) == 2 * N and {r["client"] for r in rows} == set(range(N))
     for r in rows:
@@ -78,7 +103,9 @@ def test_same_seed_same_metrics(tiny_cfg, tmp_path):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     assert a["alma"] == b["alma"] and a["bytes_up"] == b["bytes_up"]
     c = simulate(tiny_cfg("seed=1"), str(tmp_path / "c"))
-    assert (tmp_path / "c" / "metrics.jsonl").read_text() != (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert (tmp_path / "c" / "metrics.jsonl").read_text() != (
+        tmp_path / "a" / "metrics.jsonl"
+    ).read_text()
     assert c["alma"] != a["alma"]
 
 
@@ -94,8 +121,21 @@ def test_local_strategy_sends_no_knowledge(tiny_cfg, tmp_path):
 
 def test_cli_default_run_end_to_end(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fedkt", "run", "--set", "rounds=2", "--set", "strategy=fkd", "--out", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "fedkt.server",
+            "run",
+            "--set",
+            "rounds=2",
+            "--set",
+            "strategy=fkd",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "round 2/2" in proc.stderr and "ALMA" in proc.stdout
@@ -107,7 +147,13 @@ def test_cli_default_run_end_to_end(tmp_path):
 
 def test_teacher_student_clients_with_two_view_sade_fusion(tiny_cfg, tmp_path):
     """Through Flower: cnn-small teachers with mlp students, SADE over two views."""
-    cfg = tiny_cfg("rounds=1", "model.name=cnn-small", "model.student=mlp", "strategy.fusion=sade", "transfer.views=2")
+    cfg = tiny_cfg(
+        "rounds=1",
+        "model.name=cnn-small",
+        "model.student=mlp",
+        "strategy.fusion=sade",
+        "transfer.views=2",
+    )
     summary = simulate(cfg, str(tmp_path))
     assert summary["architectures"] == ["cnn-small>mlp"] * N
     rows = _lines(tmp_path / "metrics.jsonl")

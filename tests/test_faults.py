@@ -8,7 +8,14 @@ import pytest
 
 from fedkt.config import load_config
 from fedkt.errors import ConfigError
-from fedkt.faults import ClientCrash, byzantine_clients, corrupt_knowledge, injected_delay, leaving_clients
+from fedkt.experiment import resolve
+from fedkt.faults import (
+    ClientCrash,
+    byzantine_clients,
+    corrupt_knowledge,
+    injected_delay,
+    leaving_clients,
+)
 from fedkt.transfer import KNOWLEDGE
 
 
@@ -16,7 +23,9 @@ def test_attackers_and_leavers_are_seeded_fractions():
     cfg = load_config(None, ["faults.byzantine=0.2", "faults.leave=0.3"])
     assert len(byzantine_clients(cfg)) == 2 and len(leaving_clients(cfg)) == 3
     assert byzantine_clients(cfg) == byzantine_clients(load_config(None, ["faults.byzantine=0.2"]))
-    assert byzantine_clients(load_config(None, ["faults.byzantine=0.2", "seed=1"])) != byzantine_clients(cfg)
+    assert byzantine_clients(
+        load_config(None, ["faults.byzantine=0.2", "seed=1"])
+    ) != byzantine_clients(cfg)
     assert byzantine_clients(load_config(None)) == frozenset()
 
 
@@ -43,17 +52,33 @@ def test_injected_crashes_leaves_and_stragglers():
     assert _crash_pattern(crashy) == outcomes  # reproducible
     late = load_config(None, ["faults.straggle=1.0", "round_timeout=5"])
     assert injected_delay(late, 1, 1, "train") == 7.0
-    assert injected_delay(load_config(None, ["faults.straggle=1.0", "faults.straggle_seconds=0.5"]), 1, 1, "train") == 0.5
+    assert (
+        injected_delay(
+            load_config(None, ["faults.straggle=1.0", "faults.straggle_seconds=0.5"]), 1, 1, "train"
+        )
+        == 0.5
+    )
 
 
 def test_corrupted_knowledge_hand_computed_and_well_formed():
     p = np.array([[0.7, 0.2, 0.1]])
     flip_cfg = load_config(None, ["faults.attack=flip"]).faults
-    np.testing.assert_allclose(corrupt_knowledge(p, "probs", flip_cfg, np.random.default_rng(0)), [[0.1, 0.2, 0.7]], atol=1e-6)
+    np.testing.assert_allclose(
+        corrupt_knowledge(p, "probs", flip_cfg, np.random.default_rng(0)),
+        [[0.1, 0.2, 0.7]],
+        atol=1e-6,
+    )
     scale = load_config(None, ["faults.attack=scale", "faults.attack_scale=2"]).faults
     # softmax(2 log p) = p^2 / sum p^2 = [0.49, 0.04, 0.01] / 0.54
-    np.testing.assert_allclose(corrupt_knowledge(p, "probs", scale, np.random.default_rng(0)), [[0.49 / 0.54, 0.04 / 0.54, 0.01 / 0.54]], atol=1e-6)
-    np.testing.assert_allclose(corrupt_knowledge(np.array([[1.0, -2.0]]), "logits", scale, np.random.default_rng(0)), [[2.0, -4.0]])
+    np.testing.assert_allclose(
+        corrupt_knowledge(p, "probs", scale, np.random.default_rng(0)),
+        [[0.49 / 0.54, 0.04 / 0.54, 0.01 / 0.54]],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        corrupt_knowledge(np.array([[1.0, -2.0]]), "logits", scale, np.random.default_rng(0)),
+        [[2.0, -4.0]],
+    )
     noise = load_config(None).faults  # attack: random
     probs = np.random.default_rng(1).dirichlet(np.ones(10), size=50).astype(np.float32)
     bad = corrupt_knowledge(probs, "probs", noise, np.random.default_rng(2))
@@ -62,8 +87,10 @@ def test_corrupted_knowledge_hand_computed_and_well_formed():
 
 
 def test_byzantine_needs_a_knowledge_strategy():
-    with pytest.raises(ConfigError, match="faults.byzantine: strategy 'fedavg' exchanges no knowledge"):
-        load_config(None, ["strategy=fedavg", "faults.byzantine=0.2"])
+    with pytest.raises(
+        ConfigError, match="faults.byzantine: strategy 'fedavg' exchanges no knowledge"
+    ):
+        resolve(load_config(None, ["strategy=fedavg", "faults.byzantine=0.2"]))
 
 
 def _lines(path):
@@ -72,31 +99,52 @@ def _lines(path):
 
 @pytest.mark.slow
 def test_rounds_finish_with_survivors_and_record_faults(tiny_cfg, tmp_path):
-    from server.simulation import simulate
+    from fedkt.server.simulation import simulate
 
     # 4 clients: one attacker (flip), crashes, and half the clients gone from round 3,
     # where 2 replies < min_clients = 3 skips the round.
-    cfg = tiny_cfg("rounds=3", "min_clients=3", "faults.crash=0.15", "faults.leave=0.5", "faults.leave_round=3",
-                   "faults.byzantine=0.25", "faults.attack=flip")
+    cfg = tiny_cfg(
+        "rounds=3",
+        "min_clients=3",
+        "faults.crash=0.15",
+        "faults.leave=0.5",
+        "faults.leave_round=3",
+        "faults.byzantine=0.25",
+        "faults.attack=flip",
+    )
     summary = simulate(cfg, str(tmp_path))
     rounds = _lines(tmp_path / "rounds.jsonl")
     assert [r["round"] for r in rounds] == [1, 2, 3]
-    assert all({"sampled", "replied", "failed", "participants", "rejected_reasons"} <= set(r) for r in rounds)
-    assert rounds[2]["skipped"] and "min_clients is 3" in rounds[2]["note"] and rounds[2]["failed"] >= 2
+    assert all(
+        {"sampled", "replied", "failed", "participants", "rejected_reasons"} <= set(r)
+        for r in rounds
+    )
+    assert (
+        rounds[2]["skipped"]
+        and "min_clients is 3" in rounds[2]["note"]
+        and rounds[2]["failed"] >= 2
+    )
     assert sum(r["failed"] for r in rounds) >= 2
-    assert summary["byzantine_clients"] == sorted(byzantine_clients(cfg)) and "honest_alma" in summary
+    assert (
+        summary["byzantine_clients"] == sorted(byzantine_clients(cfg)) and "honest_alma" in summary
+    )
     honest = [r for r in rounds if r.get("honest_alma") is not None]
     assert honest
 
 
 @pytest.mark.slow
 def test_stragglers_past_the_timeout_are_left_behind(tiny_cfg, tmp_path):
-    from server.simulation import simulate
+    from fedkt.server.simulation import simulate
 
     # A straggler holds its simulation worker while it stalls: give every client its own
     # worker (4 x 0.5 CPU) so the punctual ones are not queued behind it.
-    cfg = tiny_cfg("rounds=2", "round_timeout=8", "faults.straggle=0.3", "faults.straggle_seconds=10",
-                   "simulation.num_cpus_per_client=0.5")
+    cfg = tiny_cfg(
+        "rounds=2",
+        "round_timeout=8",
+        "faults.straggle=0.3",
+        "faults.straggle_seconds=10",
+        "simulation.num_cpus_per_client=0.5",
+    )
     simulate(cfg, str(tmp_path))
     rounds = _lines(tmp_path / "rounds.jsonl")
     assert len(rounds) == 2 and sum(r["failed"] for r in rounds) >= 1

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from processes import processes_mentioning, stop_tree
 
 pytestmark = pytest.mark.slow
@@ -24,13 +23,21 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
     home = tmp_path / "flwr-home"
     out = tmp_path / "out"
     # flwr starts `flower-superlink` from PATH: make the venv's scripts visible.
-    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     flwr = str(Path(sys.executable).with_name("flwr"))
     overrides = "rounds=2,num_clients=2,wait_for_nodes=30,train.epochs=1,distill.epochs=1"
     try:
         proc = subprocess.run(
             [flwr, "run", ".", "--stream", "--run-config", f"overrides='{overrides}' out='{out}'"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())

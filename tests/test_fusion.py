@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fedkt.errors import ConfigError
+from fedkt.methods.knfu import estimated_distributions, kl_matrix, knfu_weights
 from fedkt.transfer import FUSIONS
-from fedkt.transfer.fusion import estimated_distributions, kl_matrix, knfu_weights
 
 # Two clients, one transfer sample, two classes: A is confident in class 0, B in class 1.
 A, B = [0.8, 0.2], [0.2, 0.8]
@@ -46,7 +46,9 @@ def test_knfu_beta_ten_nearly_ignores_distant_client():
 
 def test_knfu_threshold_topk_and_include_self():
     assert np.array_equal(knfu_weights(PROBS, beta=1.0, threshold=0.5), np.eye(2))
-    assert np.array_equal(knfu_weights(PROBS, beta=1.0, include_self=False), np.array([[0.0, 1.0], [1.0, 0.0]]))
+    assert np.array_equal(
+        knfu_weights(PROBS, beta=1.0, include_self=False), np.array([[0.0, 1.0], [1.0, 0.0]])
+    )
     three = np.array([[A], [A], [B]])
     w = knfu_weights(three, beta=1.0, top_k=2)
     np.testing.assert_allclose(w[0], [0.5, 0.5, 0.0])  # two identical neighbours, B dropped
@@ -58,7 +60,8 @@ def test_knfu_beta_zero_equals_mean():
     probs = rng.dirichlet(np.ones(4), size=(3, 5))
     np.testing.assert_allclose(
         FUSIONS.create("knfu", beta=0.0).fuse(probs, np.ones(3)).targets,
-        FUSIONS.create("mean").fuse(probs, np.ones(3)).targets, atol=1e-6,
+        FUSIONS.create("mean").fuse(probs, np.ones(3)).targets,
+        atol=1e-6,
     )
 
 
@@ -138,7 +141,8 @@ def test_dlf_hand_computed_geometric_compromise():
     res = FUSIONS.create("dlf").fuse(PROBS, np.ones(2))
     np.testing.assert_allclose(res.targets[0, 0], [0.5, 0.5], atol=1e-4)
     # A, A, B: minimising 2 KL(p || A) + KL(p || B) gives p ~ A^(2/3) B^(1/3), i.e.
-    # p_0 / p_1 = (0.8 / 0.2)^(1/3) = 4^(1/3), p_0 = 0.613511; reachable as a mixture (w_A = 0.6892).
+    # p_0 / p_1 = (0.8 / 0.2)^(1/3) = 4^(1/3), p_0 = 0.613511;
+    # reachable as a mixture (w_A = 0.6892).
     res = FUSIONS.create("dlf", iterations=200).fuse(np.array([[A], [A], [B]]), np.ones(3))
     r = 4 ** (1 / 3)
     np.testing.assert_allclose(res.targets[0, 0], [r / (1 + r), 1 / (1 + r)], atol=1e-3)

@@ -7,16 +7,15 @@ import pytest
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.constant import NOOP_ACCOUNT_NAME, NOOP_FLWR_AID, SUPERLINK_NODE_ID
 from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
-from flwr.supercore.run import Run
 from flwr.server.superlink.linkstate import LinkStateFactory
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState, RunRecord
 from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
 from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 
-from flwr.supercore.task_identity import TaskIdentity
-
-from server.linkstate_index import ORIGINAL, indexed_get_message_ins, install
+from fedkt.server.linkstate_index import ORIGINAL, indexed_get_message_ins, install
 
 RUN_ID = 7
 
@@ -31,7 +30,9 @@ def _task_identity():
 
 
 def _state_with_nodes(n: int) -> tuple[InMemoryLinkState, int, list[int]]:
-    state = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()).state()
+    state = LinkStateFactory(
+        FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
+    ).state()
     # Registered as Flower's run_simulation registers its run.
     run = Run.create_empty(run_id=RUN_ID)
     run.primary_task_id, run.federation_id = 11, NOOP_FEDERATION_ID
@@ -39,21 +40,32 @@ def _state_with_nodes(n: int) -> tuple[InMemoryLinkState, int, list[int]]:
     state.task_store[11] = Task(task_id=11, run_id=RUN_ID)
     nodes = []
     for _ in range(n):
-        node = state.create_node(NOOP_FLWR_AID, NOOP_ACCOUNT_NAME, secrets.token_bytes(32), heartbeat_interval=1e9)
+        node = state.create_node(
+            NOOP_FLWR_AID, NOOP_ACCOUNT_NAME, secrets.token_bytes(32), heartbeat_interval=1e9
+        )
         state.acknowledge_node_heartbeat(node_id=node, heartbeat_interval=1e9)
         nodes.append(node)
     return state, run.run_id, nodes
 
 
-def _push(state: InMemoryLinkState, run_id: int, node: int, tag: int, ttl: float | None = None) -> str:
-    msg = Message(RecordDict({"c": ConfigRecord({"tag": tag})}), dst_node_id=node, message_type=MessageType.TRAIN,
-                  **({"ttl": ttl} if ttl is not None else {}))
+def _push(
+    state: InMemoryLinkState, run_id: int, node: int, tag: int, ttl: float | None = None
+) -> str:
+    msg = Message(
+        RecordDict({"c": ConfigRecord({"tag": tag})}),
+        dst_node_id=node,
+        message_type=MessageType.TRAIN,
+        **({"ttl": ttl} if ttl is not None else {}),
+    )
     msg.metadata.__dict__["_message_id"] = f"m{tag}"
     return state.store_message_ins(msg)
 
 
 def _poll_all(state, nodes, get) -> list[tuple[int, list[int]]]:
-    return [(i, [int(m.content["c"]["tag"]) for m in get(state, node, 1)]) for i, node in enumerate(nodes)]
+    return [
+        (i, [int(m.content["c"]["tag"]) for m in get(state, node, 1)])
+        for i, node in enumerate(nodes)
+    ]
 
 
 def test_indexed_polls_match_flowers_scan():
@@ -66,7 +78,9 @@ def test_indexed_polls_match_flowers_scan():
         for node in [nodes[0], nodes[2], nodes[0], nodes[4], nodes[0]]:
             tag += 1
             assert _push(state, run_id, node, tag) == f"m{tag}"
-        trace = [_poll_all(state, nodes, get) for _ in range(4)]  # limit=1: one message per node per sweep
+        trace = [
+            _poll_all(state, nodes, get) for _ in range(4)
+        ]  # limit=1: one message per node per sweep
         state.delete_messages({"m1"})
         tag += 1
         _push(state, run_id, nodes[0], tag)
@@ -76,7 +90,11 @@ def test_indexed_polls_match_flowers_scan():
     assert results[0] == results[1]
     # messages come out in the order they were stored, one per poll, and never twice
     assert results[1][0] == [(0, [1]), (1, []), (2, [2]), (3, []), (4, [4])]
-    assert results[1][1][0] == (0, [3]) and results[1][2][0] == (0, [5]) and results[1][3][0] == (0, [])
+    assert (
+        results[1][1][0] == (0, [3])
+        and results[1][2][0] == (0, [5])
+        and results[1][3][0] == (0, [])
+    )
 
 
 def test_index_skips_other_runs_and_expired_messages():
@@ -85,7 +103,9 @@ def test_index_skips_other_runs_and_expired_messages():
     assert _push(state, run_id, nodes[0], 1, ttl=0.2) == "m1"
     assert _push(state, run_id, nodes[0], 2) == "m2"
     time.sleep(0.3)  # m1 expires while stored
-    assert [int(m.content["c"]["tag"]) for m in state.get_message_ins(nodes[0], 5, run_id=run_id + 1)] == []
+    assert [
+        int(m.content["c"]["tag"]) for m in state.get_message_ins(nodes[0], 5, run_id=run_id + 1)
+    ] == []
     got = state.get_message_ins(nodes[0], 5, run_id=run_id)
     assert [int(m.content["c"]["tag"]) for m in got] == [2]
     assert all(m.metadata.delivered_at for m in got)

@@ -20,7 +20,9 @@ def test_kl_loss_hand_computed():
     assert LOSSES.create("kl")(student, target).item() == pytest.approx(KL, abs=1e-6)
     assert KL == pytest.approx(0.192745, abs=1e-6)
     # T = 2 multiplies by T^2 = 4
-    assert LOSSES.create("kl", temperature=2.0)(student, target).item() == pytest.approx(4 * KL, abs=1e-6)
+    assert LOSSES.create("kl", temperature=2.0)(student, target).item() == pytest.approx(
+        4 * KL, abs=1e-6
+    )
 
 
 def test_kl_loss_zero_at_target_and_gradient_points_to_it():
@@ -49,7 +51,9 @@ def test_soft_labels_extract_temperature():
     p, counts = KNOWLEDGE.create("soft_labels").extract(model, torch.zeros(3, 1), None, 2)
     np.testing.assert_allclose(p, [[0.8, 0.2]] * 3, atol=1e-6)
     assert counts is None
-    p2, _ = KNOWLEDGE.create("soft_labels", temperature=2.0).extract(model, torch.zeros(3, 1), None, 2)
+    p2, _ = KNOWLEDGE.create("soft_labels", temperature=2.0).extract(
+        model, torch.zeros(3, 1), None, 2
+    )
     np.testing.assert_allclose(p2, [[2 / 3, 1 / 3]] * 3, atol=1e-6)  # softmax([ln4, 0] / 2)
 
 
@@ -123,7 +127,9 @@ def test_soft_ce_mae_ce_kl_proto_hand_computed():
     assert val == pytest.approx(math.log(2) + 0.5 * KL, abs=1e-6)
     # proto: CE = ln 2; MSE([1, 2], [0, 0]) = (1 + 4) / 2 = 2.5
     feats = torch.tensor([[1.0, 2.0]])
-    val = LOSSES.create("proto", weight=1.0)(logits, torch.zeros(1, 2), torch.tensor([1]), feats).item()
+    val = LOSSES.create("proto", weight=1.0)(
+        logits, torch.zeros(1, 2), torch.tensor([1]), feats
+    ).item()
     assert val == pytest.approx(math.log(2) + 2.5, abs=1e-6)
 
 
@@ -131,7 +137,9 @@ def test_losses_skip_rows_without_target():
     logits = torch.zeros(2, 2)
     target = torch.tensor([[0.8, 0.2], [float("nan"), float("nan")]])
     assert LOSSES.create("kl")(logits, target).item() == pytest.approx(KL, abs=1e-6)
-    only_ce = LOSSES.create("ce_kl")(logits, torch.full((2, 2), float("nan")), torch.tensor([0, 1])).item()
+    only_ce = LOSSES.create("ce_kl")(
+        logits, torch.full((2, 2), float("nan")), torch.tensor([0, 1])
+    ).item()
     assert only_ce == pytest.approx(math.log(2), abs=1e-6)
 
 
@@ -144,7 +152,9 @@ def test_reverse_kl_bdkd_gt_weighted_hand_computed():
     # bdkd: w = sigmoid(H(s) - H(t)) = sigmoid(ln 2 - H([0.8, 0.2])) on reverse, 1 - w on forward
     h_t = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
     w = 1 / (1 + math.exp(-(math.log(2) - h_t)))
-    assert LOSSES.create("bdkd")(student, target).item() == pytest.approx(w * rkl + (1 - w) * KL, abs=1e-6)
+    assert LOSSES.create("bdkd")(student, target).item() == pytest.approx(
+        w * rkl + (1 - w) * KL, abs=1e-6
+    )
     # gt_weighted, alpha 0.25: 0.25 * CE(y=1) + 0.75 * KL = 0.25 ln 2 + 0.75 KL
     val = LOSSES.create("gt_weighted", alpha=0.25)(student, target, torch.tensor([1])).item()
     assert val == pytest.approx(0.25 * math.log(2) + 0.75 * KL, abs=1e-6)

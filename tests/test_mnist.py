@@ -13,9 +13,9 @@ import pytest
 from fedkt.config import load_config
 from fedkt.data.fetch import fetch
 from fedkt.data.sources import data_dir
+from fedkt.experiment import strategy_names
 from fedkt.models import build_model, count_parameters
-from fedkt.recipes import STRATEGIES
-from server.simulation import simulate
+from fedkt.server.simulation import simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 N, M, C = 4, 200, 10
@@ -26,13 +26,24 @@ def mnist():
     fetch("mnist", data_dir() / "mnist", log=lambda m: None)
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", strategy_names())
 def test_strategy_on_mnist(mnist, name, tmp_path):
-    cfg = load_config(None, [
-        "dataset=mnist", f"num_clients={N}", "rounds=3", "model=cnn-small", "partition.samples_per_client=500",
-        f"transfer.size={M}", "train.epochs=3", "distill.epochs=1", "evaluation.client_test_size=200",
-        "evaluation.global_test_size=500", f"strategy={name}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "dataset=mnist",
+            f"num_clients={N}",
+            "rounds=3",
+            "model=cnn-small",
+            "partition.samples_per_client=500",
+            f"transfer.size={M}",
+            "train.epochs=3",
+            "distill.epochs=1",
+            "evaluation.client_test_size=200",
+            "evaluation.global_test_size=500",
+            f"strategy={name}",
+        ],
+    )
     summary = simulate(cfg, str(tmp_path))
     assert summary["dataset"] == "mnist" and summary["rounds"] == 3
     assert summary["alma"] > 0.5, summary["alma_per_round"]  # chance 0.1

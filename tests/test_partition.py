@@ -33,7 +33,12 @@ def test_pathological_limits_classes_and_dirichlet_skews():
 
     def spread(parts):  # mean total-variation distance of client label mixes from global
         glob = np.bincount(LABELS, minlength=10) / len(LABELS)
-        return np.mean([0.5 * np.abs(np.bincount(LABELS[p], minlength=10) / len(p) - glob).sum() for p in parts])
+        return np.mean(
+            [
+                0.5 * np.abs(np.bincount(LABELS[p], minlength=10) / len(p) - glob).sum()
+                for p in parts
+            ]
+        )
 
     assert spread(skewed) > 0.4 > 0.1 > spread(iid)
 
@@ -45,10 +50,20 @@ def test_quantity_skew_keeps_labels_but_varies_sizes():
 
 
 def test_federation_layout():
-    cfg = load_config(None, ["num_clients=5", "transfer.size=200", "evaluation.client_test_size=80", "partition.alpha=0.3"])
+    cfg = load_config(
+        None,
+        [
+            "num_clients=5",
+            "transfer.size=200",
+            "evaluation.client_test_size=80",
+            "partition.alpha=0.3",
+        ],
+    )
     fed = build_federation(cfg)
     priv = np.concatenate(fed.client_idx)
-    assert len(np.intersect1d(priv, fed.transfer_idx)) == 0  # transfer set disjoint from private data
+    assert (
+        len(np.intersect1d(priv, fed.transfer_idx)) == 0
+    )  # transfer set disjoint from private data
     assert len(fed.transfer_idx) == 200
     for i in range(5):
         hist = fed.label_histogram(i)
@@ -69,5 +84,11 @@ def test_samples_per_client_and_too_many_requested():
 
 
 def test_heterogeneous_tiers_assignment():
-    cfg = load_config(None, ["num_clients=5", "model.tiers=[{name: mlp, fraction: 0.4}, {name: cnn-small, fraction: 0.6}]"])
+    cfg = load_config(
+        None,
+        [
+            "num_clients=5",
+            "model.tiers=[{name: mlp, fraction: 0.4}, {name: cnn-small, fraction: 0.6}]",
+        ],
+    )
     assert cfg.architecture_names() == ["mlp", "mlp", "cnn-small", "cnn-small", "cnn-small"]

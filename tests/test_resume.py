@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fedkt.checkpoint import CheckpointError, load_client, load_server, save_client, save_server
-from fedkt.cli import main
 from processes import children
 
+from fedkt.checkpoint import CheckpointError, load_client, load_server, save_client, save_server
+from fedkt.server.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["num_clients=4", "rounds=5", "train.epochs=1", "distill.epochs=1", "transfer.size=200",
-        "evaluation.client_test_size=100", "evaluation.global_test_size=200"]
+ARGS = [
+    "num_clients=4",
+    "rounds=5",
+    "train.epochs=1",
+    "distill.epochs=1",
+    "transfer.size=200",
+    "evaluation.client_test_size=100",
+    "evaluation.global_test_size=200",
+]
 
 
 def test_client_checkpoints_keep_two_newest_and_pick_by_round(tmp_path):
@@ -26,7 +33,10 @@ def test_client_checkpoints_keep_two_newest_and_pick_by_round(tmp_path):
         save_client(tmp_path, 3, r, {"w": torch.full((2,), float(r))})
     save_client(tmp_path, 4, 1, {"w": torch.zeros(1)})
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.pt")) == [
-        "client-3/round-2.pt", "client-3/round-5.pt", "client-4/round-1.pt"]
+        "client-3/round-2.pt",
+        "client-3/round-5.pt",
+        "client-4/round-1.pt",
+    ]
     r, state = load_client(tmp_path, 3, 4)  # round 5 was never committed by the server
     assert r == 2 and state["w"].tolist() == [2.0, 2.0]
     assert load_client(tmp_path, 3, 1) is None and load_client(tmp_path / "nope", 3, 9) is None
@@ -55,7 +65,10 @@ def _metric_rows(out: Path) -> list[dict]:
 
 def _round_lines(out: Path) -> list[dict]:
     drop = ("wall_seconds",)
-    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in (out / "rounds.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in drop}
+        for line in (out / "rounds.jsonl").read_text().splitlines()
+    ]
 
 
 def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tuple[int, int, str]:
@@ -63,7 +76,9 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
     SIGINT its process group as Ctrl-C in a terminal would. Returns (checkpointed round at
     the interrupt, exit code, stderr)."""
     err_path = out.with_suffix(".stderr")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(err_path, "w"), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(err_path, "w"), start_new_session=True
+    )
     server_pt = out / "checkpoint" / "server.pt"
     deadline = time.monotonic() + 240
     done = 0
@@ -96,21 +111,39 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
 @pytest.mark.slow
 def test_kill_9_or_ctrl_c_then_resume_equals_uninterrupted(tmp_path):
     from fedkt.config import load_config
-    from server.simulation import simulate
+    from fedkt.server.simulation import simulate
 
     references = {}
-    for strategy, how in (("knfu", signal.SIGKILL), ("fedadam", signal.SIGKILL), ("knfu", signal.SIGINT)):
+    for strategy, how in (
+        ("knfu", signal.SIGKILL),
+        ("fedadam", signal.SIGKILL),
+        ("knfu", signal.SIGINT),
+    ):
         full, cut = tmp_path / f"{strategy}-full", tmp_path / f"{strategy}-{how.name}"
         if strategy not in references:
-            references[strategy] = simulate(load_config(None, [*ARGS, f"strategy={strategy}"]), str(full))
-        cmd = [sys.executable, "-m", "fedkt", "run", "--quiet", "--out", str(cut), "--set", f"strategy={strategy}"]
+            references[strategy] = simulate(
+                load_config(None, [*ARGS, f"strategy={strategy}"]), str(full)
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedkt.server",
+            "run",
+            "--quiet",
+            "--out",
+            str(cut),
+            "--set",
+            f"strategy={strategy}",
+        ]
         for a in ARGS:
             cmd += ["--set", a]
         done, code, err = _interrupt_after_round(cmd, cut, how)
         assert 2 <= done < 5, f"interrupted after round {done}: the run was not stopped mid-way"
         assert not (cut / "summary.json").exists()
         if how == signal.SIGINT:
-            assert code == 130 and f"fedkt run --resume {cut}" in err and "Traceback" not in err, err[-2000:]
+            assert code == 130 and f"fedkt run --resume {cut}" in err and "Traceback" not in err, (
+                err[-2000:]
+            )
         assert main(["run", "--quiet", "--resume", str(cut)]) == 0
         assert _metric_rows(cut) == _metric_rows(full), (strategy, how)
         assert _round_lines(cut) == _round_lines(full), (strategy, how)

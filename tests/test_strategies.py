@@ -3,22 +3,31 @@ produced: accuracy, who holds which model, and bytes that match the payload each
 strategy exchanges."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedkt.config import load_config
+from fedkt.experiment import strategy_names
 from fedkt.models import build_model, count_parameters
-from fedkt.recipes import STRATEGIES
 from fedkt.results import read_fusion_weights
-from server.simulation import simulate
+from fedkt.server.simulation import simulate
 
 pytestmark = pytest.mark.slow
 N, C, M, ROUNDS = 4, 10, 200, 2
-BASE = [f"num_clients={N}", f"rounds={ROUNDS}", "train.epochs=3", "distill.epochs=1", f"transfer.size={M}",
-        "evaluation.client_test_size=100", "evaluation.global_test_size=300"]
-EXTRA = {"fedmd": ["strategy=fedmd", "strategy.transfer_subset=50"], "knfu-beta1": ["strategy=knfu", "strategy.fusion_params.beta=1"]}
+BASE = [
+    f"num_clients={N}",
+    f"rounds={ROUNDS}",
+    "train.epochs=3",
+    "distill.epochs=1",
+    f"transfer.size={M}",
+    "evaluation.client_test_size=100",
+    "evaluation.global_test_size=300",
+]
+EXTRA = {
+    "fedmd": ["strategy=fedmd", "strategy.params.subset=50"],
+    "knfu-beta1": ["strategy=knfu", "strategy.fusion_params.beta=1"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,9 @@ def runs(tmp_path_factory):
     def get(name):
         if name not in cache:
             out = tmp_path_factory.mktemp(name)
-            summary = simulate(load_config(None, [*BASE, *EXTRA.get(name, [f"strategy={name}"])]), str(out))
+            summary = simulate(
+                load_config(None, [*BASE, *EXTRA.get(name, [f"strategy={name}"])]), str(out)
+            )
             rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
             rounds = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()]
             cache[name] = (out, summary, rows, rounds)
@@ -45,7 +56,7 @@ def _payload(values: int, itemsize: int = 4) -> int:
     return N * values * itemsize
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", strategy_names())
 def test_every_strategy_learns_and_reports(runs, name):
     out, summary, rows, rounds = runs(name)
     assert summary["strategy"] == name and summary["rounds"] == ROUNDS
@@ -63,9 +74,16 @@ def test_weight_strategies_give_every_client_the_global_model(runs, name):
         assert len(accs) == 1, accs  # one global model, same global test set
     params = count_parameters(build_model("mlp", (1, 8, 8), C))
     up = _per_round(rounds, "bytes_up")[0]
-    assert N * params * 4 < up < N * params * 4 * 1.1 + (_payload(M * C) if name == "feddf" else 0) * 1.1
+    assert (
+        N * params * 4
+        < up
+        < N * params * 4 * 1.1 + (_payload(M * C) if name == "feddf" else 0) * 1.1
+    )
     # the global model goes down as float32 every round (FedAdam's float64 step must not double it)
-    assert all(N * params * 4 * 2 < down < N * params * 4 * 2 * 1.1 for down in _per_round(rounds, "bytes_down"))
+    assert all(
+        N * params * 4 * 2 < down < N * params * 4 * 2 * 1.1
+        for down in _per_round(rounds, "bytes_down")
+    )
 
 
 def test_weight_strategies_differ_from_each_other(runs):
@@ -77,15 +95,22 @@ def test_feddf_ships_weights_and_logits(runs):
     _, _, _, rounds = runs("feddf")
     _, _, _, fedavg = runs("fedavg")
     extra = rounds[0]["bytes_up"] - fedavg[0]["bytes_up"]
-    assert _payload(M * C) < extra < _payload(M * C) * 1.1  # logits on the transfer set on top of weights
+    assert (
+        _payload(M * C) < extra < _payload(M * C) * 1.1
+    )  # logits on the transfer set on top of weights
 
 
 def test_knowledge_payload_sizes(runs):
-    up = {n: runs(n)[3][0]["bytes_up"] for n in ("fkd", "fedmd", "fd", "dsfl", "fedproto", "knfu", "local")}
+    up = {
+        n: runs(n)[3][0]["bytes_up"]
+        for n in ("fkd", "fedmd", "fd", "dsfl", "fedproto", "knfu", "local")
+    }
     soft = _payload(M * C)
     for n in ("fkd", "dsfl", "knfu"):
         assert soft < up[n] < soft * 1.15
-    assert _payload(50 * C) < up["fedmd"] < _payload(50 * C) + 6000  # resampled subset of 50 rows (+ metrics)
+    assert (
+        _payload(50 * C) < up["fedmd"] < _payload(50 * C) + 6000
+    )  # resampled subset of 50 rows (+ metrics)
     fd = N * (C * C * 4 + C * 8)
     assert fd < up["fd"] < fd + 8000  # tiny payload: metrics and record headers dominate
     proto = N * (C * 64 * 4 + C * 8)  # 64-d embeddings of the MLP
@@ -94,7 +119,13 @@ def test_knowledge_payload_sizes(runs):
 
 
 def test_fusion_weight_matrices(runs):
-    for name, check in (("fkd", "uniform"), ("dsfl", "uniform"), ("fedmd", "uniform"), ("knfu", "stochastic"), ("fd", "excl")):
+    for name, check in (
+        ("fkd", "uniform"),
+        ("dsfl", "uniform"),
+        ("fedmd", "uniform"),
+        ("knfu", "stochastic"),
+        ("fd", "excl"),
+    ):
         out = runs(name)[0]
         w = read_fusion_weights(out)[ROUNDS][1]
         if check == "uniform":

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fedkt.config import load_config
+from fedkt.experiment import resolve
 from fedkt.learner import Learner
-from fedkt.recipes import resolve_strategy
 from fedkt.transfer import FUSIONS, KNOWLEDGE, LOSSES
 
 # Client 0: an mlp; clients 1-2: a cnn-small teacher with an mlp student.
@@ -21,7 +21,11 @@ TIERS = "model.tiers=[{name: mlp, fraction: 0.34}, {name: cnn-small, fraction: 0
 
 def _compatible(knowledge: str, fusion: str, loss: str) -> bool:
     k, f, lo = KNOWLEDGE.create(knowledge), FUSIONS.create(fusion), LOSSES.create(loss)
-    if k.space not in f.spaces or k.domain not in f.domains or lo.uses_features != (k.space == "embedding"):
+    if (
+        k.space not in f.spaces
+        or k.domain not in f.domains
+        or lo.uses_features != (k.space == "embedding")
+    ):
         return False
     return lo.expects == k.space or (lo.expects == "probs" and k.space == "logits")
 
@@ -43,25 +47,42 @@ def test_matrix_covers_every_fusion_and_loss():
 
 @pytest.mark.parametrize("knowledge, fusion, loss", CASES)
 def test_fusion_loss_pair_changes_students(knowledge, fusion, loss):
-    cfg = load_config(None, [
-        "num_clients=3", TIERS, "transfer.size=60", "transfer.labelled=true", "train.epochs=1", "distill.epochs=1",
-        "evaluation.client_test_size=30", "evaluation.global_test_size=50", "strategy=fkd",
-        f"strategy.knowledge={knowledge}", f"strategy.fusion={fusion}", f"strategy.loss={loss}",
-        # With beta = 10 these three tiny, skewed clients are nobody's semantic neighbours, so
-        # KnFu hands each its own predictions back and nothing moves (tested in test_strategies);
-        # beta = 1 makes them neighbours.
-        *(["strategy.fusion_params.beta=1"] if fusion == "knfu" else []),
-        *(["transfer.views=2"] if getattr(FUSIONS.create(fusion), "views", 1) == 2 else []),
-    ])
-    recipe = resolve_strategy(cfg)
-    learners = [Learner(cfg, i) for i in range(3)]
+    cfg = load_config(
+        None,
+        [
+            "num_clients=3",
+            TIERS,
+            "transfer.size=60",
+            "transfer.labelled=true",
+            "train.epochs=1",
+            "distill.epochs=1",
+            "evaluation.client_test_size=30",
+            "evaluation.global_test_size=50",
+            "strategy=fkd",
+            f"strategy.knowledge={knowledge}",
+            f"strategy.fusion={fusion}",
+            f"strategy.loss={loss}",
+            # With beta = 10 these three tiny, skewed clients are nobody's semantic neighbours, so
+            # KnFu hands each its own predictions back and nothing moves (tested in
+            # test_strategies);
+            # beta = 1 makes them neighbours.
+            *(["strategy.fusion_params.beta=1"] if fusion == "knfu" else []),
+            *(["transfer.views=2"] if getattr(FUSIONS.create(fusion), "views", 1) == 2 else []),
+        ],
+    )
+    exp = resolve(cfg)
+    learners = [Learner(exp, i) for i in range(3)]
     assert [lr.description for lr in learners] == ["mlp", "cnn-small>mlp", "cnn-small>mlp"]
     for lr in learners:
         lr.train(1)
     shared = [lr.knowledge(1) for lr in learners]
     values = np.stack([v for v, _ in shared])
-    counts = np.stack([c for _, c in shared]) if shared[0][1] is not None else np.array([lr.num_examples for lr in learners])
-    result = recipe.make_fusion().fuse(values, counts)
+    counts = (
+        np.stack([c for _, c in shared])
+        if shared[0][1] is not None
+        else np.array([lr.num_examples for lr in learners])
+    )
+    result = exp.fusion.fuse(values, counts)
     for i, lr in enumerate(learners):
         probe = lr.data.transfer_x
         student = lr.receiving_model

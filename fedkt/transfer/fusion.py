@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fedkt.registry import Registry
-from fedkt.transfer.params import count, flag, non_negative, positive
+from fedkt.transfer.params import count, flag, positive
 
 _EPS = 1e-12
 
@@ -50,6 +50,7 @@ class Fusion:
 
     spaces: tuple[str, ...] = ("probs", "logits", "embedding")
     domains: tuple[str, ...] = ("transfer", "class")
+    views: int = 1  #: views of each transfer sample the fusion learns from
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -85,7 +86,9 @@ class MeanFusion(Fusion):
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         n = values.shape[0]
-        row = np.ones(n) if self.weighting == "uniform" else _client_totals(counts).astype(np.float64)
+        row = (
+            np.ones(n) if self.weighting == "uniform" else _client_totals(counts).astype(np.float64)
+        )
         if row.sum() <= 0:
             row = np.ones(n)
         return np.tile(row / row.sum(), (n, 1))
@@ -121,7 +124,8 @@ class MostConfidentFusion(Fusion):
 
 
 def dlf_weights(probs: np.ndarray, iterations: int = 50, step: float = 1.0) -> np.ndarray:
-    """Per-sample teacher weights on the simplex minimising sum_m KL(p_w || p_m), p_w = sum_m w_m p_m.
+    """Per-sample teacher weights on the simplex minimising sum_m KL(p_w || p_m), where
+    p_w = sum_m w_m p_m.
 
     [ours] reading of Dynamic Logit Fusion's KL-constrained weights (METHODS.md): the fused
     target should stay close, in KL, to every teacher at once. Solved by exponentiated
@@ -135,7 +139,8 @@ def dlf_weights(probs: np.ndarray, iterations: int = 50, step: float = 1.0) -> n
     w = np.full((s, n), 1.0 / n)
     for _ in range(iterations):
         fused = np.einsum("sn,nsc->sc", w, p)
-        # d/dp_w of sum_j KL(p_w || p_j) = sum_j (log p_w - log p_j + 1); chain rule through p_w = sum_m w_m p_m
+        # d/dp_w of sum_j KL(p_w || p_j) = sum_j (log p_w - log p_j + 1);
+        # chain rule through p_w = sum_m w_m p_m
         grad_p = n * (np.log(fused) + 1.0) - logp.sum(axis=0)  # (S, C)
         grad_w = np.einsum("nsc,sc->sn", p, grad_p)
         w = w * np.exp(-step * (grad_w - grad_w.min(axis=1, keepdims=True)))
@@ -159,7 +164,9 @@ class DynamicLogitFusion(Fusion):
         n = values.shape[0]
         w = dlf_weights(values, self.iterations, self.step)  # (S, N)
         target = np.einsum("sn,nsc->sc", w, values)
-        return FusionResult(np.repeat(target[None], n, axis=0).astype(np.float32), np.tile(w.mean(axis=0), (n, 1)))
+        return FusionResult(
+            np.repeat(target[None], n, axis=0).astype(np.float32), np.tile(w.mean(axis=0), (n, 1))
+        )
 
 
 def sade_weights(probs: np.ndarray, steps: int = 200, lr: float = 0.05) -> np.ndarray:
@@ -175,13 +182,18 @@ def sade_weights(probs: np.ndarray, steps: int = 200, lr: float = 0.05) -> np.nd
     p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
     n, rows, _ = p.shape
     if rows % 2:
-        raise ValueError(f"sade needs two views of each transfer sample (an even number of rows), got {rows} rows")
+        raise ValueError(
+            f"sade needs two views of each transfer sample (an even number of rows), got {rows} "
+            "rows"
+        )
     first, second = p[:, : rows // 2], p[:, rows // 2 :]
     a = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([a], lr=lr)
     for _ in range(steps):
         w = torch.softmax(a, dim=0)
-        agreement = F.cosine_similarity(torch.einsum("n,nsc->sc", w, first), torch.einsum("n,nsc->sc", w, second), dim=-1)
+        agreement = F.cosine_similarity(
+            torch.einsum("n,nsc->sc", w, first), torch.einsum("n,nsc->sc", w, second), dim=-1
+        )
         loss = -agreement.mean()
         opt.zero_grad()
         loss.backward()
@@ -205,28 +217,6 @@ class SelfSupervisedAggregation(Fusion):
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         w = sade_weights(values, self.steps, self.lr)
         return np.tile(w, (values.shape[0], 1))
-
-
-@FUSIONS.register("era")
-class EntropyReductionFusion(MeanFusion):
-    """DS-FL's entropy-reduction aggregation (Itahara et al.): softmax(mean_k p_k / T_ERA).
-
-    Sharpening the average (T_ERA = 0.1) lowers the entropy of the consensus, which the
-    authors show speeds up convergence under non-IID data.
-    """
-
-    spaces = ("probs",)
-
-    def __init__(self, temperature: float = 0.1, weighting: str = "uniform") -> None:
-        super().__init__(weighting)
-        self.temperature = positive("temperature", temperature)
-
-    def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
-        res = super().fuse(values, counts)
-        z = res.targets.astype(np.float64) / self.temperature
-        z -= z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return FusionResult((p / p.sum(axis=-1, keepdims=True)).astype(np.float32), res.weights)
 
 
 @FUSIONS.register("class_mean")
@@ -256,77 +246,3 @@ class ClassMeanFusion(Fusion):
         weights = np.nanmean(np.where(total[:, None, :] > 0, share, np.nan), axis=2)
         weights = np.nan_to_num(weights)
         return FusionResult(targets.astype(np.float32), weights)
-
-
-def estimated_distributions(probs: np.ndarray) -> np.ndarray:
-    """EPD_n = mean over the transfer set of p_n(x): each client's implied label distribution."""
-    return np.asarray(probs, dtype=np.float64).mean(axis=1)
-
-
-def kl_matrix(p: np.ndarray) -> np.ndarray:
-    """d[n, m] = KL(p_n || p_m) for the rows of ``p`` (each a distribution)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, None)
-    p = p / p.sum(axis=1, keepdims=True)
-    logp = np.log(p)
-    # KL(p_n || p_m) = sum_c p_n,c log p_n,c - sum_c p_n,c log p_m,c
-    return (p * logp).sum(axis=1)[:, None] - p @ logp.T
-
-
-def knfu_weights(
-    probs: np.ndarray,
-    beta: float = 10.0,
-    threshold: float = 0.0,
-    top_k: int | None = None,
-    include_self: bool = True,
-) -> np.ndarray:
-    """KnFu effectiveness weights over semantic neighbours.
-
-    [ours] specification (METHODS.md): w_nm = softmax_m(-beta * KL(EPD_n || EPD_m));
-    neighbours are the m with w_nm >= threshold (the strongest one is always kept),
-    optionally only the ``top_k`` strongest; rows are renormalised over the neighbours.
-    Clients whose predictions imply a similar label distribution are "semantic
-    neighbours" whose knowledge is useful to each other; distant ones are down-weighted.
-    """
-    n = probs.shape[0]
-    logits = -beta * kl_matrix(estimated_distributions(probs))
-    if n == 1:
-        return np.ones((1, 1))  # a lone participant can only learn from itself
-    if not include_self:
-        np.fill_diagonal(logits, -np.inf)
-    logits -= logits.max(axis=1, keepdims=True)
-    w = np.exp(logits)
-    w /= w.sum(axis=1, keepdims=True)
-    keep = w >= threshold
-    if top_k is not None:
-        order = np.argsort(-w, axis=1, kind="stable")
-        ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(n)[None, :].repeat(n, axis=0), axis=1)
-        keep &= ranks < top_k
-    keep[np.arange(n), w.argmax(axis=1)] = True  # never leave a client without a teacher
-    w = np.where(keep, w, 0.0)
-    return w / w.sum(axis=1, keepdims=True)
-
-
-@FUSIONS.register("knfu")
-class KnFuFusion(Fusion):
-    """KnFu (Seyedmohammadi et al., arXiv 2403.11892): personalised fusion of the
-    knowledge of each client's semantic neighbours; see :func:`knfu_weights`."""
-
-    spaces, domains = ("probs",), ("transfer",)
-
-    def __init__(
-        self,
-        beta: float = 10.0,
-        threshold: float = 0.0,
-        top_k: int | None = None,
-        include_self: bool = True,
-    ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        self.beta = non_negative("beta", beta)
-        self.threshold = float(threshold)
-        self.top_k = None if top_k is None else count("top_k", top_k)
-        self.include_self = flag("include_self", include_self)
-
-    def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return knfu_weights(values, self.beta, self.threshold, self.top_k, self.include_self)

@@ -10,18 +10,27 @@ transfer samples, or per-class tables. Each kind declares
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from fedkt.errors import KnowledgeError
 from fedkt.registry import Registry
-from fedkt.transfer.params import positive
 from fedkt.training import predict
+from fedkt.transfer.params import positive
+
+if TYPE_CHECKING:
+    from fedkt.data.federation import ClientData
 
 KNOWLEDGE: Registry["Knowledge"] = Registry("knowledge")
 
+Rows = torch.Tensor | None  # transfer-set row indices of a round (None: every row)
 
-def _eval_batches(model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = 512) -> torch.Tensor:
+
+def _eval_batches(
+    model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = 512
+) -> torch.Tensor:
     return predict(model, x, fn, batch_size)
 
 
@@ -43,11 +52,34 @@ class Knowledge:
     domain = "transfer"
     space = "probs"
 
-    def extract(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def inputs(self, data: ClientData, rows: Rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The samples knowledge is extracted on and distilled on, with their labels
+        (None where unlabelled): the round's transfer rows, or private data for
+        per-class knowledge."""
+        if self.domain == "class":
+            return data.train_x, data.train_y
+        x, y = data.transfer_x, data.transfer_y
+        if rows is None:
+            return x, y
+        return x[rows], (y[rows] if y is not None else None)
+
+    def spread(self, target: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """One target row per sample of :meth:`inputs`: per-class targets are looked up
+        by each private sample's label; transfer targets already have one row per sample."""
+        if self.domain == "class":
+            assert labels is not None
+            return target[labels]
+        return target
+
+    def extract(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, num_classes: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(values, per-row counts or None)."""
         raise NotImplementedError
 
-    def validate(self, values: np.ndarray, counts: np.ndarray | None, rows: int, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def validate(
+        self, values: np.ndarray, counts: np.ndarray | None, rows: int, num_classes: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
 
@@ -63,7 +95,9 @@ class SoftLabels(_TransferKnowledge):
     space = "probs"
 
     def extract(self, model, x, y, num_classes):
-        probs = _eval_batches(model, x, lambda xb: torch.softmax(model(xb).float() / self.temperature, dim=-1))
+        probs = _eval_batches(
+            model, x, lambda xb: torch.softmax(model(xb).float() / self.temperature, dim=-1)
+        )
         return probs.numpy().astype(np.float32), None
 
     def validate(self, values, counts, rows, num_classes):
@@ -93,10 +127,16 @@ class Logits(_TransferKnowledge):
         return arr.astype(np.float32, copy=False), None
 
 
-def _per_class_mean(values: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _per_class_mean(
+    values: torch.Tensor, y: torch.Tensor, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     counts = torch.bincount(y, minlength=num_classes).double()
-    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64).index_add_(0, y, values.double())
-    means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.zeros_like(sums))
+    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64).index_add_(
+        0, y, values.double()
+    )
+    means = torch.where(
+        counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.zeros_like(sums)
+    )
     return means.float().numpy(), counts.numpy().astype(np.float64)
 
 
@@ -104,8 +144,15 @@ def _validate_counts(counts: np.ndarray | None, num_classes: int) -> np.ndarray:
     if counts is None:
         raise KnowledgeError("per-class knowledge needs per-class counts", "counts")
     c = np.asarray(counts)
-    if c.shape != (num_classes,) or not np.isfinite(c).all() or (c < 0).any() or not np.allclose(c, np.round(c)):
-        raise KnowledgeError(f"per-class counts must be {num_classes} non-negative integers", "counts")
+    if (
+        c.shape != (num_classes,)
+        or not np.isfinite(c).all()
+        or (c < 0).any()
+        or not np.allclose(c, np.round(c))
+    ):
+        raise KnowledgeError(
+            f"per-class counts must be {num_classes} non-negative integers", "counts"
+        )
     if c.sum() <= 0:
         raise KnowledgeError("per-class counts are all zero", "counts")
     return c.astype(np.float64)
@@ -121,7 +168,9 @@ class ClassLogits(Knowledge):
         return _per_class_mean(_eval_batches(model, x, model), y, num_classes)
 
     def validate(self, values, counts, rows, num_classes):
-        return _check_array(values, num_classes, num_classes, "class logits").astype(np.float32), _validate_counts(counts, num_classes)
+        return _check_array(values, num_classes, num_classes, "class logits").astype(
+            np.float32
+        ), _validate_counts(counts, num_classes)
 
 
 @KNOWLEDGE.register("prototypes")
@@ -134,4 +183,6 @@ class Prototypes(Knowledge):
         return _per_class_mean(_eval_batches(model, x, model.embed), y, num_classes)
 
     def validate(self, values, counts, rows, num_classes):
-        return _check_array(values, num_classes, None, "prototypes").astype(np.float32), _validate_counts(counts, num_classes)
+        return _check_array(values, num_classes, None, "prototypes").astype(
+            np.float32
+        ), _validate_counts(counts, num_classes)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fedkt.registry import Registry
-from fedkt.transfer.params import non_negative, positive
+from fedkt.transfer.params import positive
 
 LOSSES: Registry["DistillationLoss"] = Registry("loss")
 
@@ -37,35 +37,37 @@ class DistillationLoss:
         raise NotImplementedError
 
 
-def _rows(target: torch.Tensor) -> torch.Tensor:
+def rows_with_target(target: torch.Tensor) -> torch.Tensor:
     """Boolean mask of rows that carry a target."""
     return torch.isfinite(target).all(dim=-1)
 
 
-def _masked_mean(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over rows with a target; zero (with gradient graph) when there is none."""
     return (per_row * mask).sum() / mask.sum().clamp(min=1)
 
 
-def kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def kl_distillation(
+    logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Hinton et al.'s term T^2 * KL(target || softmax(z / T)), mean over rows with a target.
 
     The T^2 factor keeps gradient magnitudes comparable across temperatures.
     """
-    mask = _rows(target)
+    mask = rows_with_target(target)
     t = torch.where(mask[:, None], target, torch.zeros_like(target))
     log_student = F.log_softmax(logits / temperature, dim=-1)
     kl = (torch.xlogy(t, t) - t * log_student).sum(dim=-1)
-    return _masked_mean(kl, mask) * temperature**2
+    return masked_mean(kl, mask) * temperature**2
 
 
-class _TemperatureLoss(DistillationLoss):
+class TemperatureLoss(DistillationLoss):
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = positive("temperature", temperature)
 
 
 @LOSSES.register("kl")
-class KLLoss(_TemperatureLoss):
+class KLLoss(TemperatureLoss):
     """Hinton KD: T^2 * KL(p_target || p_student^T)."""
 
     def __call__(self, logits, target, labels=None, features=None):
@@ -73,7 +75,7 @@ class KLLoss(_TemperatureLoss):
 
 
 @LOSSES.register("soft_ce")
-class SoftCrossEntropyLoss(_TemperatureLoss):
+class SoftCrossEntropyLoss(TemperatureLoss):
     """Soft-label cross-entropy -sum_c t_c log p_c (DS-FL's distillation on ERA targets).
 
     Differs from KL by the target's entropy, a constant for the student, so gradients
@@ -81,68 +83,22 @@ class SoftCrossEntropyLoss(_TemperatureLoss):
     """
 
     def __call__(self, logits, target, labels=None, features=None):
-        mask = _rows(target)
+        mask = rows_with_target(target)
         t = torch.where(mask[:, None], target, torch.zeros_like(target))
         ce = -(t * F.log_softmax(logits / self.temperature, dim=-1)).sum(dim=-1)
-        return _masked_mean(ce, mask) * self.temperature**2
-
-
-@LOSSES.register("mae")
-class MAELoss(DistillationLoss):
-    """FedMD's "digest": mean absolute error between student scores and the consensus."""
-
-    expects = "logits"
-
-    def __call__(self, logits, target, labels=None, features=None):
-        mask = _rows(target)
-        t = torch.where(mask[:, None], target, logits.detach())
-        return _masked_mean((logits - t).abs().mean(dim=-1), mask)
-
-
-@LOSSES.register("ce_kl")
-class CEPlusKLLoss(_TemperatureLoss):
-    """FD (Jeong et al.): CE(y, p_s) + lambda * T^2 * KL(target_y || p_s^T) on private data."""
-
-    needs_labels = True
-
-    def __init__(self, temperature: float = 1.0, weight: float = 1.0) -> None:
-        super().__init__(temperature)
-        self.weight = non_negative("weight", weight)
-
-    def __call__(self, logits, target, labels=None, features=None):
-        if labels is None:
-            raise ValueError("ce_kl needs labels")
-        return F.cross_entropy(logits, labels) + self.weight * kl_distillation(logits, target, self.temperature)
-
-
-@LOSSES.register("proto")
-class PrototypeLoss(DistillationLoss):
-    """FedProto (Tan et al.): CE(y, p_s) + lambda * MSE(f(x), global prototype of y)."""
-
-    needs_labels = True
-    uses_features = True
-    expects = "embedding"
-
-    def __init__(self, weight: float = 1.0) -> None:
-        self.weight = non_negative("weight", weight)
-
-    def __call__(self, logits, target, labels=None, features=None):
-        if labels is None or features is None:
-            raise ValueError("proto needs labels and features")
-        mask = _rows(target)
-        t = torch.where(mask[:, None], target, features.detach())
-        mse = ((features - t) ** 2).mean(dim=-1)
-        return F.cross_entropy(logits, labels) + self.weight * _masked_mean(mse, mask)
+        return masked_mean(ce, mask) * self.temperature**2
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(torch.xlogy(p, p)).sum(dim=-1)
 
 
-def reverse_kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def reverse_kl_distillation(
+    logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Per-row T^2 * KL(softmax(z / T) || target): mode-seeking, the student concentrates
     on the target's dominant classes. Rows without a target contribute 0."""
-    mask = _rows(target)
+    mask = rows_with_target(target)
     t = torch.where(mask[:, None], target, torch.ones_like(target))
     log_s = F.log_softmax(logits / temperature, dim=-1)
     kl = (log_s.exp() * (log_s - torch.log(t.clamp(min=1e-12)))).sum(dim=-1)
@@ -150,15 +106,17 @@ def reverse_kl_distillation(logits: torch.Tensor, target: torch.Tensor, temperat
 
 
 @LOSSES.register("reverse_kl")
-class ReverseKLLoss(_TemperatureLoss):
+class ReverseKLLoss(TemperatureLoss):
     """Reverse KD: T^2 * KL(p_student^T || p_target)."""
 
     def __call__(self, logits, target, labels=None, features=None):
-        return _masked_mean(reverse_kl_distillation(logits, target, self.temperature), _rows(target))
+        return masked_mean(
+            reverse_kl_distillation(logits, target, self.temperature), rows_with_target(target)
+        )
 
 
 @LOSSES.register("bdkd")
-class BalancedKLLoss(_TemperatureLoss):
+class BalancedKLLoss(TemperatureLoss):
     """BD-KD (balancing the divergences): a per-sample mix of forward and reverse KL.
 
     [ours] weight: w = sigmoid(H(p_s) - H(p_t)) on the reverse (mode-seeking) KL and 1 - w on
@@ -167,13 +125,13 @@ class BalancedKLLoss(_TemperatureLoss):
     """
 
     def __call__(self, logits, target, labels=None, features=None):
-        mask = _rows(target)
+        mask = rows_with_target(target)
         t = torch.where(mask[:, None], target, torch.zeros_like(target))
         log_s = F.log_softmax(logits / self.temperature, dim=-1)
         forward = (torch.xlogy(t, t) - t * log_s).sum(dim=-1) * self.temperature**2
         reverse = reverse_kl_distillation(logits, target, self.temperature)
         w = torch.sigmoid(_entropy(log_s.exp()) - _entropy(t)).detach()
-        return _masked_mean(w * reverse + (1 - w) * forward, mask)
+        return masked_mean(w * reverse + (1 - w) * forward, mask)
 
 
 def estimated_label_weight(target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -184,7 +142,7 @@ def estimated_label_weight(target: torch.Tensor, labels: torch.Tensor) -> torch.
     misses them gets alpha near 1 (lean on the labels). Rows without a target are left
     out; with none at all, alpha = 1. No gradient flows through alpha.
     """
-    mask = _rows(target)
+    mask = rows_with_target(target)
     if not mask.any():
         return torch.ones((), dtype=torch.float32, device=target.device)
     hit = target[mask].gather(1, labels[mask][:, None]).squeeze(1)
@@ -192,7 +150,7 @@ def estimated_label_weight(target: torch.Tensor, labels: torch.Tensor) -> torch.
 
 
 @LOSSES.register("gt_weighted")
-class GroundTruthWeightedLoss(_TemperatureLoss):
+class GroundTruthWeightedLoss(TemperatureLoss):
     """alpha * CE(y, p_s) + (1 - alpha) * T^2 * KL(target || p_s^T) (Hinton's original mix).
 
     ``alpha`` is a fixed number in [0, 1] or ``"auto"``, estimated per batch from how well
@@ -207,7 +165,11 @@ class GroundTruthWeightedLoss(_TemperatureLoss):
         if isinstance(alpha, str):
             if alpha != "auto":
                 raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {alpha!r}")
-        elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        elif (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not 0.0 <= alpha <= 1.0
+        ):
             raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {alpha!r}")
         self.alpha = alpha if isinstance(alpha, str) else float(alpha)
 
@@ -215,11 +177,13 @@ class GroundTruthWeightedLoss(_TemperatureLoss):
         if labels is None:
             raise ValueError("gt_weighted needs labels")
         alpha = estimated_label_weight(target, labels) if self.alpha == "auto" else self.alpha
-        return alpha * F.cross_entropy(logits, labels) + (1 - alpha) * kl_distillation(logits, target, self.temperature)
+        return alpha * F.cross_entropy(logits, labels) + (1 - alpha) * kl_distillation(
+            logits, target, self.temperature
+        )
 
 
 @LOSSES.register("tgeo")
-class GeometryWeightedLoss(_TemperatureLoss):
+class GeometryWeightedLoss(TemperatureLoss):
     """Per-sample KD/CE ratio from the geometry of student S, teacher T and ground truth G.
 
     [ours] closed heuristic (the learned MLP of "Less or More From Teacher" needs held-out
@@ -238,7 +202,7 @@ class GeometryWeightedLoss(_TemperatureLoss):
     def __call__(self, logits, target, labels=None, features=None):
         if labels is None:
             raise ValueError("tgeo needs labels")
-        mask = _rows(target)
+        mask = rows_with_target(target)
         t = torch.where(mask[:, None], target, torch.zeros_like(target))
         log_s = F.log_softmax(logits / self.temperature, dim=-1)
         g = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)

@@ -49,7 +49,9 @@ def read_results(path: Path) -> dict[tuple[str, float, str], dict[int, float]]:
     return dict(out)
 
 
-def paired(results: dict, size: str, alpha: float, a: str, b: str) -> tuple[float, float, float, int]:
+def paired(
+    results: dict, size: str, alpha: float, a: str, b: str
+) -> tuple[float, float, float, int]:
     """Mean and std (percentage points) of a - b over the seeds both ran, the one-sided
     p-value of a paired t-test for "a < b" and the number of seeds."""
     from scipy import stats
@@ -77,7 +79,10 @@ def claim_matches(results: dict, sizes: list[str]) -> tuple[list[str], bool | No
                 continue
             ok = p >= 0.05
             verdicts.append(ok)
-            lines.append(f"| {size} | {alpha:g} | {mean:+.1f} ± {std:.1f} | {p:.3f} | {n} | {'yes' if ok else 'no'} |")
+            lines.append(
+                f"| {size} | {alpha:g} | {mean:+.1f} ± {std:.1f} | {p:.3f} | {n} | "
+                f"{'yes' if ok else 'no'} |"
+            )
     return lines, (all(verdicts) if verdicts else None)
 
 
@@ -108,7 +113,9 @@ def knfu_self_weight(out: Path | None, size: str, alpha: float) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def claim_local(results: dict, sizes: list[str], out: Path | None = None) -> tuple[list[str], bool | None, str]:
+def claim_local(
+    results: dict, sizes: list[str], out: Path | None = None
+) -> tuple[list[str], bool | None, str]:
     """Claim 2: at alpha 0.1 with large local data, local training beats knowledge fusion.
     Per fusion strategy, paired by seed: "better" when local is significantly better
     (one-sided paired t-test, p < 0.05), "worse" when significantly worse, else "tie".
@@ -125,7 +132,9 @@ def claim_local(results: dict, sizes: list[str], out: Path | None = None) -> tup
             outcome = "better" if p_greater < 0.05 else "worse" if p_less < 0.05 else "tie"
             self_w = knfu_self_weight(out, size, 0.1) if other == "knfu" else math.nan
             note = f"{self_w:.2f}" if math.isfinite(self_w) else "-"
-            lines.append(f"| {size} | local − {other} | {mean:+.1f} ± {std:.1f} | {n} | {outcome} | {note} |")
+            lines.append(
+                f"| {size} | local − {other} | {mean:+.1f} ± {std:.1f} | {n} | {outcome} | {note} |"
+            )
             if size == "large":
                 outcomes.append(outcome)
     if not outcomes:
@@ -133,9 +142,14 @@ def claim_local(results: dict, sizes: list[str], out: Path | None = None) -> tup
     if all(o == "better" for o in outcomes):
         return lines, True, "**supported**"
     if any(o == "better" for o in outcomes):
-        return lines, None, "**partly supported**: local training beats " + ", ".join(
-            o for o, r in zip(("KnFu", "FKD"), outcomes) if r == "better") + " but not " + ", ".join(
-            o for o, r in zip(("KnFu", "FKD"), outcomes) if r != "better")
+        return (
+            lines,
+            None,
+            "**partly supported**: local training beats "
+            + ", ".join(o for o, r in zip(("KnFu", "FKD"), outcomes) if r == "better")
+            + " but not "
+            + ", ".join(o for o, r in zip(("KnFu", "FKD"), outcomes) if r != "better"),
+        )
     return lines, False, "**not supported**"
 
 
@@ -146,13 +160,22 @@ def _cell(values: dict[int, float]) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
 
-def plot_alpha(results: dict, sizes: list[str], alphas: list[float], strategies: list[str], path: Path, title: str) -> None:
+def plot_alpha(
+    results: dict,
+    sizes: list[str],
+    alphas: list[float],
+    strategies: list[str],
+    path: Path,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(sizes), figsize=(5.2 * len(sizes), 4), sharey=True, squeeze=False
+    )
     for ax, size in zip(axes[0], sizes):
         for s in strategies:
             means, stds = [], []
@@ -181,9 +204,12 @@ def _setup_lines(out: Path) -> list[str]:
     cfg = next(iter(json.loads(plan.read_text())["cells"].values()))
     tr, ds, tf = cfg["train"], cfg["distill"], cfg["transfer"]
     return [
-        f"Every cell: {cfg['num_clients']} clients, `{cfg['model']['name']}` models, {tf['size']:,} unlabelled transfer "
-        f"samples ({tf['source']}), {cfg['rounds']} rounds of {tr['epochs']} local epoch(s) ({tr['optimizer']}, lr {tr['lr']:g}, "
-        f"batch {tr['batch_size']}) and {ds['epochs']} distillation epoch(s) on the transfer set (lr {ds['lr']:g}), "
+        f"Every cell: {cfg['num_clients']} clients, `{cfg['model']['name']}` models, "
+        f"{tf['size']:,} unlabelled transfer "
+        f"samples ({tf['source']}), {cfg['rounds']} rounds of {tr['epochs']} local epoch(s) "
+        f"({tr['optimizer']}, lr {tr['lr']:g}, "
+        f"batch {tr['batch_size']}) and {ds['epochs']} distillation epoch(s) on the transfer set "
+        f"(lr {ds['lr']:g}), "
         f"temperature {cfg['strategy']['temperature']:g}, KnFu's beta = 10 as in the paper.",
     ]
 
@@ -199,9 +225,19 @@ def write_document(out: Path, results_md: Path, grid: Path, command: str) -> boo
     figures = results_md.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
     stem = out.name
-    plot_alpha(results, sizes, alphas, strategies, figures / f"{stem}_alma_vs_alpha.png", f"final ALMA vs heterogeneity ({stem}, mean ± std over seeds)")
+    plot_alpha(
+        results,
+        sizes,
+        alphas,
+        strategies,
+        figures / f"{stem}_alma_vs_alpha.png",
+        f"final ALMA vs heterogeneity ({stem}, mean ± std over seeds)",
+    )
     copied = []
-    for name, caption in (("alma_per_round.png", "ALMA per round"), ("alma_vs_bytes.png", "ALMA vs bytes")):
+    for name, caption in (
+        ("alma_per_round.png", "ALMA per round"),
+        ("alma_vs_bytes.png", "ALMA vs bytes"),
+    ):
         if (out / name).exists():
             shutil.copyfile(out / name, figures / f"{stem}_{name}")
             copied += [f"![{caption}](results/{stem}_{name})", ""]
@@ -211,49 +247,98 @@ def write_document(out: Path, results_md: Path, grid: Path, command: str) -> boo
     with open(out / "results.csv") as fh:
         wall = sum(float(r["wall_seconds"] or 0) for r in csv.DictReader(fh))
     lines = [
-        f"# KnFu paper reproduction: {stem}", "",
-        f"Grid `{grid.relative_to(ROOT) if grid.is_relative_to(ROOT) else grid}`: local data size x Dirichlet alpha x "
-        f"strategy x seeds ({', '.join(map(str, seeds))}), {n_cells}/{expected} cells finished. Reproduce with:", "",
-        f"    {command}", "",
-        f"Measured on {platform.machine()} with {__import__('os').cpu_count()} CPU cores, {date.today().isoformat()}; "
-        f"{wall / 60:.0f} minutes of simulation in all. Per-cell results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/`.", "",
-        "Final ALMA (%): each client's accuracy on a test split with its own label distribution, averaged over",
-        "clients, after the last round; mean ± std over seeds. small ≈ 500 and large ≈ 5,000 private samples per client.", "",
+        f"# KnFu paper reproduction: {stem}",
+        "",
+        f"Grid `{grid.relative_to(ROOT) if grid.is_relative_to(ROOT) else grid}`: local data size "
+        "x Dirichlet alpha x "
+        f"strategy x seeds ({', '.join(map(str, seeds))}), {n_cells}/{expected} cells finished. "
+        "Reproduce with:",
+        "",
+        f"    {command}",
+        "",
+        f"Measured on {platform.machine()} with {__import__('os').cpu_count()} CPU cores, "
+        f"{date.today().isoformat()}; "
+        f"{wall / 60:.0f} minutes of simulation in all. Per-cell results: "
+        f"`{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/`.",
+        "",
+        "Final ALMA (%): each client's accuracy on a test split with its own label distribution, "
+        "averaged over",
+        "clients, after the last round; mean ± std over seeds. small ≈ 500 and large ≈ 5,000 "
+        "private samples per client.",
+        "",
         "| local data | alpha | " + " | ".join(strategies) + " |",
         "|---|---|" + "---|" * len(strategies),
     ]
     for size in sizes:
         for a in alphas:
-            best = max(strategies, key=lambda s: np.mean(list(results.get((size, a, s), {0: -1}).values())))
-            cells = [(f"**{_cell(results.get((size, a, s), {}))}**" if s == best else _cell(results.get((size, a, s), {}))) for s in strategies]
+            best = max(
+                strategies, key=lambda s: np.mean(list(results.get((size, a, s), {0: -1}).values()))
+            )
+            cells = [
+                (
+                    f"**{_cell(results.get((size, a, s), {}))}**"
+                    if s == best
+                    else _cell(results.get((size, a, s), {}))
+                )
+                for s in strategies
+            ]
             lines.append(f"| {size} | {a:g} | " + " | ".join(cells) + " |")
     c1_lines, c1 = claim_matches(results, sizes)
     c2_lines, _, c2_word = claim_local(results, sizes, out)
-    verdict = {True: "**supported**", False: "**not supported**", None: "not yet tested (cells missing)"}
+    verdict = {
+        True: "**supported**",
+        False: "**not supported**",
+        None: "not yet tested (cells missing)",
+    }
     lines += [
-        "", f"![final ALMA vs alpha](results/{stem}_alma_vs_alpha.png)", "",
-        "## The paper's claims, tested on these runs", "",
-        f"### 1. KnFu at least matches vanilla FKD under heterogeneity: {verdict[c1]}", "",
-        "Paired by seed (same partitions, transfer set and initial models), KnFu minus FKD in percentage points;",
-        "\"matches\" means KnFu is not significantly worse (one-sided paired t-test, p ≥ 0.05).", "",
-        "| local data | alpha | KnFu − FKD (pp) | p (KnFu < FKD) | seeds | at least matches |", "|---|---|---|---|---|---|",
-        *c1_lines, "",
-        f"### 2. With large, highly heterogeneous local data, local training beats fusion: {c2_word}", "",
-        "At alpha = 0.1, local minus each fusion strategy in percentage points (mean ± std over seeds, paired);",
-        "better / worse: significantly so (one-sided paired t-test, p < 0.05), else tie. The claim is about the",
-        "large rows; the small rows show the contrast. KnFu self-weight: the weight its last-round target gives a",
-        "client's own knowledge, averaged over clients and seeds (1 = local training, 0.1 = uniform over 10 clients):",
-        "where it is near 1, KnFu has found no useful neighbours and falls back to what local training does.", "",
-        "| local data | difference | pp | seeds | local vs fusion | KnFu self-weight |", "|---|---|---|---|---|---|",
-        *c2_lines, "",
-        "## Setup and reading", "",
+        "",
+        f"![final ALMA vs alpha](results/{stem}_alma_vs_alpha.png)",
+        "",
+        "## The paper's claims, tested on these runs",
+        "",
+        f"### 1. KnFu at least matches vanilla FKD under heterogeneity: {verdict[c1]}",
+        "",
+        "Paired by seed (same partitions, transfer set and initial models), KnFu minus FKD in "
+        "percentage points;",
+        '"matches" means KnFu is not significantly worse (one-sided paired t-test, p ≥ 0.05).',
+        "",
+        "| local data | alpha | KnFu − FKD (pp) | p (KnFu < FKD) | seeds | at least matches |",
+        "|---|---|---|---|---|---|",
+        *c1_lines,
+        "",
+        "### 2. With large, highly heterogeneous local data, local training beats fusion: "
+        f"{c2_word}",
+        "",
+        "At alpha = 0.1, local minus each fusion strategy in percentage points (mean ± std over "
+        "seeds, paired);",
+        "better / worse: significantly so (one-sided paired t-test, p < 0.05), else tie. The "
+        "claim is about the",
+        "large rows; the small rows show the contrast. KnFu self-weight: the weight its "
+        "last-round target gives a",
+        "client's own knowledge, averaged over clients and seeds (1 = local training, 0.1 = "
+        "uniform over 10 clients):",
+        "where it is near 1, KnFu has found no useful neighbours and falls back to what local "
+        "training does.",
+        "",
+        "| local data | difference | pp | seeds | local vs fusion | KnFu self-weight |",
+        "|---|---|---|---|---|---|",
+        *c2_lines,
+        "",
+        "## Setup and reading",
+        "",
         *_setup_lines(out),
-        "Vanilla FKD distils every client towards the uniform mean of all clients' soft labels; when each client",
-        "holds one or two classes (alpha = 0.1) that mean mostly describes other clients' classes, so each round's",
-        "distillation overwrites what local training learned, and a client's accuracy on its *own* label mix can",
-        "fall below chance. KnFu weighs neighbours by how similar their predicted label distributions are; with",
-        "beta = 10 and very different clients its weights stay on the client itself (the self-weight column),",
-        "which is why it tracks local training there instead of collapsing like FKD.", "",
+        "Vanilla FKD distils every client towards the uniform mean of all clients' soft labels; "
+        "when each client",
+        "holds one or two classes (alpha = 0.1) that mean mostly describes other clients' "
+        "classes, so each round's",
+        "distillation overwrites what local training learned, and a client's accuracy on its "
+        "*own* label mix can",
+        "fall below chance. KnFu weighs neighbours by how similar their predicted label "
+        "distributions are; with",
+        "beta = 10 and very different clients its weights stay on the client itself (the "
+        "self-weight column),",
+        "which is why it tracks local training there instead of collapsing like FKD.",
+        "",
         *(["## More figures", "", *copied] if copied else []),
     ]
     results_md.parent.mkdir(parents=True, exist_ok=True)
@@ -264,19 +349,36 @@ def write_document(out: Path, results_md: Path, grid: Path, command: str) -> boo
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default=str(ROOT / "simulations/knfu_paper/compare_mnist.yaml"))
-    parser.add_argument("--out", default=str(ROOT / "runs/knfu_paper/mnist"), help="comparison directory (reuse it to resume)")
-    parser.add_argument("--results", default=str(ROOT / "docs/RESULTS.md"), help="the document to write")
-    parser.add_argument("--report-only", action="store_true", help="do not run cells; only rewrite the document")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "runs/knfu_paper/mnist"),
+        help="comparison directory (reuse it to resume)",
+    )
+    parser.add_argument(
+        "--results", default=str(ROOT / "docs/RESULTS.md"), help="the document to write"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="do not run cells; only rewrite the document"
+    )
     args = parser.parse_args(argv)
-    grid, out, results_md = Path(args.grid).resolve(), Path(args.out).resolve(), Path(args.results).resolve()
+    grid, out, results_md = (
+        Path(args.grid).resolve(),
+        Path(args.out).resolve(),
+        Path(args.results).resolve(),
+    )
     if not grid.exists():
         parser.error(f"--grid: {grid} does not exist")
     command = "python simulations/knfu_paper/reproduce.py" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--grid", args.grid, parser.get_default("grid")), ("--out", args.out, parser.get_default("out")),
-            ("--results", args.results, parser.get_default("results"))) if value != default)
+        f" {flag} {value}"
+        for flag, value, default in (
+            ("--grid", args.grid, parser.get_default("grid")),
+            ("--out", args.out, parser.get_default("out")),
+            ("--results", args.results, parser.get_default("results")),
+        )
+        if value != default
+    )
     if not args.report_only:
-        from fedkt.cli import main as fedkt_main
+        from fedkt.server.cli import main as fedkt_main
 
         code = fedkt_main(["compare", str(grid), "--out", str(out)])
         if code:
@@ -284,7 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (out / "results.csv").exists():
         parser.error(f"--out: {out} holds no results.csv yet (run without --report-only)")
     complete = write_document(out, results_md, grid, command)
-    print(f"wrote {results_md}" + ("" if complete else " (some cells are missing: run again to finish them)"))
+    print(
+        f"wrote {results_md}"
+        + ("" if complete else " (some cells are missing: run again to finish them)")
+    )
     return 0
 
 

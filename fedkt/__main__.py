@@ -1,5 +1,0 @@
-import sys
-
-from fedkt.cli import main
-
-sys.exit(main())

@@ -1,0 +1,112 @@
+"""What a transfer method is: a declaration of its parts plus its round-protocol hooks.
+
+A method names the three registered parts it composes (knowledge a client shares, the
+server's fusion, the loss that distils the fused target back), the parameters it
+accepts (``strategy.params`` in a config), whether model weights travel, and overrides
+the hooks where its paper's round differs from the shared protocol. Each method lives in
+one file under :mod:`fedkt.methods`; nothing outside that file branches on its name.
+
+The shared round protocol (``docs/ARCHITECTURE.md``): local training -> knowledge
+extraction -> validation + fusion on the server -> (server step) -> distillation of the
+personalised target, with an optional private-data anchor -> scoring.
+
+No Flower here: the Flower strategies in ``strategies/`` read a method's declaration and
+call its hooks, so a method can be unit-tested on tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedkt.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedkt.experiment import Experiment
+
+#: What soft-label methods exchange (used in several method declarations).
+SOFT_LABELS = "soft labels on the transfer set (M x C floats)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """A federated transfer method.
+
+    Parameters
+    ----------
+    description, exchanges :
+        One line each for ``fedkt strategies`` and the docs.
+    knowledge, fusion, loss :
+        Registered part names (``None`` for all three: no knowledge is exchanged).
+    fusion_params, loss_params :
+        The method's own defaults for its parts; they apply only while the config keeps
+        that part (a swapped-in part starts from its own defaults).
+    params :
+        Parameters the method itself accepts (``strategy.params``) and their defaults.
+    shares_weights :
+        Clients send their model weights and adopt the server's model.
+    averaging :
+        The Flower strategy (a class of ``flwr.serverapp.strategy``, by name) that
+        aggregates the weights of a weights-only method; ``params`` are its keyword
+        arguments.
+    fixed_parts :
+        The method's parts cannot be swapped from the config (its server step
+        depends on them).
+    """
+
+    description: str
+    exchanges: str
+    knowledge: str | None = None
+    fusion: str | None = None
+    loss: str | None = None
+    fusion_params: Mapping[str, Any] = field(default_factory=dict)
+    loss_params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    shares_weights: bool = False
+    averaging: str | None = None
+    fixed_parts: bool = False
+
+    @property
+    def exchanges_knowledge(self) -> bool:
+        return self.knowledge is not None
+
+    # ------------------------------------------------------------------ hooks
+    def check_param(self, name: str, value: Any) -> Any:
+        """Validate one of :attr:`params` (raise ValueError naming it). Default: a
+        number >= 0, which fits every server-side rate, weight and coefficient."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        return value
+
+    def transfer_indices(self, exp: Experiment, server_round: int) -> np.ndarray | None:
+        """Transfer-set rows used in ``server_round`` by every client and the server
+        (with two views: the chosen samples' rows in both). ``None``: every row."""
+        return None
+
+    def anchor_weight(self, exp: Experiment) -> float:
+        """lambda of the private-data cross-entropy added to each distillation step
+        (the anchor that keeps a client on its own task while it absorbs knowledge)."""
+        return exp.config.distill.ce_weight
+
+    def server_step(
+        self, exp: Experiment, model: nn.Module | None, targets: np.ndarray, server_round: int
+    ) -> np.ndarray | None:
+        """Runs on the server after fusion. ``model`` holds the averaged weights when
+        the method shares weights (else ``None``); ``targets`` are the fused targets,
+        one per participant. Returns the targets clients distil (``None``: no targets;
+        clients adopt the server's model instead)."""
+        return targets
+
+
+METHODS: Registry[Method] = Registry("strategy")
+
+
+def register(name: str, method: Method) -> Method:
+    """Register ``method`` under ``name`` (the ``strategy`` a config names)."""
+    METHODS.register(name)(lambda: method)
+    return method
