@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -11,17 +12,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+if TYPE_CHECKING:
+    from fedkt.rounds import RoundRecord
 
-def accuracy_per_round(rounds: list[dict[str, Any]], path: Path, title: str = "") -> None:
+
+def accuracy_per_round(rounds: Sequence[RoundRecord], path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [r["round"] for r in rounds]
-    for key, label in (
-        ("alma", "ALMA (own test split)"),
-        ("global_accuracy", "global test (mean)"),
-        ("worst_client_accuracy", "worst client"),
-        ("local_alma", "after local training"),
+    xs = [r.round for r in rounds]
+    for series, label in (
+        ([r.alma for r in rounds], "ALMA (own test split)"),
+        ([r.global_accuracy for r in rounds], "global test (mean)"),
+        ([r.worst_client_accuracy for r in rounds], "worst client"),
+        ([r.local_alma for r in rounds], "after local training"),
     ):
-        ys = [np.nan if r.get(key) is None else r[key] for r in rounds]
+        ys = [np.nan if v is None else v for v in series]
         if not all(np.isnan(ys)):
             ax.plot(xs, ys, marker="o", ms=3, label=label)
     ax.set_xlabel("round")

@@ -216,9 +216,7 @@ class ResultsWriter:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
         from fedkt import plots
 
-        plots.accuracy_per_round(
-            [r.to_dict() for r in self.rounds], self.dir / "accuracy.png", title=self.cfg.name
-        )
+        plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)
         if self.last_weights is not None:
             r, clients, weights = self.last_weights
             plots.fusion_heatmap(

@@ -16,7 +16,8 @@ PROBE = (
     "import importlib, importlib.util, sys;"
     "mods = [importlib.import_module(m) for m in sys.argv[1:]];"
     "print('\\n'.join(m.__file__ for m in mods));"
-    "print('bare:', [n for n in ('server', 'clients', 'strategies') if importlib.util.find_spec(n)])"
+    "bare = [n for n in ('server', 'clients', 'strategies') if importlib.util.find_spec(n)];"
+    "print('bare:', bare)"
 )
 
 
