@@ -171,9 +171,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     values: dict[str, float] = {}
     _adopt_global(msg, learner)
     if P.TARGET in msg.content:
-        values["distill_loss"] = learner.finetune(
-            msg.content[P.TARGET][P.VALUES].numpy(), server_round
-        )
+        values.update(learner.finetune(msg.content[P.TARGET][P.VALUES].numpy(), server_round))
     _save(learner, context, server_round)
     values.update(learner.evaluate())
     return Message(RecordDict({P.METRICS: _metrics(learner, values)}), reply_to=msg)

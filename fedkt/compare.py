@@ -14,15 +14,15 @@ and re-runs any cell that was interrupted.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,7 +30,18 @@ from fedkt.checkpoint import SERVER_FILE, checkpoint_dir
 from fedkt.config import ExperimentConfig, _format_error, apply_overrides, build_config, read_yaml
 from fedkt.errors import ConfigError
 from fedkt.experiment import resolve
+from fedkt.report import CellResult, confidence_interval, markdown, summarise
 from fedkt.results import atomic_write
+from fedkt.tuning import Trial, TuneConfig, choose, trials, with_values
+
+__all__ = [
+    "Cell",
+    "CompareConfig",
+    "confidence_interval",
+    "load_compare",
+    "run_compare",
+    "write_report",
+]
 
 
 class CompareConfig(BaseModel):
@@ -45,6 +56,19 @@ class CompareConfig(BaseModel):
     strategies: list[str | dict[str, Any]] = Field(min_length=1)
     partitions: list[dict[str, Any]] = Field(default_factory=lambda: [dict[str, Any]()])
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: Literal["equal", "own"] = Field(
+        "equal",
+        description="equal: every strategy takes the same optimiser steps per round in its "
+        "exchange phase (distill.steps, from distill.epochs over the transfer set); own: each "
+        "strategy its own epochs",
+    )
+    margin: float = Field(0.01, ge=0, lt=1, description="non-inferiority margin of the verdicts")
+    flag_margin: float = Field(
+        0.05, ge=0, lt=1, description="flag a strategy ending this far below its local_alma"
+    )
+    tune: TuneConfig | None = Field(
+        None, description="grids tuned on validation data before the test seeds run (fedkt.tuning)"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -147,6 +171,14 @@ def load_compare(
                 }
                 raw_cell["seed"] = seed
                 cfg = build_config(raw_cell)
+                if comp.budget == "equal" and cfg.distill.steps is None:
+                    cfg = cfg.model_copy(
+                        update={
+                            "distill": cfg.distill.model_copy(
+                                update={"steps": exchange_budget(cfg)}
+                            )
+                        }
+                    )
                 resolve(cfg)  # every cell's strategy, parts and models are checked up front
                 p_label = _partition_label(part, cfg)
                 cfg = cfg.model_copy(update={"name": f"{comp.name}-{s_label}-{p_label}-seed{seed}"})
@@ -158,7 +190,17 @@ def load_compare(
                     )
                 labels[cell.key] = ()
                 cells.append(cell)
+    if comp.tune is not None:
+        trials(comp.tune, cells)  # every combination is checked up front
     return comp, cells
+
+
+def exchange_budget(cfg: ExperimentConfig) -> int:
+    """The equal budget: the optimiser steps that distilling for ``distill.epochs`` over
+    the whole transfer set (every view) takes; every strategy then spends exactly these
+    steps per round in its exchange phase."""
+    rows = cfg.transfer.size * cfg.transfer.views
+    return cfg.distill.epochs * math.ceil(rows / cfg.distill.batch_size)
 
 
 def _safe(label: str) -> str:
@@ -197,6 +239,14 @@ def run_compare(
             raise ConfigError(f"{out} holds a different comparison; use another --out or delete it")
     else:
         atomic_write(plan_file, json.dumps(plan, indent=2))
+    if comp.tune is not None:
+        chosen = _tune(comp.tune, cells, out, run_cell, log)
+        cells = [
+            dataclasses.replace(
+                c, config=with_values(c.config, chosen[(c.strategy, c.partition)]["values"] or ())
+            )
+            for c in cells
+        ]
     done = 0
     # Seed-major order: a comparison stopped part-way holds complete seeds (every strategy
     # and partition under the same seeds), which is what a fair partial report needs.
@@ -215,6 +265,43 @@ def run_compare(
     return write_report(comp, cells, out)
 
 
+def _tune(
+    tune: TuneConfig,
+    cells: list[Cell],
+    out: Path,
+    run_cell: Callable[[ExperimentConfig, Path], dict[str, Any]],
+    log: Callable[[str], None],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Run every tuning trial (resumable, under ``out/tuning``) on validation data and
+    choose each strategy's values per partition setting; writes ``tuning.json``."""
+    todo = trials(tune, cells)
+    done: list[tuple[Trial, float | None]] = []
+    for i, trial in enumerate(todo, 1):
+        tdir = out / "tuning" / _safe(trial.strategy) / _safe(trial.partition) / _safe(trial.label)
+        tdir = tdir / f"seed-{trial.seed}"
+        if not (tdir / "summary.json").exists():
+            if tdir.exists() and not cell_resumable(tdir):
+                shutil.rmtree(tdir)
+            what = f"{trial.strategy}/{trial.partition} {trial.label}, seed {trial.seed}"
+            log(f"[tune {i}/{len(todo)}] {what}")
+            run_cell(trial.config, tdir)
+        done.append((trial, json.loads((tdir / "summary.json").read_text()).get("alma")))
+    chosen = choose(done)
+    record = [
+        {
+            "strategy": s,
+            "partition": p,
+            "chosen": dict(entry["values"] or ()),
+            "validation_alma": entry["best"],
+            "scores": entry["scores"],
+            "seeds": tune.seeds,
+        }
+        for (s, p), entry in chosen.items()
+    ]
+    atomic_write(out / "tuning.json", json.dumps(record, indent=2))
+    return chosen
+
+
 def cell_resumable(cdir: Path) -> bool:
     """Whether a cell directory holds a round checkpoint to continue from."""
     return (checkpoint_dir(cdir) / SERVER_FILE).exists()
@@ -222,178 +309,91 @@ def cell_resumable(cdir: Path) -> bool:
 
 # ------------------------------------------------------------------ reporting
 
-
-def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, sample std, half-width of the t-based confidence interval); NaN when n < 2."""
-    from scipy import stats
-
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    if len(arr) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return mean, math.nan, math.nan
-    std = float(arr.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, len(arr) - 1) * std / math.sqrt(len(arr)))
-    return mean, std, half
+CSV_FIELDS = [
+    "strategy", "partition", "seed", "alma", "local_alma", "global_accuracy",
+    "worst_client_accuracy", "best_alma", "steps_per_round", "exchange_budget", "bytes_up",
+    "bytes_down", "rounds", "wall_seconds", "fusion", "loss", "knowledge", "honest_alma",
+]  # fmt: skip
 
 
-def _load_cell(out: Path, cell: Cell) -> dict[str, Any] | None:
-    cdir = _cell_dir(out, cell)
-    if not (cdir / "summary.json").exists():
-        return None
-    summary = json.loads((cdir / "summary.json").read_text())
-    rows = [json.loads(x) for x in (cdir / "metrics.jsonl").read_text().splitlines()]
-    last = max((r["round"] for r in rows), default=0)
-    summary["client_accuracies"] = [
-        r.get("accuracy") for r in rows if r["round"] == last and r.get("accuracy") is not None
+def tuning_markdown(record: list[dict[str, Any]], tune: TuneConfig | None) -> str:
+    """The report's section on the values tuning chose."""
+    where = (
+        f" ({100 * tune.validation_fraction:g}%, tuning seeds {', '.join(map(str, tune.seeds))})"
+        if tune
+        else ""
+    )
+    lines = [
+        "",
+        "## Tuned values",
+        "",
+        "Chosen per strategy and partition setting by mean ALMA on validation data held out of "
+        f"each client's training data{where}; the test split was never used for a choice. All "
+        "trials' scores: `tuning.json`.",
+        "",
+        "| strategy | partition | chosen | validation ALMA | combinations |",
+        "|---|---|---|---|---|",
     ]
-    return summary
+    for r in record:
+        chosen = ", ".join(f"{k}={v}" for k, v in r["chosen"].items()) or "defaults"
+        best = "-" if r["validation_alma"] is None else f"{100 * r['validation_alma']:.1f}"
+        lines.append(
+            f"| {r['strategy']} | {r['partition']} | {chosen} | {best} | {len(r['scores'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
-def _fmt(mean: float, std: float | None = None, pct: bool = True) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "-"
-    scale = 100 if pct else 1
-    if std is None or not math.isfinite(std):
-        return f"{scale * mean:.1f}"
-    return f"{scale * mean:.1f} ± {scale * std:.1f}"
+def _num_classes(cfg: ExperimentConfig) -> int:
+    from fedkt.data.sources import DATASETS
+
+    return DATASETS.create(cfg.dataset).num_classes
 
 
 def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str, Any]:
-    """results.csv (one row per cell), report.md and the plots, from the cells' results."""
+    """results.csv (one row per cell), report.md and the figures, from the cells' results."""
     from fedkt import plots
 
-    results = {c.key: _load_cell(out, c) for c in cells}
-    fields = [
-        "strategy",
-        "partition",
-        "seed",
-        "alma",
-        "global_accuracy",
-        "worst_client_accuracy",
-        "best_alma",
-        "bytes_up",
-        "bytes_down",
-        "rounds",
-        "wall_seconds",
-        "fusion",
-        "loss",
-        "knowledge",
-        "honest_alma",
-    ]
+    loaded = {
+        c.key: CellResult.load(
+            _cell_dir(out, c), c.strategy, c.partition, c.seed, _num_classes(c.config)
+        )
+        for c in cells
+    }
     tmp = out / "results.csv.tmp"
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for c in cells:
-            row = results[c.key]
-            if row is not None:
-                writer.writerow(
-                    {
-                        "strategy": c.strategy,
-                        "partition": c.partition,
-                        "seed": c.seed,
-                        **{k: row.get(k) for k in fields[3:]},
-                    }
-                )
+            result = loaded[c.key]
+            if result is not None:
+                row = {"strategy": c.strategy, "partition": c.partition, "seed": c.seed}
+                writer.writerow({**row, **{k: result.summary.get(k) for k in CSV_FIELDS[3:]}})
     tmp.replace(out / "results.csv")
 
-    strategies = list(dict.fromkeys(c.strategy for c in cells))
-    partitions = list(dict.fromkeys(c.partition for c in cells))
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for p in partitions:
-        for s in strategies:
-            runs = [
-                r
-                for c in cells
-                if c.strategy == s and c.partition == p and (r := results[c.key]) is not None
-            ]
-            alma = confidence_interval([r["alma"] for r in runs])
-            per_round = [r["alma_per_round"] for r in runs]
-            table.setdefault(p, {})[s] = {
-                "n": len(runs),
-                "alma": alma,
-                "global": confidence_interval([r["global_accuracy"] for r in runs]),
-                "worst": confidence_interval([r["worst_client_accuracy"] for r in runs]),
-                "mbytes": float(np.mean([(r["bytes_up"] + r["bytes_down"]) / 1e6 for r in runs]))
-                if runs
-                else math.nan,
-                "wall": float(np.mean([r["wall_seconds"] for r in runs])) if runs else math.nan,
-                "alma_per_round": (
-                    np.nanmean(
-                        np.array(
-                            [[np.nan if a is None else a for a in pr] for pr in per_round],
-                            dtype=float,
-                        ),
-                        axis=0,
-                    ).tolist()
-                    if per_round
-                    else []
-                ),
-                "client_accuracies": [a for r in runs for a in r["client_accuracies"]],
-            }
-
-    missing = sum(v is None for v in results.values())
-    lines = [
-        f"# Comparison: {comp.name}",
-        "",
-        f"{len(strategies)} strategies x {len(partitions)} partition settings x {len(comp.seeds)} "
-        "seeds "
-        f"(seeds {', '.join(map(str, comp.seeds))}); {len(cells) - missing}/{len(cells)} cells "
-        "finished.",
-        "Under one seed every strategy sees the same partitions, transfer set, client samples and "
-        "initial models.",
-        "ALMA: mean over clients of each client's accuracy on a test split with its own label "
-        "distribution, final round.",
-        "Values are mean ± std over seeds in %; CI95 is the half-width of the t-based 95% "
-        "confidence interval.",
-        "",
-    ]
-    for p in partitions:
-        lines += [
-            f"## {p}",
-            "",
-            "| strategy | ALMA | CI95 | global acc. | worst client | MB / run | s / run | seeds |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        ranked = sorted(
-            strategies,
-            key=lambda s: (
-                -(table[p][s]["alma"][0] if math.isfinite(table[p][s]["alma"][0]) else -1)
-            ),
-        )
-        for s in ranked:
-            t = table[p][s]
-            ci = f"± {100 * t['alma'][2]:.1f}" if math.isfinite(t["alma"][2]) else "-"
-            lines.append(
-                f"| {s} | {_fmt(t['alma'][0], t['alma'][1])} | {ci} | "
-                f"{_fmt(t['global'][0], t['global'][1])} | "
-                f"{_fmt(t['worst'][0], t['worst'][1])} | {t['mbytes']:.2f} | {t['wall']:.1f} | "
-                f"{t['n']} |"
-            )
-        lines.append("")
-    lines += [
-        "## Figures",
-        "",
-        "![final ALMA](final_alma.png)",
-        "",
-        "![ALMA per round](alma_per_round.png)",
-        "",
-        "![ALMA vs bytes](alma_vs_bytes.png)",
-        "",
-        "![per-client accuracy](client_spread.png)",
-        "",
-        "Per-cell results (config, metrics, plots) are under "
-        "`cells/<strategy>/<partition>/seed-<k>/`; all cells in `results.csv`.",
-        "",
-    ]
-    atomic_write(out / "report.md", "\n".join(lines))
-    plots.compare_final(table, strategies, partitions, out / "final_alma.png")
-    plots.compare_rounds(table, strategies, partitions, out / "alma_per_round.png")
-    plots.compare_bytes(table, strategies, partitions, out / "alma_vs_bytes.png")
-    plots.compare_spread(table, strategies, partitions, out / "client_spread.png")
-    return {"cells": len(cells), "finished": len(cells) - missing, "table": table}
+    finished = [r for r in loaded.values() if r is not None]
+    table = summarise(finished, comp.margin, comp.flag_margin)
+    budgets = {c.config.distill.steps for c in cells}
+    text = markdown(
+        comp.name,
+        table,
+        comp.seeds,
+        len(finished),
+        len(cells),
+        comp.margin,
+        comp.flag_margin,
+        budgets.pop() if len(budgets) == 1 else None,
+    )
+    if (out / "tuning.json").exists():
+        text += tuning_markdown(json.loads((out / "tuning.json").read_text()), comp.tune)
+    atomic_write(out / "report.md", text)
+    if finished:
+        chance = 1.0 / finished[0].num_classes
+        plots.compare_final(table, out / "final_alma", chance)
+        plots.compare_rounds(table, out / "alma_per_round")
+        plots.compare_bytes(table, out / "alma_vs_bytes")
+        plots.compare_spread(table, out / "client_spread", chance)
+        plots.compare_fusion(table, out / "fusion_weights")
+    return {"cells": len(cells), "finished": len(finished), "table": table}
 
 
 DEFAULT_COMPARISON: dict[str, Any] = yaml.safe_load(
@@ -405,6 +405,6 @@ strategies: [local, fedavg, fedprox, fedadam, feddf, fkd, fedmd, fd, dsfl, fedpr
 partitions:
   - {name: dirichlet, alpha: 0.1}
   - {name: dirichlet, alpha: 1.0}
-seeds: [0, 1]
+seeds: [0, 1, 2, 3, 4]
 """
 )

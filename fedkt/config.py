@@ -57,11 +57,24 @@ class TransferConfig(_Section):
 
 
 class EvaluationConfig(_Section):
+    """Where clients are scored. ``split: validation`` (what tuning uses) holds a fraction
+    of each client's private training data out and scores on it: the test split is then
+    never read."""
+
     client_test_size: int = Field(
         300, ge=1, description="per-client test samples, drawn with the client's label distribution"
     )
     global_test_size: int | None = Field(
         2000, ge=1, description="global test samples (None: whole test split)"
+    )
+    split: Literal["test", "validation"] = Field(
+        "test", description="test, or validation: held out of each client's training data (tuning)"
+    )
+    validation_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of each client's training data held out with split: validation",
     )
 
 
@@ -126,13 +139,24 @@ class TrainConfig(_Section):
 
 
 class DistillConfig(_Section):
-    """Fine-tuning on the fused target over the transfer set."""
+    """The exchange phase: distilling the fused target (over the transfer set, or private
+    data for per-class knowledge), anchored on private data."""
 
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
     ce_weight: float = Field(
-        0.0, ge=0, description="lambda of the optional CE term on private data"
+        1.0,
+        ge=0,
+        description="lambda of the CE anchor on private data added to each distillation step "
+        "(0: pure distillation)",
+    )
+    steps: int | None = Field(
+        None,
+        ge=0,
+        description="exchange budget: exactly this many optimiser steps per round for every "
+        "strategy (distillation, or extra local training where nothing is distilled); "
+        "None: distill.epochs passes",
     )
 
 

@@ -289,13 +289,15 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
                 f"model: {knowledge!r} knowledge needs one embedding size on every model, got "
                 + ", ".join(f"{a}={d}" for a, d in dims.items())
             )
-    return Experiment(
+    exp = Experiment(
         knowledge=k,
         fusion=f,
         loss=lo,
         parts={"knowledge": knowledge, "fusion": fusion, "loss": loss},
         **common,  # type: ignore[arg-type]
     )
+    method.validate(exp)
+    return exp
 
 
 def strategy_names() -> list[str]:

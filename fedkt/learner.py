@@ -17,7 +17,7 @@ from fedkt.experiment import Experiment
 from fedkt.faults import corrupt_knowledge
 from fedkt.models import Classifier, build_model
 from fedkt.seeding import derive_seed, rng, torch_generator
-from fedkt.training import accuracy, distill, predict, resolve_device, train_supervised
+from fedkt.training import Fit, accuracy, distill, predict, resolve_device, train_supervised
 
 STUDENT_PREFIX = "student."
 
@@ -93,6 +93,7 @@ class Learner:
             self._model("student", self.student_architecture) if self.student_architecture else None
         )
         self.byzantine = partition_id in exp.attackers
+        self.fresh = state is None  #: no saved state: this client's first round
         self.load_state(state)
 
     @staticmethod
@@ -158,31 +159,49 @@ class Learner:
                 OrderedDict((k[n:], v) for k, v in state.items() if k.startswith(STUDENT_PREFIX))
             )
 
-    def _generator(self, phase: str, server_round: int) -> torch.Generator:
+    def generator(self, phase: str, server_round: int) -> torch.Generator:
+        """The seeded generator of one phase of one round of this client."""
         return torch_generator(self.cfg.seed, phase, self.partition_id, server_round)
 
     def train(self, server_round: int, proximal_mu: float = 0.0) -> dict[str, float]:
         """Local cross-entropy training on private data (then, with a student, the
         teacher's lesson to the student); evaluation of the evaluated model on the
-        client's own test split."""
-        metrics = {
-            "train_loss": train_supervised(
+        client's own test split (``local_accuracy``: what local training alone gives).
+
+        With an exchange budget (``distill.steps``), a client whose method distils
+        nothing on the client spends that budget on more local training here, so every
+        strategy takes the same optimiser steps per round."""
+        metrics: dict[str, float] = dict(self.exp.method.prepare(self.exp, self, server_round))
+        fit = train_supervised(
+            self.model,
+            self.data.train_x,
+            self.data.train_y,
+            self.cfg.train,
+            self.generator("train", server_round),
+            proximal_mu=proximal_mu,
+        )
+        metrics.update(train_loss=fit.loss, train_steps=fit.steps)
+        budget = self.cfg.distill.steps
+        if budget is not None and not self.exp.method.distils_on_clients:
+            top_up = train_supervised(
                 self.model,
                 self.data.train_x,
                 self.data.train_y,
                 self.cfg.train,
-                self._generator("train", server_round),
+                self.generator("top-up", server_round),
                 proximal_mu=proximal_mu,
+                steps=budget,
             )
-        }
+            metrics["exchange_steps"] = top_up.steps
         if self.student is not None:
-            metrics["student_train_loss"] = self._teach_student(server_round)
+            teach = self._teach_student(server_round)
+            metrics.update(student_train_loss=teach.loss, teach_steps=teach.steps)
         metrics["local_accuracy"] = accuracy(
             self.evaluated_model, self.data.test_x, self.data.test_y
         )
         return metrics
 
-    def _teach_student(self, server_round: int) -> float:
+    def _teach_student(self, server_round: int) -> Fit:
         """Distil the teacher into the student on private data with ``model.student_loss``."""
         loss = self.exp.student_loss
         assert loss is not None and self.student is not None
@@ -199,7 +218,7 @@ class Learner:
             target,
             loss,
             self.cfg.distill,
-            self._generator("teach", server_round),
+            self.generator("teach", server_round),
             labels=y,
             optimizer=self.cfg.train.optimizer,
             momentum=self.cfg.train.momentum,
@@ -223,10 +242,11 @@ class Learner:
             values = corrupt_knowledge(values, k.space, self.cfg.faults, attack)
         return values, counts
 
-    def finetune(self, target: np.ndarray, server_round: int) -> float:
+    def finetune(self, target: np.ndarray, server_round: int) -> dict[str, float]:
         """Distil the fused ``target`` into the receiving model, on the samples its
         knowledge is about (transfer rows, or private data for per-class knowledge), with
-        the method's private-data anchor."""
+        the method's private-data anchor, then whatever the method does after distilling
+        (FedMD's revisit). Returns ``distill_loss`` and ``exchange_steps``."""
         k, loss = self.exp.knowledge, self.exp.loss
         assert k is not None and loss is not None, "this strategy exchanges no knowledge"
         t = torch.from_numpy(np.asarray(target, dtype=np.float32))
@@ -236,20 +256,26 @@ class Learner:
         t = k.spread(t, labels)
         if len(t) != len(x):
             raise ValueError(f"target has {len(t)} rows for {len(x)} samples")
-        return distill(
+        method = self.exp.method
+        fit = distill(
             self.receiving_model,
             x,
             t,
             loss,
             self.cfg.distill,
-            self._generator("distill", server_round),
+            self.generator("distill", server_round),
             labels=labels,
             private=(self.data.train_x, self.data.train_y),
-            anchor_weight=self.exp.method.anchor_weight(self.exp),
+            anchor_weight=method.anchor_weight(self.exp),
+            steps=method.distill_steps(self.exp),
             optimizer=self.cfg.train.optimizer,
             momentum=self.cfg.train.momentum,
             amp=self.cfg.train.amp,
         )
+        out = {"distill_loss": fit.loss, "exchange_steps": float(fit.steps)}
+        for key, value in method.after_distillation(self.exp, self, server_round).items():
+            out[key] = out.get(key, 0.0) + value if key == "exchange_steps" else value
+        return out
 
     def evaluate(self) -> dict[str, float]:
         """Accuracy of the evaluated model on the client's own test split (ALMA's terms)

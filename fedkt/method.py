@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fedkt.experiment import Experiment
+    from fedkt.learner import Learner
 
 #: What soft-label methods exchange (used in several method declarations).
 SOFT_LABELS = "soft labels on the transfer set (M x C floats)"
@@ -75,6 +76,12 @@ class Method:
     def exchanges_knowledge(self) -> bool:
         return self.knowledge is not None
 
+    @property
+    def distils_on_clients(self) -> bool:
+        """Clients distil a fused target each round (their exchange phase). Otherwise,
+        under an exchange budget, they spend it on local training instead."""
+        return self.exchanges_knowledge
+
     # ------------------------------------------------------------------ hooks
     def check_param(self, name: str, value: Any) -> Any:
         """Validate one of :attr:`params` (raise ValueError naming it). Default: a
@@ -83,15 +90,36 @@ class Method:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         return value
 
+    def validate(self, exp: Experiment) -> None:
+        """Checks of the resolved experiment this method needs (raise ConfigError)."""
+
     def transfer_indices(self, exp: Experiment, server_round: int) -> np.ndarray | None:
         """Transfer-set rows used in ``server_round`` by every client and the server
         (with two views: the chosen samples' rows in both). ``None``: every row."""
         return None
 
     def anchor_weight(self, exp: Experiment) -> float:
-        """lambda of the private-data cross-entropy added to each distillation step
-        (the anchor that keeps a client on its own task while it absorbs knowledge)."""
+        """lambda of the private-data cross-entropy added to each distillation step: the
+        anchor that keeps a client on its own task while it absorbs knowledge. [ours]
+        Default ``distill.ce_weight`` (1.0): without it, pure-KL fine-tuning on a fused
+        target that is wrong for a client's classes can wipe out its local model."""
         return exp.config.distill.ce_weight
+
+    def distill_steps(self, exp: Experiment) -> int | None:
+        """Optimiser steps of the distillation (None: ``distill.epochs`` passes). Default:
+        the exchange budget ``distill.steps`` when one is set."""
+        return exp.config.distill.steps
+
+    def prepare(self, exp: Experiment, learner: Learner, server_round: int) -> dict[str, float]:
+        """Runs on a client before its local training each round; returns metrics."""
+        return {}
+
+    def after_distillation(
+        self, exp: Experiment, learner: Learner, server_round: int
+    ) -> dict[str, float]:
+        """Runs on a client after it distilled its target, before it is scored; returns
+        metrics (``exchange_steps`` adds to the distillation's)."""
+        return {}
 
     def server_step(
         self, exp: Experiment, model: nn.Module | None, targets: np.ndarray, server_round: int

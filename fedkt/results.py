@@ -89,6 +89,14 @@ def _fusion_line(line: str) -> tuple[int, tuple[list[int], np.ndarray]]:
     )
 
 
+def client_steps(row: dict[str, Any]) -> float | None:
+    """Optimiser steps a client took in a round: local training, the exchange phase
+    (distillation, FedMD's revisit, or a budget's extra local training), the teacher's
+    lesson to a student, pre-training. None when the row reports none."""
+    counts = [v for k, v in row.items() if k.endswith("_steps") and v is not None]
+    return float(sum(counts)) if counts else None
+
+
 class ResultsWriter:
     """Appends per-round results and writes the summary and plots at the end."""
 
@@ -159,6 +167,7 @@ class ResultsWriter:
             global_accuracy=_mean([r.get("global_accuracy") for r in rows]),
             worst_client_accuracy=float(min(accs)) if accs else None,
             local_alma=_mean([r.get("local_accuracy") for r in rows]),
+            steps=_mean([client_steps(r) for r in rows]),
             participants=len(rows),
             attacked=bool(self.attackers),
             honest_alma=_mean(
@@ -206,6 +215,9 @@ class ResultsWriter:
                 else {}
             ),
             "worst_client_accuracy": last.get("worst_client_accuracy"),
+            "local_alma": last.get("local_alma"),
+            "steps_per_round": _mean([r.steps for r in self.rounds]),
+            "exchange_budget": self.cfg.distill.steps,
             "best_alma": max((r.alma for r in counted if r.alma is not None), default=None),
             "alma_per_round": [r.alma for r in self.rounds],
             "bytes_up": int(sum(r.bytes_up for r in self.rounds)),

@@ -49,6 +49,7 @@ class RoundRecord:
     worst_client_accuracy: float | None = None
     local_alma: float | None = None
     participants: int = 0
+    steps: float | None = None  #: optimiser steps per participating client (mean)
     sampled: int = 0
     replied: int = 0
     failed: int = 0
@@ -74,6 +75,7 @@ class RoundRecord:
             "worst_client_accuracy",
             "local_alma",
             "participants",
+            "steps",
         ]
         line = {k: out.pop(k) for k in head}
         if attacked:

@@ -6,7 +6,7 @@ the transfer set, knowledge-free evaluation. Plain tensors and index permutation
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start : start + batch_size]
 
 
+class Fit(NamedTuple):
+    """What a training call did: the mean loss of its last pass over the data (NaN when
+    it took no step) and the optimiser steps it took (the unit of every budget)."""
+
+    loss: float
+    steps: int
+
+
 def _fit(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -58,17 +66,24 @@ def _fit(
     generator: torch.Generator,
     batch_loss: Callable[[torch.Tensor], torch.Tensor],
     amp: bool = False,
-) -> float:
+    steps: int | None = None,
+) -> Fit:
     """The one training loop: shuffled mini-batches of row indices, ``batch_loss(idx)``
-    per step (under autocast when ``amp``; float16 gradients are loss-scaled); returns
-    the mean loss of the last epoch."""
+    per step (under autocast when ``amp``; float16 gradients are loss-scaled).
+
+    ``epochs`` full passes, or with ``steps`` exactly that many optimiser steps (as many
+    passes as it takes, the last one cut short), so that budgets can be matched in steps."""
     model.train()
     device = next(model.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     last = float("nan")
-    for _ in range(epochs):
+    taken = 0
+    passes = 0
+    while n > 0 and (taken < steps if steps is not None else passes < epochs):
         total, count = 0.0, 0
         for idx in _batches(n, batch_size, generator):
+            if steps is not None and taken >= steps:
+                break
             opt.zero_grad(set_to_none=True)
             with autocast(device, amp):
                 loss = batch_loss(idx).float()
@@ -77,8 +92,10 @@ def _fit(
             scaler.update()
             total += loss.item() * len(idx)
             count += len(idx)
+            taken += 1
         last = total / max(count, 1)
-    return last
+        passes += 1
+    return Fit(last, taken)
 
 
 def train_supervised(
@@ -88,8 +105,10 @@ def train_supervised(
     cfg: TrainConfig,
     generator: torch.Generator,
     proximal_mu: float = 0.0,
-) -> float:
-    """Cross-entropy training on private data; returns the mean loss of the last epoch.
+    steps: int | None = None,
+) -> Fit:
+    """Cross-entropy training on private data: ``cfg.epochs`` passes, or exactly
+    ``steps`` optimiser steps.
 
     ``proximal_mu > 0`` adds FedProx's mu/2 * ||w - w_start||^2, which keeps a client's
     update close to the global model it started from under heterogeneous data.
@@ -106,7 +125,17 @@ def train_supervised(
             )
         return loss
 
-    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=cfg.amp)
+    return _fit(
+        model,
+        opt,
+        len(x),
+        cfg.epochs,
+        cfg.batch_size,
+        generator,
+        batch_loss,
+        amp=cfg.amp,
+        steps=steps,
+    )
 
 
 def distill(
@@ -122,7 +151,8 @@ def distill(
     optimizer: str = "sgd",
     momentum: float = 0.9,
     amp: bool = False,
-) -> float:
+    steps: int | None = None,
+) -> Fit:
     """Fit ``model`` to ``target`` (one row per sample of ``x``) with ``loss_fn``.
 
     With ``anchor_weight`` lambda > 0 and ``private`` data, each step also adds lambda * CE
@@ -149,7 +179,9 @@ def distill(
             )
         return loss
 
-    return _fit(model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=amp)
+    return _fit(
+        model, opt, len(x), cfg.epochs, cfg.batch_size, generator, batch_loss, amp=amp, steps=steps
+    )
 
 
 @torch.no_grad()

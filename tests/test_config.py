@@ -21,7 +21,7 @@ from fedkt.experiment import resolve
         (
             ["strategy=nope"],
             "unknown strategy 'nope' (choose one of: dsfl, fd, fedadam, fedavg, feddf, fedmd, "
-            "fedproto, fedprox, fkd, knfu, local)",
+            "fedproto, fedprox, fkd, knfu, knfu_rel, local)",
         ),
         (
             [
@@ -51,7 +51,7 @@ from fedkt.experiment import resolve
         (
             ["strategy.fusion_params.betta=2"],
             "strategy.fusion_params: fusion 'knfu' has no parameter 'betta' (accepts: beta, "
-            "threshold, top_k, include_self)",
+            "threshold, top_k, include_self, scale)",
         ),
         (
             ["strategy=local", "strategy.fusion=mean"],

@@ -163,3 +163,19 @@ def test_sade_trusts_the_teacher_that_agrees_with_itself_across_views():
     np.testing.assert_allclose(same.weights, 0.5, atol=1e-12)
     with pytest.raises(ValueError, match="two views"):
         FUSIONS.create("sade").fuse(np.stack([stable[:3], flip[:3]]), np.ones(2))
+
+
+def test_knfu_relative_divergence_by_hand():
+    """knfu_rel: each receiver's KL divergences divided by their median, then softmax(-beta d)."""
+    probs = np.array([[0.5, 0.5], [0.8, 0.2], [0.2, 0.8]])[:, None, :]  # one transfer sample each
+    # Row 0: d01 = d02 = 0.5 ln(0.5/0.8) + 0.5 ln(0.5/0.2) = 0.223144; median 0.223144 -> (0, 1, 1);
+    # w = (1, e^-1, e^-1) / (1 + 2 e^-1) = (0.576117, 0.211942, 0.211942).
+    # Row 1: d10 = 0.8 ln 1.6 + 0.2 ln 0.4 = 0.192745, d12 = 0.6 ln 4 = 0.831777, median 0.512261
+    # -> (0.376268, 0, 1.623732); w ∝ (0.686412, 1, 0.197164) -> (0.364424, 0.530903, 0.104675).
+    w = knfu_weights(probs, beta=1.0, scale="median")
+    np.testing.assert_allclose(w[0], [0.576117, 0.211942, 0.211942], atol=1e-6)
+    np.testing.assert_allclose(w[1], [0.364424, 0.530903, 0.104675], atol=5e-6)
+    raw = knfu_weights(probs, beta=10.0)  # the paper's beta on raw KL: mostly self
+    assert raw[1, 1] > 0.87 and w[1, 1] < 0.54
+    with pytest.raises(ConfigError, match="scale must be 'none' or 'median'"):
+        FUSIONS.create("knfu", scale="max")

@@ -53,6 +53,9 @@ class Federation:
     transfer_labelled: bool
     transfer_views: int = 1
     seed: int = 0
+    #: "test": client and global evaluation indices point into the test split;
+    #: "validation": into the training split (held out of each client's private data).
+    eval_split: str = "test"
 
     @property
     def num_classes(self) -> int:
@@ -93,9 +96,16 @@ class Federation:
     def _global_test(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The global test subset, built once per process and shared (read-only) by every
         client: rebuilding it for each client call copied megabytes per message."""
+        x, y = self._eval_arrays
+        return self.dataset.tensor(x[self.global_test_idx]), torch.from_numpy(
+            y[self.global_test_idx]
+        )
+
+    @property
+    def _eval_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         ds = self.dataset
-        return ds.tensor(ds.test_x[self.global_test_idx]), torch.from_numpy(
-            ds.test_y[self.global_test_idx]
+        return (
+            (ds.train_x, ds.train_y) if self.eval_split == "validation" else (ds.test_x, ds.test_y)
         )
 
     def client_data(self, client: int) -> ClientData:
@@ -106,8 +116,8 @@ class Federation:
         return ClientData(
             train_x=ds.tensor(ds.train_x[tr]),
             train_y=torch.from_numpy(ds.train_y[tr]),
-            test_x=ds.tensor(ds.test_x[te]),
-            test_y=torch.from_numpy(ds.test_y[te]),
+            test_x=ds.tensor(self._eval_arrays[0][te]),
+            test_y=torch.from_numpy(self._eval_arrays[1][te]),
             global_x=global_x,
             global_y=global_y,
             transfer_x=transfer_x,
@@ -199,6 +209,21 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
             f"partition: client {empty[0]} received no data; use fewer clients or more samples"
         )
 
+    if cfg.evaluation.split == "validation":
+        client_idx, client_test_idx, global_idx = _validation_split(cfg, client_idx)
+        return Federation(
+            ds,
+            tds,
+            transfer_idx,
+            client_idx,
+            client_test_idx,
+            global_idx,
+            cfg.architecture_names(),
+            t.labelled,
+            t.views,
+            cfg.seed,
+            eval_split="validation",
+        )
     n_test = len(ds.test_y)
     client_test_idx = [
         _client_test_indices(
@@ -227,6 +252,30 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
         t.views,
         cfg.seed,
     )
+
+
+def _validation_split(
+    cfg: ExperimentConfig, client_idx: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Hold ``evaluation.validation_fraction`` of each client's private samples out (seeded
+    per client): (training indices, validation indices, global validation indices), all
+    into the *training* split. The union of the clients' validation sets is the global one."""
+    frac = cfg.evaluation.validation_fraction
+    train, val = [], []
+    for i, idx in enumerate(client_idx):
+        if len(idx) < 2:
+            raise ConfigError(
+                f"evaluation.split: client {i} has {len(idx)} sample(s), too few to hold any out"
+            )
+        k = min(len(idx) - 1, max(1, round(frac * len(idx))))
+        order = rng(cfg.seed, "validation", i).permutation(len(idx))
+        val.append(np.sort(idx[order[:k]]))
+        train.append(np.sort(idx[order[k:]]))
+    pooled = np.sort(np.concatenate(val))
+    g = cfg.evaluation.global_test_size
+    if g is not None and g < len(pooled):
+        pooled = np.sort(rng(cfg.seed, "global-validation").choice(pooled, size=g, replace=False))
+    return train, val, pooled
 
 
 _DATA_FIELDS = (

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 
 class FedDF(Method):
+    @property
+    def distils_on_clients(self) -> bool:
+        return False  # the server distils; clients adopt its model
+
     def server_step(
         self, exp: Experiment, model: nn.Module | None, targets: np.ndarray, server_round: int
     ) -> np.ndarray | None:

@@ -39,19 +39,31 @@ def knfu_weights(
     threshold: float = 0.0,
     top_k: int | None = None,
     include_self: bool = True,
+    scale: str = "none",
 ) -> np.ndarray:
     """KnFu effectiveness weights over semantic neighbours, ``probs`` (N, S, C) -> (N, N).
 
-    [ours] w_nm = softmax_m(-beta * KL(EPD_n || EPD_m)); neighbours are the m with
-    w_nm >= threshold (the strongest one is always kept), optionally only the ``top_k``
-    strongest; rows are renormalised over the neighbours. Clients whose predictions imply
-    a similar label distribution are "semantic neighbours" whose knowledge is useful to
-    each other; distant ones are down-weighted.
+    [ours] w_nm = softmax_m(-beta * d_nm) with d_nm = KL(EPD_n || EPD_m); neighbours are
+    the m with w_nm >= threshold (the strongest one is always kept), optionally only the
+    ``top_k`` strongest; rows are renormalised over the neighbours. Clients whose
+    predictions imply a similar label distribution are "semantic neighbours" whose
+    knowledge is useful to each other; distant ones are down-weighted.
+
+    ``scale="median"`` [ours, the ``knfu_rel`` variant] divides each receiver's
+    divergences by the median of its divergences to the others, so beta no longer depends
+    on the units and spread of the KL values: with raw KL in nats, off-diagonal values of
+    1-3 at moderate heterogeneity make beta = 10 give a client (almost) only itself.
     """
     n = probs.shape[0]
-    logits = -beta * kl_matrix(estimated_distributions(probs))
+    d = kl_matrix(estimated_distributions(probs))
     if n == 1:
         return np.ones((1, 1))  # a lone participant can only learn from itself
+    if scale == "median":
+        off = d[~np.eye(n, dtype=bool)].reshape(n, n - 1)
+        d = d / np.maximum(np.median(off, axis=1, keepdims=True), _EPS)
+    elif scale != "none":
+        raise ValueError(f"scale must be 'none' or 'median', got {scale!r}")
+    logits = -beta * d
     if not include_self:
         np.fill_diagonal(logits, -np.inf)
     logits -= logits.max(axis=1, keepdims=True)
@@ -80,6 +92,7 @@ class KnFuFusion(Fusion):
         threshold: float = 0.0,
         top_k: int | None = None,
         include_self: bool = True,
+        scale: str = "none",
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -87,9 +100,14 @@ class KnFuFusion(Fusion):
         self.threshold = float(threshold)
         self.top_k = None if top_k is None else count("top_k", top_k)
         self.include_self = flag("include_self", include_self)
+        if scale not in ("none", "median"):
+            raise ValueError(f"scale must be 'none' or 'median', got {scale!r}")
+        self.scale = scale
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return knfu_weights(values, self.beta, self.threshold, self.top_k, self.include_self)
+        return knfu_weights(
+            values, self.beta, self.threshold, self.top_k, self.include_self, self.scale
+        )
 
 
 register(
@@ -103,5 +121,17 @@ register(
         knowledge="soft_labels",
         fusion="knfu",
         loss="kl",
+    ),
+)
+register(
+    "knfu_rel",
+    Method(
+        description="KnFu with relative divergences (each client's KL to the others divided by "
+        "their median; beta 2): a variant that fuses at moderate heterogeneity [ours]",
+        exchanges=SOFT_LABELS,
+        knowledge="soft_labels",
+        fusion="knfu",
+        loss="kl",
+        fusion_params={"scale": "median", "beta": 2.0},
     ),
 )

@@ -1,0 +1,63 @@
+"""The comparison report's statistics and flags, on hand-made results."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedkt.report import CellResult, Paired, markdown, paired, summarise
+
+
+def test_paired_difference_by_hand():
+    a = {0: 0.80, 1: 0.82, 2: 0.81}
+    b = {0: 0.70, 1: 0.71, 2: 0.72, 3: 0.9}  # seed 3 has no partner: left out
+    d = paired(a, b)
+    # differences 0.10, 0.11, 0.09: mean 0.10, sd 0.01, t(0.975, 2) = 4.302653 -> half 0.024841
+    assert d.n == 3 and d.mean == pytest.approx(0.10)
+    assert d.lo == pytest.approx(0.10 - 0.024841, abs=1e-6) and d.hi == pytest.approx(
+        0.10 + 0.024841, abs=1e-6
+    )
+    assert d.verdict(0.01) == "better"
+    assert paired(b, a).verdict(0.01) == "worse"
+
+
+def test_verdicts_use_the_margin_and_admit_ignorance():
+    base = {0: 0.5, 1: 0.5, 2: 0.5}
+    close = paired({0: 0.498, 1: 0.501, 2: 0.499}, base)  # within +-0.5 points
+    assert close.verdict(0.01) == "non-inferior (margin 1 pt)"
+    wide = paired({0: 0.45, 1: 0.55, 2: 0.50}, base)
+    assert wide.verdict(0.01) == "the seeds cannot tell"
+    assert paired({0: 0.9}, {0: 0.5}).verdict(0.01) == "the seeds cannot tell"  # one seed
+    assert Paired(float("nan"), float("nan"), float("nan"), 0).verdict(0.01) == "no shared seeds"
+
+
+def _cell(strategy: str, seed: int, alma: float, local: float, clients: list[float]) -> CellResult:
+    summary = {"alma": alma, "local_alma": local, "worst_client_accuracy": min(clients),
+               "global_accuracy": alma, "steps_per_round": 40, "bytes_up": 1e6, "bytes_down": 1e6,
+               "wall_seconds": 1.0, "alma_per_round": [local, alma]}  # fmt: skip
+    return CellResult(strategy, "alpha=0.1", seed, summary, 10, clients, summary["alma_per_round"])
+
+
+def test_collapsed_strategy_is_flagged_in_words():
+    cells = []
+    for seed in range(3):
+        cells.append(_cell("local", seed, 0.78 + 0.01 * seed, 0.78 + 0.01 * seed, [0.7, 0.8, 0.85]))
+        cells.append(_cell("fkd", seed, 0.05, 0.78, [0.0, 0.1, 0.05]))  # below chance, dead clients
+        cells.append(
+            _cell("knfu", seed, 0.70, 0.78, [0.6, 0.7, 0.8])
+        )  # 8 points below its local_alma
+    table = summarise(cells, margin=0.01, flag_margin=0.05)
+    rows = table["alpha=0.1"]
+    assert rows["local"].flags == []
+    fkd = rows["fkd"].flags
+    assert any(f.startswith("ends below chance (5.0% < 10.0%)") for f in fkd)
+    assert any("73.0 points below its own accuracy after local training" in f for f in fkd)
+    assert any(f.startswith("9 dead client result(s)") for f in fkd)
+    assert rows["knfu"].flags == [
+        "ends 8.0 points below its own accuracy after local training (70.0% vs 78.0%)"
+    ]
+    assert rows["fkd"].vs_local is not None and rows["fkd"].vs_local.verdict(0.01) == "worse"
+    text = markdown("demo", table, [0, 1, 2], 9, 9, 0.01, 0.05, budget=20)
+    assert text.index("## What won") < text.index("## Flags") < text.index("## alpha=0.1")
+    assert "**local** has the highest ALMA" in text
+    assert "alpha=0.1 / fkd: ends below chance" in text
+    assert "exactly 20 optimiser steps" in text

@@ -1,0 +1,107 @@
+"""Tuning reads validation data held out of the clients' training data, never the test
+split, and the test seeds run with the values it chose."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedkt.compare import load_compare, run_compare
+from fedkt.config import load_config
+from fedkt.data import federation as fed_mod
+from fedkt.errors import ConfigError
+from fedkt.experiment import resolve
+from fedkt.results import ResultsWriter
+from fedkt.rounds import RoundRecord
+
+SMALL = ["num_clients=4", "transfer.size=40", "evaluation.global_test_size=50"]
+
+
+def test_validation_split_never_reads_the_test_split(monkeypatch):
+    real = fed_mod.cached_dataset
+
+    def poisoned(name, folder):  # a dataset whose test split is all NaN
+        ds = real(name, folder)
+        return dataclasses.replace(ds, test_x=np.full_like(ds.test_x, np.nan, dtype=np.float64))
+
+    monkeypatch.setattr(fed_mod, "cached_dataset", poisoned)
+    plain = fed_mod.build_federation(load_config(None, SMALL))
+    held = fed_mod.build_federation(load_config(None, [*SMALL, "evaluation.split=validation"]))
+    assert torch.isnan(
+        plain.client_data(0).test_x
+    ).all()  # the poison is where the test split is read
+    ds = held.dataset
+    for i in range(4):
+        train, val = set(held.client_idx[i].tolist()), set(held.client_test_idx[i].tolist())
+        assert not train & val and train | val == set(plain.client_idx[i].tolist())
+        assert len(val) == round(0.2 * len(train | val))
+        data = held.client_data(i)
+        assert not torch.isnan(data.test_x).any() and not torch.isnan(data.global_x).any()
+        assert torch.equal(data.test_x, ds.tensor(ds.train_x[held.client_test_idx[i]]))
+    pooled = set(np.concatenate(held.client_test_idx).tolist())
+    assert set(held.global_test_idx.tolist()) <= pooled
+
+
+def _fake(calls: list):
+    """A stand-in simulation: validation ALMA is best with distill.lr = 0.01."""
+
+    def run(cfg, cdir):
+        calls.append(cfg)
+        writer = ResultsWriter(cdir, resolve(cfg))
+        if cfg.evaluation.split == "validation":
+            acc = 0.9 if cfg.distill.lr == 0.01 else 0.6
+        else:
+            acc = 0.8
+        for r in (1, 2):
+            rows = [
+                {"client": i, "accuracy": acc, "local_accuracy": acc}
+                for i in range(cfg.num_clients)
+            ]
+            writer.add_round(RoundRecord(round=r), rows)
+        return writer.finish(1.0)
+
+    return run
+
+
+def test_tuning_chooses_on_validation_and_runs_test_seeds_with_the_choice(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+name: tuned
+set: [rounds=2, num_clients=3]
+strategies: [local, fkd]
+seeds: [0, 1]
+tune:
+  seeds: [100]
+  grid:
+    fkd: {distill.lr: [0.05, 0.01]}
+    "*": {train.lr: [0.05]}
+"""
+    )
+    comp, cells = load_compare(path)
+    calls: list = []
+    run_compare(comp, cells, tmp_path / "out", _fake(calls), log=lambda m: None)
+    tuning, testing = calls[:3], calls[3:]  # local: 1 combination, fkd: 2
+    assert all(c.evaluation.split == "validation" and c.seed == 100 for c in tuning)
+    assert all(c.evaluation.split == "test" and c.seed in (0, 1) for c in testing)
+    assert {c.distill.lr for c in testing if c.strategy.name == "fkd"} == {0.01}
+    record = json.loads((tmp_path / "out" / "tuning.json").read_text())
+    fkd = next(r for r in record if r["strategy"] == "fkd")
+    assert fkd["chosen"] == {"distill.lr": 0.01, "train.lr": 0.05} and fkd[
+        "validation_alma"
+    ] == pytest.approx(0.9)
+    assert "## Tuned values" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_tuning_may_not_change_what_is_compared(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("strategies: [fkd]\ntune: {grid: {fkd: {partition.alpha: [0.1, 1.0]}}}\n")
+    with pytest.raises(ConfigError, match="tuning may not change partition.alpha"):
+        load_compare(path)
+    path.write_text("strategies: [fkd]\ntune: {grid: {fkd: {strategy.fusion_params.betta: [1]}}}\n")
+    with pytest.raises(ConfigError, match="no parameter 'betta'"):
+        load_compare(path)
