@@ -211,19 +211,28 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
 
     if cfg.evaluation.split == "validation":
         client_idx, client_test_idx, global_idx = _validation_split(cfg, client_idx)
-        return Federation(
-            ds,
-            tds,
-            transfer_idx,
-            client_idx,
-            client_test_idx,
-            global_idx,
-            cfg.architecture_names(),
-            t.labelled,
-            t.views,
-            cfg.seed,
-            eval_split="validation",
-        )
+    else:
+        client_test_idx, global_idx = _test_split(cfg, ds, client_idx)
+    return Federation(
+        ds,
+        tds,
+        transfer_idx,
+        client_idx,
+        client_test_idx,
+        global_idx,
+        cfg.architecture_names(),
+        t.labelled,
+        t.views,
+        cfg.seed,
+        eval_split=cfg.evaluation.split,
+    )
+
+
+def _test_split(
+    cfg: ExperimentConfig, ds: ArrayDataset, client_idx: list[np.ndarray]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each client's test indices, drawn from the test split with its label distribution,
+    and the global test subset."""
     n_test = len(ds.test_y)
     client_test_idx = [
         _client_test_indices(
@@ -240,18 +249,7 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
         if g is None or g >= n_test
         else np.sort(rng(cfg.seed, "global-test").choice(n_test, size=g, replace=False))
     )
-    return Federation(
-        ds,
-        tds,
-        transfer_idx,
-        client_idx,
-        client_test_idx,
-        global_idx,
-        cfg.architecture_names(),
-        t.labelled,
-        t.views,
-        cfg.seed,
-    )
+    return client_test_idx, global_idx
 
 
 def _validation_split(
