@@ -66,6 +66,9 @@ class CompareConfig(BaseModel):
     flag_margin: float = Field(
         0.05, ge=0, lt=1, description="flag a strategy ending this far below its local_alma"
     )
+    reference: str = Field(
+        "local", description="the strategy every other is compared with, paired by seed"
+    )
     tune: TuneConfig | None = Field(
         None, description="grids tuned on validation data before the test seeds run (fedkt.tuning)"
     )
@@ -371,7 +374,7 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
     tmp.replace(out / "results.csv")
 
     finished = [r for r in loaded.values() if r is not None]
-    table = summarise(finished, comp.margin, comp.flag_margin)
+    table = summarise(finished, comp.margin, comp.flag_margin, comp.reference)
     budgets = {c.config.distill.steps for c in cells}
     text = markdown(
         comp.name,
@@ -382,6 +385,7 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
         comp.margin,
         comp.flag_margin,
         budgets.pop() if len(budgets) == 1 else None,
+        comp.reference,
     )
     if (out / "tuning.json").exists():
         text += tuning_markdown(json.loads((out / "tuning.json").read_text()), comp.tune)

@@ -261,19 +261,21 @@ def compare_spread(table: dict[str, dict[str, Row]], path: Path, chance: float) 
 
 
 def compare_fusion(table: dict[str, dict[str, Row]], path: Path) -> None:
-    """Who learned from whom: each fusing strategy's fusion weights, averaged over rounds
-    and seeds, one heat map per partition setting (rows: receiving client)."""
+    """Who learned from whom: each personalised fusion's weights (uniform ones, identical
+    for every client, are left out), averaged over rounds and seeds, one heat map per
+    strategy and partition setting (rows: receiving client)."""
     panels = [
         (p, s, r.fusion)
         for p, rows in table.items()
         for s, r in rows.items()
-        if r.fusion is not None
+        if r.fusion is not None and np.nanmax(r.fusion) - np.nanmin(r.fusion) > 1e-6  # not uniform
     ]
     if not panels:
         return
     cols = min(4, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.4 * nrows), squeeze=False)
+    fig.subplots_adjust(hspace=0.55, wspace=0.35)
     im = None
     for ax, (p, s, w) in zip(axes.flat, panels):
         im = ax.imshow(w, vmin=0.0, vmax=1.0, cmap="viridis")

@@ -146,7 +146,7 @@ class Row:
     mbytes: float
     wall: float
     self_weight: float | None
-    vs_local: Paired | None
+    vs_ref: Paired | None
     vs_best: Paired | None
     flags: list[str]
     alma_per_round: list[float]
@@ -161,9 +161,10 @@ def _mean(values: list[Any]) -> float:
 
 
 def summarise(
-    cells: list[CellResult], margin: float, flag_margin: float
+    cells: list[CellResult], margin: float, flag_margin: float, reference: str
 ) -> dict[str, dict[str, Row]]:
-    """partition -> strategy -> Row, with paired differences to ``local`` and the best."""
+    """partition -> strategy -> Row, with paired differences to the ``reference`` strategy
+    (local training, in the default comparison) and to the best."""
     table: dict[str, dict[str, Row]] = {}
     partitions = list(dict.fromkeys(c.partition for c in cells))
     strategies = list(dict.fromkeys(c.strategy for c in cells))
@@ -195,8 +196,8 @@ def summarise(
                 self_weight=_mean([c.self_weight for c in cs])
                 if any(c.self_weight is not None for c in cs)
                 else None,
-                vs_local=paired(alma[s], alma["local"])
-                if "local" in alma and s != "local"
+                vs_ref=paired(alma[s], alma[reference])
+                if reference in alma and s != reference
                 else None,
                 vs_best=paired(alma[s], alma[best]) if best is not None and s != best else None,
                 flags=[],
@@ -247,7 +248,7 @@ def _fmt(ci: tuple[float, float, float]) -> str:
     return f"{100 * mean:.1f}" if not _finite(std) else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def headline(table: dict[str, dict[str, Row]], margin: float) -> list[str]:
+def headline(table: dict[str, dict[str, Row]], margin: float, reference: str) -> list[str]:
     """The report's opening: what won in each setting, by how much, and whether the seeds
     can tell."""
     lines = []
@@ -259,7 +260,7 @@ def headline(table: dict[str, dict[str, Row]], margin: float) -> list[str]:
         best = ranked[0]
         text = (
             f"- **{p}**: **{best.strategy}** has the highest ALMA "
-            f"({_fmt(best.alma)}%, {best.n} seeds)"
+            f"({_fmt(best.alma)}%, {best.n} seed{'s' if best.n != 1 else ''})"
         )
         if len(ranked) > 1:
             second = ranked[1]
@@ -273,8 +274,8 @@ def headline(table: dict[str, dict[str, Row]], margin: float) -> list[str]:
             else:
                 tell = "the seeds cannot separate them"
             text += f"; next is {second.strategy} at {d.text()} points ({tell})"
-        if best.vs_local is not None:
-            text += f"; vs local: {best.vs_local.text()} points, {best.vs_local.verdict(margin)}"
+        if best.vs_ref is not None:
+            text += f"; vs {reference}: {best.vs_ref.text()} points, {best.vs_ref.verdict(margin)}"
         lines.append(text + ".")
     return lines
 
@@ -288,9 +289,10 @@ def markdown(
     margin: float,
     flag_margin: float,
     budget: int | None,
+    reference: str,
 ) -> str:
     lines = [f"# Comparison: {name}", "", "## What won", ""]
-    lines += headline(table, margin)
+    lines += headline(table, margin, reference)
     lines += ["", "## Flags", ""]
     flagged = [
         f"- {p} / {s}: {f}" for p, rows in table.items() for s, r in rows.items() for f in r.flags
@@ -330,8 +332,8 @@ def markdown(
         lines += [
             f"## {p}",
             "",
-            "| strategy | ALMA | CI95 | local_alma | Δ vs local | verdict vs local | Δ vs best | "
-            "worst client "
+            f"| strategy | ALMA | CI95 | local_alma | Δ vs {reference} | verdict vs {reference} "
+            "| Δ vs best | worst client "
             "| steps/round | self-weight | MB/run | s/run | seeds |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -346,8 +348,8 @@ def markdown(
             steps = f"{r.steps:.0f}" if _finite(r.steps) else "-"
             lines.append(
                 f"| {r.strategy} | {_fmt(r.alma)} | {ci} | {local} | "
-                f"{r.vs_local.text() if r.vs_local else '-'} | "
-                f"{r.vs_local.verdict(margin) if r.vs_local else '-'} | "
+                f"{r.vs_ref.text() if r.vs_ref else '-'} | "
+                f"{r.vs_ref.verdict(margin) if r.vs_ref else '-'} | "
                 f"{r.vs_best.text() if r.vs_best else '(best)'} | {_fmt(r.worst)} | {steps} | "
                 f"{sw} | "
                 f"{r.mbytes:.2f} | {r.wall:.1f} | {r.n} |"

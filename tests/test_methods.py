@@ -47,7 +47,9 @@ def test_no_code_outside_a_method_file_names_the_method():
                     and path.stem != node.value
                 ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
-    assert all(f.startswith("fedkt/config.py:") and f.endswith(": 'knfu'") for f in found), found
+    # the schemas' defaults (the default strategy, the comparison's reference) are data
+    allowed = {("fedkt/config.py", "'knfu'"), ("fedkt/compare.py", "'local'")}
+    assert all((f.split(":")[0], f.split(": ")[-1]) in allowed for f in found), found
 
 
 @pytest.fixture

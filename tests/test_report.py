@@ -45,7 +45,7 @@ def test_collapsed_strategy_is_flagged_in_words():
         cells.append(
             _cell("knfu", seed, 0.70, 0.78, [0.6, 0.7, 0.8])
         )  # 8 points below its local_alma
-    table = summarise(cells, margin=0.01, flag_margin=0.05)
+    table = summarise(cells, margin=0.01, flag_margin=0.05, reference="local")
     rows = table["alpha=0.1"]
     assert rows["local"].flags == []
     fkd = rows["fkd"].flags
@@ -55,8 +55,8 @@ def test_collapsed_strategy_is_flagged_in_words():
     assert rows["knfu"].flags == [
         "ends 8.0 points below its own accuracy after local training (70.0% vs 78.0%)"
     ]
-    assert rows["fkd"].vs_local is not None and rows["fkd"].vs_local.verdict(0.01) == "worse"
-    text = markdown("demo", table, [0, 1, 2], 9, 9, 0.01, 0.05, budget=20)
+    assert rows["fkd"].vs_ref is not None and rows["fkd"].vs_ref.verdict(0.01) == "worse"
+    text = markdown("demo", table, [0, 1, 2], 9, 9, 0.01, 0.05, budget=20, reference="local")
     assert text.index("## What won") < text.index("## Flags") < text.index("## alpha=0.1")
     assert "**local** has the highest ALMA" in text
     assert "alpha=0.1 / fkd: ends below chance" in text
