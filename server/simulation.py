@@ -90,6 +90,9 @@ def simulate(
             "log_to_driver": verbose,
         },
     }
+    # Ray writes the driver's sys.path into PYTHONPATH for its workers and leaves it there;
+    # restore it so later subprocesses of this process import what they would have.
+    pythonpath = os.environ.get("PYTHONPATH")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -102,6 +105,10 @@ def simulate(
             )
     finally:
         flwr_logger.setLevel(old_level)
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
     if "error" in outcome:
         raise outcome["error"]
     if "summary" not in outcome:

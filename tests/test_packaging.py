@@ -22,11 +22,13 @@ PROBE = (
 
 
 def _probe(cwd: Path, env_path: str | None = None) -> list[str]:
-    env = None
-    if env_path is not None:
-        import os
+    import os
 
-        env = {**os.environ, "PYTHONPATH": env_path}
+    # Only the installation decides what imports (a PYTHONPATH left by Ray in this process
+    # by an earlier simulation would add the checkout itself).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if env_path is not None:
+        env["PYTHONPATH"] = env_path
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *APP_MODULES],
         cwd=cwd,

@@ -107,7 +107,8 @@ def test_knowledge_payload_sizes(runs):
     }
     soft = _payload(M * C)
     for n in ("fkd", "dsfl", "knfu"):
-        assert soft < up[n] < soft * 1.15
+        # soft labels + per-client metrics (losses, accuracies, step counts) and record headers
+        assert soft < up[n] < soft + N * 1600
     assert (
         _payload(50 * C) < up["fedmd"] < _payload(50 * C) + 6000
     )  # resampled subset of 50 rows (+ metrics)

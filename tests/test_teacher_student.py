@@ -159,7 +159,7 @@ def test_mixed_precision_trains_on_cpu():
     loss = train_supervised(
         lr.model, lr.data.train_x, lr.data.train_y, cfg.train, torch.Generator().manual_seed(0)
     )
-    assert np.isfinite(loss) and not torch.equal(start, _params(lr.model))
+    assert np.isfinite(loss.loss) and loss.steps > 0 and not torch.equal(start, _params(lr.model))
     assert all(
         p.dtype == torch.float32 for p in lr.model.parameters()
     )  # autocast keeps master weights fp32

@@ -89,7 +89,7 @@ def test_fusion_loss_pair_changes_students(knowledge, fusion, loss):
         assert student is (lr.student if i > 0 else lr.model)
         with torch.no_grad():
             before = torch.softmax(student(probe), dim=-1)
-        value = lr.finetune(result.targets[i], 1)
+        value = lr.finetune(result.targets[i], 1)["distill_loss"]
         with torch.no_grad():
             after = torch.softmax(student(probe), dim=-1)
         assert np.isfinite(value), (knowledge, fusion, loss, i)
