@@ -56,8 +56,10 @@ def test_strategy_on_mnist(mnist, name, tmp_path):
         assert weights < up < weights * 1.05
     elif name == "feddf":
         assert weights + soft < up < (weights + soft) * 1.05
-    elif name in ("fkd", "dsfl", "knfu", "fedmd"):
+    elif name in ("fkd", "dsfl", "knfu", "knfu_rel"):
         assert soft < up < soft + 6000
+    elif name == "fedmd":  # scores on a resampled half of the public pool
+        assert soft // 2 < up < soft // 2 + 6000
     else:
         assert up < soft
     assert np.isfinite(summary["global_accuracy"])
