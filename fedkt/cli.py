@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a comparison matrix (resumable: re-run with the same --out to continue) and "
             "write report.md, results.csv and plots. Without CONFIG, runs the built-in default "
-            "comparison (every strategy on digits, Dirichlet alpha 0.1 and 1.0, two seeds)."
+            "comparison (every strategy on digits, Dirichlet alpha 0.1 and 1.0, five seeds)."
         ),
         epilog=(
             "A comparison file has: name, base (an experiment YAML path, 'default', or a "
@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         help="output directory (default: runs/<date>-compare-<name>/); reuse it to resume",
+    )
+    comp.add_argument(
+        "--reuse",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="results folder (a comparison, or any folder of runs) whose finished runs stand in "
+        "for identical cells: same resolved config (its name aside) and same fedkt code; "
+        "copied, not rerun (repeatable)",
     )
     comp.add_argument(
         "--check", action="store_true", help="only validate the comparison and every cell's config"
@@ -304,7 +313,12 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}")
     try:
         result = run_compare(
-            comp, cells, out, run_cell, log=lambda m: console.print(m, highlight=False)
+            comp,
+            cells,
+            out,
+            run_cell,
+            log=lambda m: console.print(m, highlight=False),
+            reuse=[Path(d) for d in args.reuse],
         )
     except KeyboardInterrupt:
         _interrupted(

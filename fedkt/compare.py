@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +29,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedkt.checkpoint import SERVER_FILE, checkpoint_dir
-from fedkt.config import ExperimentConfig, _format_error, apply_overrides, build_config, read_yaml
-from fedkt.errors import ConfigError
+from fedkt.config import (
+    ExperimentConfig,
+    _format_error,
+    apply_overrides,
+    build_config,
+    load_config,
+    read_yaml,
+)
+from fedkt.errors import ConfigError, FedktError
 from fedkt.experiment import resolve
+from fedkt.provenance import code_digest
 from fedkt.report import CellResult, confidence_interval, markdown, summarise
 from fedkt.results import atomic_write
 from fedkt.tuning import Trial, TuneConfig, choose, trials, with_values
@@ -218,16 +228,61 @@ def _cell_dir(out: Path, cell: Cell) -> Path:
     return out / "cells" / _safe(cell.strategy) / _safe(cell.partition) / f"seed-{cell.seed}"
 
 
+#: Config fields that do not change a run's numbers (a label; where metrics are served).
+RESULT_NEUTRAL = ("name", "monitoring")
+REUSED_FILE = "reused_from.txt"
+
+
+def result_key(cfg: ExperimentConfig) -> str:
+    """Identifies a run's numbers: its resolved config without :data:`RESULT_NEUTRAL`
+    fields, and the code that runs it (:func:`fedkt.provenance.code_digest`)."""
+    data = json.loads(cfg.to_json())
+    for name in RESULT_NEUTRAL:
+        data.pop(name, None)
+    data["code"] = code_digest(tuple(cfg.plugins))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def finished_runs(dirs: Sequence[Path]) -> dict[str, Path]:
+    """Finished runs anywhere under ``dirs`` (comparison cells, tuning trials, single
+    runs), by :func:`result_key`. A run counts only if its summary names the code that
+    would run it now: results of an older protocol are never reused."""
+    found: dict[str, Path] = {}
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"--reuse: {folder} is not a directory")
+        for summary_file in sorted(folder.rglob("summary.json")):
+            run = summary_file.parent
+            try:
+                summary = json.loads(summary_file.read_text())
+                cfg = load_config(run / "config.yaml")
+            except (OSError, ValueError, FedktError):
+                continue  # not a fedkt run, or one this version cannot read: never reused
+            if isinstance(summary, dict) and summary.get("code") == code_digest(tuple(cfg.plugins)):
+                found.setdefault(result_key(cfg), run)
+    return found
+
+
+def _reuse(source: Path, cdir: Path) -> None:
+    """Copy a finished run as this cell (same numbers: same config, seed and code)."""
+    if cdir.exists():
+        shutil.rmtree(cdir)
+    shutil.copytree(source, cdir, ignore=shutil.ignore_patterns("checkpoint"))
+    (cdir / REUSED_FILE).write_text(f"{source.resolve()}\n")
+
+
 def run_compare(
     comp: CompareConfig,
     cells: list[Cell],
     out: Path,
     run_cell: Callable[[ExperimentConfig, Path], dict[str, Any]],
     log: Callable[[str], None] = print,
+    reuse: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Run every unfinished cell with ``run_cell`` and write the report. A cell
     interrupted after a round checkpoint keeps its directory; ``run_cell`` should resume
-    it (see :func:`cell_resumable`)."""
+    it (see :func:`cell_resumable`). A cell whose run already finished under ``reuse``
+    (same :func:`result_key`) is copied from there instead of being run again."""
     out.mkdir(parents=True, exist_ok=True)
     # The plan holds every cell's fully resolved config: resuming with other overrides or an
     # edited base file is refused instead of silently mixing old and new cells.
@@ -242,29 +297,45 @@ def run_compare(
             raise ConfigError(f"{out} holds a different comparison; use another --out or delete it")
     else:
         atomic_write(plan_file, json.dumps(plan, indent=2))
+    finished = finished_runs(reuse) if reuse else {}
+    counts = {"run": 0, "reused": 0}
+
+    def run_or_reuse(cfg: ExperimentConfig, cdir: Path, what: str) -> None:
+        source = finished.get(result_key(cfg)) if finished else None
+        if source is not None and not cell_resumable(cdir):
+            _reuse(source, cdir)
+            log(f"{what}: reused from {source}")
+            counts["reused"] += 1
+            return
+        log(what)
+        run_cell(cfg, cdir)
+        counts["run"] += 1
+
     if comp.tune is not None:
-        chosen = _tune(comp.tune, cells, out, run_cell, log)
+        chosen = _tune(comp.tune, cells, out, run_or_reuse)
         cells = [
             dataclasses.replace(
                 c, config=with_values(c.config, chosen[(c.strategy, c.partition)]["values"] or ())
             )
             for c in cells
         ]
-    done = 0
     # Seed-major order: a comparison stopped part-way holds complete seeds (every strategy
     # and partition under the same seeds), which is what a fair partial report needs.
     order = sorted(cells, key=lambda c: comp.seeds.index(c.seed))
     for i, cell in enumerate(order, 1):
         cdir = _cell_dir(out, cell)
         if (cdir / "summary.json").exists():
-            done += 1
             continue
-        if cdir.exists() and not (checkpoint_dir(cdir) / SERVER_FILE).exists():
+        if cdir.exists() and not cell_resumable(cdir):
             shutil.rmtree(cdir)  # interrupted before its first round: restart it from scratch
         # (a cell with a round checkpoint is kept: run_cell resumes it)
-        log(f"[{i}/{len(cells)}] {cell.key}")
-        run_cell(cell.config, cdir)
-    log(f"{len(cells) - done} cells run, {done} already finished")
+        run_or_reuse(cell.config, cdir, f"[{i}/{len(cells)}] {cell.key}")
+    done = len(cells) - counts["run"] - counts["reused"]
+    log(
+        f"{counts['run']} cells run, {counts['reused']} reused, {done} already finished"
+        if reuse
+        else f"{counts['run']} cells run, {done} already finished"
+    )
     return write_report(comp, cells, out)
 
 
@@ -272,8 +343,7 @@ def _tune(
     tune: TuneConfig,
     cells: list[Cell],
     out: Path,
-    run_cell: Callable[[ExperimentConfig, Path], dict[str, Any]],
-    log: Callable[[str], None],
+    run: Callable[[ExperimentConfig, Path, str], None],
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Run every tuning trial (resumable, under ``out/tuning``) on validation data and
     choose each strategy's values per partition setting; writes ``tuning.json``."""
@@ -286,8 +356,7 @@ def _tune(
             if tdir.exists() and not cell_resumable(tdir):
                 shutil.rmtree(tdir)
             what = f"{trial.strategy}/{trial.partition} {trial.label}, seed {trial.seed}"
-            log(f"[tune {i}/{len(todo)}] {what}")
-            run_cell(trial.config, tdir)
+            run(trial.config, tdir, f"[tune {i}/{len(todo)}] {what}")
         done.append((trial, json.loads((tdir / "summary.json").read_text()).get("alma")))
     chosen = choose(done)
     record = [
@@ -352,6 +421,23 @@ def _num_classes(cfg: ExperimentConfig) -> int:
     return DATASETS.create(cfg.dataset).num_classes
 
 
+def provenance_markdown(summaries: list[dict[str, Any]]) -> str:
+    """The report's note on which code computed the cells: a comparison resumed across a
+    code change holds cells of two protocols, and the reader must be told."""
+    codes = Counter(str(s.get("code") or "unknown") for s in summaries)
+    if not codes:
+        return ""
+    if len(codes) == 1:
+        code = next(iter(codes))
+        return f"\n\nEvery cell was computed by the same code (digest `{code[:12]}`).\n"
+    parts = ", ".join(f"`{c[:12]}` ({n} cells)" for c, n in codes.most_common())
+    return (
+        f"\n\n**Warning:** the cells were computed by {len(codes)} different versions of the "
+        f"code ({parts}): the comparison was resumed across a code change. Rerun it in a fresh "
+        "folder (`--reuse` copies the cells that still match) before reading the numbers.\n"
+    )
+
+
 def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str, Any]:
     """results.csv (one row per cell), report.md and the figures, from the cells' results."""
     from fedkt import plots
@@ -389,6 +475,7 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
     )
     if (out / "tuning.json").exists():
         text += tuning_markdown(json.loads((out / "tuning.json").read_text()), comp.tune)
+    text += provenance_markdown([r.summary for r in finished])
     atomic_write(out / "report.md", text)
     if finished:
         chance = 1.0 / finished[0].num_classes

@@ -102,7 +102,16 @@ class Method:
         """lambda of the private-data cross-entropy added to each distillation step: the
         anchor that keeps a client on its own task while it absorbs knowledge. [ours]
         Default ``distill.ce_weight`` (1.0): without it, pure-KL fine-tuning on a fused
-        target that is wrong for a client's classes can wipe out its local model."""
+        target that is wrong for a client's classes can wipe out its local model.
+        [paper] Per-class knowledge (FD, FedProto) is distilled on private data by a loss
+        that already holds that cross-entropy (``needs_labels``): no second anchor."""
+        if (
+            exp.knowledge is not None
+            and exp.knowledge.domain == "class"
+            and exp.loss is not None
+            and exp.loss.needs_labels
+        ):
+            return 0.0
         return exp.config.distill.ce_weight
 
     def distill_steps(self, exp: Experiment) -> int | None:

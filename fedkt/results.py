@@ -27,6 +27,7 @@ import numpy as np
 
 from fedkt.config import ExperimentConfig
 from fedkt.experiment import Experiment
+from fedkt.provenance import code_digest
 from fedkt.rounds import RoundRecord
 
 
@@ -223,6 +224,7 @@ class ResultsWriter:
             "bytes_up": int(sum(r.bytes_up for r in self.rounds)),
             "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
+            "code": code_digest(tuple(self.cfg.plugins)),  # which code made these numbers
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))

@@ -78,18 +78,30 @@ class NodeView(Grid):
         return self._grid.send_and_receive(messages, timeout=timeout)  # noqa: E704
 
 
+class RunStopped(Exception):
+    """The driver asked the run to stop (Ctrl-C in simulation): finished rounds and their
+    checkpoints are kept, no summary is written, ``--resume`` continues."""
+
+
+def _never() -> bool:
+    return False
+
+
 def exchange(
     grid: Grid,
     messages: Iterable[Message],
     timeout: float,
     on_reply: Callable[[Message], None] | None = None,
+    stopped: Callable[[], bool] = _never,
 ) -> list[Message]:
     """Push ``messages`` and collect replies as they arrive (``on_reply`` per reply) until
-    all are in or ``timeout`` seconds pass; late clients are simply absent."""
+    all are in, ``timeout`` seconds pass (late clients are simply absent) or ``stopped()``."""
     ids = set(grid.push_messages(list(messages)))
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
     while ids and time.monotonic() < deadline:
+        if stopped():
+            raise RunStopped
         for msg in grid.pull_messages(list(ids)):
             ids.discard(msg.metadata.reply_to_message_id)
             replies.append(msg)
@@ -259,9 +271,13 @@ def run_experiment(
     out_dir: str,
     progress: Progress | None = None,
     resume: bool = False,
+    stopped: Callable[[], bool] = _never,
 ) -> dict[str, Any]:
     """Run ``exp`` on the nodes of ``grid`` and write its results to ``out_dir``,
-    checkpointing every round; ``resume`` continues from the directory's last checkpoint."""
+    checkpointing every round; ``resume`` continues from the directory's last checkpoint.
+    ``stopped()`` true ends the run with :class:`RunStopped` before the next round (or
+    while waiting for replies): in simulation the ServerApp runs in a thread of its own
+    that would otherwise finish the remaining rounds after the driver was interrupted."""
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     saved = load_server(out_dir) if resume else None
@@ -271,7 +287,7 @@ def run_experiment(
         MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
     )
     try:
-        return _rounds(grid, exp, writer, progress, exporter, t_start, saved)
+        return _rounds(grid, exp, writer, progress, exporter, t_start, saved, stopped)
     finally:
         if exporter is not None:
             exporter.close()
@@ -285,6 +301,7 @@ def _rounds(
     exporter: MetricsExporter | None,
     t_start: float,
     saved: dict[str, Any] | None,
+    stopped: Callable[[], bool],
 ) -> dict[str, Any]:
     cfg = exp.config
     first = saved["round"] + 1 if saved else 1
@@ -300,11 +317,13 @@ def _rounds(
     progress.start(cfg.rounds, len(nodes))
     tick = lambda _msg: progress.client_done()  # noqa: E731
     for server_round in range(first, cfg.rounds + 1):
+        if stopped():
+            raise RunStopped
         t_round = time.perf_counter()
         sampled = [nodes[p] for p in sample_partitions(cfg, list(nodes), server_round)]
         out = list(strategy.configure_train(server_round, arrays, NodeView(grid, sampled)))
         progress.phase(server_round, "train", len(out))
-        replies = _ordered(exchange(grid, out, cfg.round_timeout, tick))
+        replies = _ordered(exchange(grid, out, cfg.round_timeout, tick, stopped))
         down, up = total_bytes(out), total_bytes(replies)
         note = ""
         report = RoundReport()
@@ -331,7 +350,7 @@ def _rounds(
                 strategy.configure_evaluate(server_round, arrays, NodeView(grid, answered))
             )
             progress.phase(server_round, "fine-tune + evaluate", len(ev_out))
-            ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick))
+            ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick, stopped))
             down += total_bytes(ev_out)
             up += total_bytes(ev_replies)
         failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
@@ -373,6 +392,8 @@ def _rounds(
             line.participants,
             record.wall_seconds,
         )
+    if stopped():
+        raise RunStopped
     summary = writer.finish(
         time.perf_counter() - t_start,
         {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]},

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -36,6 +38,19 @@ def gpu_share(cfg: ExperimentConfig, device: torch.device) -> float:
             "device asks for"
         )
     return float(share)
+
+
+class _QuietAfterStop(logging.Filter):
+    """Drops Flower's log records once the run was interrupted: its message threads keep
+    going for a moment and report every worker Ray has already stopped with a traceback,
+    which would bury the one line that says how to resume."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.stop.is_set()
 
 
 def simulate(
@@ -66,16 +81,36 @@ def simulate(
 
     outcome: dict[str, Any] = {}
     server_app = ServerApp()
+    # Flower runs the ServerApp in a thread of its own; when the driver is interrupted it
+    # must stop too, not rush through the remaining rounds against stopped workers.
+    stop = threading.Event()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            outcome["summary"] = run_experiment(grid, exp, out_dir, progress, resume=resume)
+            outcome["summary"] = run_experiment(
+                grid, exp, out_dir, progress, resume=resume, stopped=stop.is_set
+            )
         except BaseException as exc:  # surfaced after the engine has shut down
             outcome["error"] = exc
 
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
+    quiet = _QuietAfterStop(stop)
+    flwr_logger.addFilter(quiet)
+    # Ctrl-C reaches Ray's workers too (one process group): set ``stop`` at once, before
+    # Flower's threads start reporting the dead workers, then interrupt as before.
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        stop.set()
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    if in_main_thread:
+        signal.signal(signal.SIGINT, interrupted)
     if not verbose:
         flwr_logger.setLevel(logging.ERROR)
     backend_config = {
@@ -103,7 +138,14 @@ def simulate(
                 backend_config=backend_config,
                 verbose_logging=verbose,
             )
+    except BaseException:
+        stop.set()  # (the filter stays: Flower's threads may still log after we return)
+        raise
+    else:
+        flwr_logger.removeFilter(quiet)
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
         flwr_logger.setLevel(old_level)
         if pythonpath is None:
             os.environ.pop("PYTHONPATH", None)

@@ -61,12 +61,18 @@ def stop_tree(pids: list[int]) -> dict[int, int | None]:
         if pid not in tree:
             tree[pid] = start_time(pid)
             todo.extend(children(pid))
-    for sig, pause in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for pid, started in tree.items():
             if started is not None and alive(pid, started):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-        time.sleep(pause)
+        # A signalled process is not gone at once (a loaded machine takes a moment to tear
+        # it down, even after SIGKILL): wait until none is left, up to the grace period.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(
+            started is not None and alive(pid, started) for pid, started in tree.items()
+        ):
+            time.sleep(0.1)
     return tree

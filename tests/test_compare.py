@@ -61,7 +61,8 @@ def test_default_comparison_matches_its_yaml():
 
 def test_mnist_comparison_config_is_valid():
     _, cells = load_compare(ROOT / "simulations" / "compare_mnist.yaml")
-    assert len(cells) == 11 * 2 * 3 and cells[0].config.dataset == "mnist"
+    assert len(cells) == 12 * 1 * 5 and cells[0].config.dataset == "mnist"
+    assert {c.config.partition.samples_per_client for c in cells} == {500}
 
 
 def test_bad_comparison_files(tmp_path):
@@ -135,6 +136,49 @@ def test_resume_skips_finished_and_redoes_interrupted_cells(tmp_path):
         run_compare(*other, out, run, log=lambda m: None)
 
 
+def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_path, monkeypatch):
+    import fedkt.compare as compare
+
+    comp_a, cells_a = load_compare(_write(tmp_path, SMALL))
+    run_compare(comp_a, cells_a, tmp_path / "a", _fake_run([]), log=lambda m: None)
+    # another comparison (another name: a label only) sharing seed 1 and one strategy
+    text = SMALL.replace("name: t", "name: u").replace("seeds: [0, 1]", "seeds: [1, 2]")
+    comp_b, cells_b = load_compare(_write(tmp_path, text))
+    calls: list[str] = []
+    logged: list[str] = []
+    result = run_compare(
+        comp_b, cells_b, tmp_path / "b", _fake_run(calls), logged.append, reuse=[tmp_path / "a"]
+    )
+    assert result["finished"] == len(cells_b) == 8
+    assert len(calls) == 4  # seed 2 runs; seed 1 is copied
+    assert "4 cells run, 4 reused, 0 already finished" in logged
+    for cell in cells_b:
+        cdir = compare._cell_dir(tmp_path / "b", cell)
+        source = compare._cell_dir(tmp_path / "a", cell)
+        if cell.seed == 1:
+            assert (cdir / compare.REUSED_FILE).read_text().strip() == str(source.resolve())
+            assert (cdir / "summary.json").read_text() == (source / "summary.json").read_text()
+        else:
+            assert not (cdir / compare.REUSED_FILE).exists()
+    # a field that changes the numbers, or other code, never matches
+    more = _write(tmp_path, text.replace("rounds=2", "rounds=3"))
+    calls.clear()
+    run_compare(
+        *load_compare(more), tmp_path / "c", _fake_run(calls), lambda m: None, [tmp_path / "a"]
+    )
+    assert len(calls) == 8
+    assert "Every cell was computed by the same code" in (tmp_path / "b" / "report.md").read_text()
+    mixed = compare.provenance_markdown(
+        [{"code": "a" * 64}, {"code": "b" * 64}, {"code": "a" * 64}]
+    )
+    assert "**Warning:** the cells were computed by 2 different versions" in mixed
+    assert "`aaaaaaaaaaaa` (2 cells)" in mixed
+    monkeypatch.setattr(compare, "code_digest", lambda plugins=(): "edited")
+    assert compare.finished_runs([tmp_path / "a"]) == {}
+    with pytest.raises(ConfigError, match="--reuse: .* is not a directory"):
+        compare.finished_runs([tmp_path / "nope"])
+
+
 def test_report_statistics_match_cells(tmp_path):
     comp, cells = load_compare(_write(tmp_path, SMALL))
     out = tmp_path / "out"
@@ -155,7 +199,7 @@ name: e2e
 set: [rounds=2, num_clients=3, train.epochs=2, distill.epochs=1, transfer.size=150]
 strategies: [fedavg, fkd]
 partitions: [{name: dirichlet, alpha: 0.5}]
-seeds: [0, 1]
+seeds: [0]
 """,
     )
     out = tmp_path / "out"
@@ -164,14 +208,23 @@ seeds: [0, 1]
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 4
+    assert len(rows) == 2
     by = {(r["strategy"], r["seed"]): r for r in rows}
     assert all(0.1 < float(r["alma"]) <= 1.0 for r in rows)
     # FedAvg ships whole models, FKD soft labels: traffic differs accordingly
     assert float(by[("fedavg", "0")]["bytes_up"]) != float(by[("fkd", "0")]["bytes_up"])
     assert (out / "report.md").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "0 cells run, 4 already finished" in again.stderr
+    assert again.returncode == 0 and "0 cells run, 2 already finished" in again.stderr
+    # another comparison over the same cells copies the real runs instead of rerunning them
+    cmd[cmd.index(str(cfg)) + 2] = str(tmp_path / "copy")
+    copied = subprocess.run(
+        [*cmd, "--reuse", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert copied.returncode == 0, copied.stderr[-2000:]
+    assert "0 cells run, 2 reused, 0 already finished" in copied.stderr
+    with open(tmp_path / "copy" / "results.csv") as fh:
+        assert [r["alma"] for r in csv.DictReader(fh)] == [r["alma"] for r in rows]
 
 
 def test_overrides_that_the_matrix_decides_are_refused(tmp_path):

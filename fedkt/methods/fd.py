@@ -30,15 +30,9 @@ class CEPlusKLLoss(TemperatureLoss):
         )
 
 
-class FD(Method):
-    def anchor_weight(self, exp) -> float:
-        """[paper] FD's loss is already CE on private data + lambda * KD: no extra anchor."""
-        return 0.0
-
-
 register(
     "fd",
-    FD(
+    Method(
         description=(
             "FD (Jeong et al.): per-class mean logits, fused per class excluding the receiver, "
             "CE + KL on private data"

@@ -32,15 +32,9 @@ class PrototypeLoss(DistillationLoss):
         return F.cross_entropy(logits, labels) + self.weight * masked_mean(mse, mask)
 
 
-class FedProto(Method):
-    def anchor_weight(self, exp) -> float:
-        """[paper] FedProto's loss is already CE on private data + lambda * MSE: no extra anchor."""
-        return 0.0
-
-
 register(
     "fedproto",
-    FedProto(
+    Method(
         description=(
             "FedProto (Tan et al.): class prototypes, per-class global mean, CE + MSE to prototypes"
         ),
