@@ -100,16 +100,17 @@ def simulate(
     flwr_logger.addFilter(quiet)
     # Ctrl-C reaches Ray's workers too (one process group): set ``stop`` at once, before
     # Flower's threads start reporting the dead workers, then interrupt as before.
+    # Only a Python handler (by default the one raising KeyboardInterrupt) is wrapped; an
+    # ignored SIGINT stays ignored.
     previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()
+    wrap = threading.current_thread() is threading.main_thread() and callable(previous)
 
     def interrupted(signum: int, frame: Any) -> None:
         stop.set()
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
+        assert callable(previous)
+        previous(signum, frame)
 
-    if in_main_thread:
+    if wrap:
         signal.signal(signal.SIGINT, interrupted)
     if not verbose:
         flwr_logger.setLevel(logging.ERROR)
@@ -144,7 +145,7 @@ def simulate(
     else:
         flwr_logger.removeFilter(quiet)
     finally:
-        if in_main_thread:
+        if wrap:
             signal.signal(signal.SIGINT, previous)
         flwr_logger.setLevel(old_level)
         if pythonpath is None:
