@@ -132,12 +132,13 @@ class Method:
 
     def server_step(
         self, exp: Experiment, model: nn.Module | None, targets: np.ndarray, server_round: int
-    ) -> np.ndarray | None:
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
         """Runs on the server after fusion. ``model`` holds the averaged weights when
         the method shares weights (else ``None``); ``targets`` are the fused targets,
         one per participant. Returns the targets clients distil (``None``: no targets;
-        clients adopt the server's model instead)."""
-        return targets
+        clients adopt the server's model instead) and the step's metrics (the round's
+        ``server`` entry in rounds.jsonl)."""
+        return targets, {}
 
 
 METHODS: Registry[Method] = Registry("strategy")

@@ -62,11 +62,13 @@ class RoundRecord:
     honest_alma: float | None = None  #: ALMA of the honest clients (only with attackers)
     attacked: bool = False  #: the run has attackers: the line carries ``honest_alma``
     note: str = ""  #: why a round was skipped or failed
+    #: metrics of the method's server step (FedDF: its steps and validation accuracy)
+    server: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON line: ``honest_alma`` only with attackers, ``note`` only when set."""
         out = asdict(self)
-        attacked, note = out.pop("attacked"), out.pop("note")
+        attacked, note, server = out.pop("attacked"), out.pop("note"), out.pop("server")
         honest = out.pop("honest_alma")
         head = [
             "round",
@@ -84,6 +86,8 @@ class RoundRecord:
         line.update(out)
         if note:
             line["note"] = note
+        if server:
+            line["server"] = server
         line.update(tail)
         return line
 

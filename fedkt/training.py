@@ -206,3 +206,80 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     if len(x) == 0:
         return float("nan")
     return float((predict(model, x, batch_size=batch_size).argmax(dim=1) == y).double().mean())
+
+
+class EarlyStoppedFit(NamedTuple):
+    """What :func:`distill_early_stopped` did: optimiser steps taken, the step whose
+    weights were kept (0: the starting weights), validation accuracy at the start and
+    of the kept weights."""
+
+    steps: int
+    kept_step: int
+    start_accuracy: float
+    kept_accuracy: float
+
+
+def distill_early_stopped(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    loss_fn: Callable[..., torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    generator: torch.Generator,
+    *,
+    max_steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    clip_norm: float = 5.0,
+    eval_every: int = 100,
+    patience: int = 1000,
+    keep_start_if_better: bool = False,
+) -> EarlyStoppedFit:
+    """Distil ``target`` into ``model`` on ``x`` with Adam, a per-step cosine-annealed
+    learning rate and gradient clipping; every ``eval_every`` steps score the model on
+    the labelled ``validation`` set, keep the best weights, and stop after ``patience``
+    steps without improvement. The model ends holding the kept weights.
+
+    This is the server step of FedDF (Lin et al., 2020, and its reference code): a
+    fixed number of distillation steps on a teacher that can be wrong everywhere (the
+    mean of clients that each know a few classes) may carry the student anywhere, so
+    the paper selects the student on held-out labelled data. With
+    ``keep_start_if_better`` the starting weights compete too (the reference code's
+    ``return_best_model_on_val``), so the step can never leave the server with a
+    model worse on validation than the one it started from."""
+    device = next(model.parameters()).device
+    val_x, val_y = validation
+
+    def score() -> float:
+        return accuracy(model, val_x, val_y)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    start = score()
+    best_acc, best_step, best_state = -1.0, 0, snapshot()
+    if keep_start_if_better:
+        best_acc = start
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(max_steps, 1))
+    taken = 0
+    model.train()
+    while taken < max_steps and len(x) > 0:
+        for idx in _batches(len(x), batch_size, generator):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx].to(device)), target[idx].to(device)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            opt.step()
+            schedule.step()
+            taken += 1
+            if taken % eval_every == 0 or taken == max_steps:
+                acc = score()
+                model.train()
+                if acc > best_acc:
+                    best_acc, best_step, best_state = acc, taken, snapshot()
+            if taken >= max_steps or taken - best_step >= patience:
+                break
+        if taken - best_step >= patience:
+            break
+    model.load_state_dict(best_state)
+    return EarlyStoppedFit(taken, best_step, start, start if best_step == 0 else best_acc)

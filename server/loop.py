@@ -367,6 +367,7 @@ def _rounds(
             rejected_reasons=dict(sorted(Counter(r.category for r in report.rejected).items())),
             skipped=report.skipped or bool(note),
             note=note,
+            server=dict(report.metrics),
             bytes_up=up,
             bytes_down=down,
             wall_seconds=round(time.perf_counter() - t_round, 3),

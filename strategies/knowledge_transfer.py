@@ -185,7 +185,9 @@ class KnowledgeTransfer(RoundStrategy):
                 P.NUM_EXAMPLES,
             )
             self.model.load_state_dict(averaged.to_torch_state_dict())
-        targets = self.method.server_step(self.exp, self.model, result.targets, server_round)
+        targets, report.metrics = self.method.server_step(
+            self.exp, self.model, result.targets, server_round
+        )
         if self.model is not None:
             arrays = ArrayRecord(self.model.state_dict())
         self.targets = (

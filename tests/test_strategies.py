@@ -91,6 +91,17 @@ def test_weight_strategies_differ_from_each_other(runs):
     assert len({tuple(v) for v in alma.values()}) == 4, alma
 
 
+def test_feddf_selects_its_server_step_on_validation(runs):
+    _, _, _, rounds = runs("feddf")
+    for r in rounds:
+        s = r["server"]
+        assert 1 <= s["server_steps"] <= 500 and 0 <= s["server_kept_step"] <= s["server_steps"]
+        # the averaged model competes: the step never leaves a worse model on validation
+        assert s["server_val_accuracy"] >= s["server_val_accuracy_start"]
+        assert 0 <= s["server_teacher_accuracy"] <= 1
+    assert "server" not in runs("fedavg")[3][0]
+
+
 def test_feddf_ships_weights_and_logits(runs):
     _, _, _, rounds = runs("feddf")
     _, _, _, fedavg = runs("fedavg")

@@ -82,6 +82,12 @@ class Federation:
         shared (read-only) by every client built from this federation."""
         return self._transfer
 
+    def transfer_truth(self) -> torch.Tensor:
+        """The true labels of the transfer samples (first view), whatever
+        ``transfer.labelled`` says: only the server may read them, for a method whose
+        paper gives the server labelled validation data (FedDF)."""
+        return torch.from_numpy(self.transfer_dataset.train_y[self.transfer_idx])
+
     @functools.cached_property
     def _transfer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         tds = self.transfer_dataset
