@@ -12,19 +12,32 @@ User mistakes end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedkt.errors import ConfigError, FedktError, one_line
 
+if TYPE_CHECKING:
+    from fedkt.config import ExperimentConfig
+
 EXIT_USER_ERROR = 2
 
-#: Runs one experiment in a simulation engine: (experiment, results dir, progress,
-#: verbose=..., resume=...) -> summary. The apps layer provides it (fedkt.server.cli).
-Simulate = Callable[..., dict[str, Any]]
+
+class Simulate(Protocol):
+    """A simulation engine, provided by the apps layer (:mod:`fedkt.server.cli`).
+    Calling it runs one experiment: (experiment, results dir, progress, verbose=...,
+    resume=...) -> summary; ``shared()`` is a context in which successive calls reuse
+    one engine start-up (Ray and warm workers) instead of paying it per call."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def shared(self) -> AbstractContextManager[None]: ...
 
 
 def _field_lines(model: Any, prefix: str = "") -> list[str]:
@@ -77,6 +90,27 @@ def _add_set(parser: argparse.ArgumentParser, help_text: str) -> None:
     )
 
 
+def _add_ray_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the simulated clients on an existing Ray cluster ('auto', or HOST:PORT of its "
+        "head node, see `ray start --head`); same as --set simulation.ray_address=ADDR, and "
+        "allowed with --resume (placement does not change results)",
+    )
+
+
+def _placed(cfg: ExperimentConfig, address: str | None) -> ExperimentConfig:
+    """``cfg`` run on the Ray cluster at ``address`` (unchanged without one)."""
+    if address is None:
+        return cfg
+    from fedkt.config import ExperimentConfig
+
+    data = json.loads(cfg.to_json())
+    data["simulation"]["ray_address"] = address
+    return ExperimentConfig.model_validate(data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedkt", description="Federated knowledge transfer on Flower.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -103,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress or table, only the results path"
     )
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    _add_ray_address(run)
     run.add_argument(
         "--check",
         action="store_true",
@@ -151,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--check", action="store_true", help="only validate the comparison and every cell's config"
     )
+    _add_ray_address(comp)
 
     data = sub.add_parser("data", help="obtain and list datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -252,6 +288,7 @@ def _cmd_run(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int
         cfg, args.out = _resumable(args.resume), args.resume
     else:
         cfg = load_config(args.config, args.overrides)
+    cfg = _placed(cfg, args.ray_address)
     exp = resolve(cfg)
     console = Console(stderr=True)
     if args.check:
@@ -286,6 +323,7 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     from fedkt.results import default_out_dir
 
     comp, cells = load_compare(args.config, args.overrides)
+    cells = [dataclasses.replace(c, config=_placed(c.config, args.ray_address)) for c in cells]
     console = Console(stderr=True)
     if args.check:
         return _check([c.config for c in cells])
@@ -312,14 +350,15 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
 
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}")
     try:
-        result = run_compare(
-            comp,
-            cells,
-            out,
-            run_cell,
-            log=lambda m: console.print(m, highlight=False),
-            reuse=[Path(d) for d in args.reuse],
-        )
+        with simulate.shared():  # one engine start-up for every cell
+            result = run_compare(
+                comp,
+                cells,
+                out,
+                run_cell,
+                log=lambda m: console.print(m, highlight=False),
+                reuse=[Path(d) for d in args.reuse],
+            )
     except KeyboardInterrupt:
         _interrupted(
             f"finished cells (and the interrupted cell's rounds) are kept in {out}; run the same "

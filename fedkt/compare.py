@@ -229,16 +229,25 @@ def _cell_dir(out: Path, cell: Cell) -> Path:
 
 
 #: Config fields that do not change a run's numbers (a label; where metrics are served).
-RESULT_NEUTRAL = ("name", "monitoring")
+#: Config sections that change where a run runs or how it is watched, not its numbers (a
+#: cell gives identical results on one machine or a Ray cluster: tests/test_shared_engine.py).
+PLACEMENT = ("monitoring", "simulation")
+RESULT_NEUTRAL = ("name", *PLACEMENT)
 REUSED_FILE = "reused_from.txt"
+
+
+def _without(cfg: ExperimentConfig, fields: Sequence[str]) -> dict[str, Any]:
+    """``cfg`` as JSON data without ``fields``."""
+    data = json.loads(cfg.to_json())
+    for name in fields:
+        data.pop(name, None)
+    return data
 
 
 def result_key(cfg: ExperimentConfig) -> str:
     """Identifies a run's numbers: its resolved config without :data:`RESULT_NEUTRAL`
     fields, and the code that runs it (:func:`fedkt.provenance.code_digest`)."""
-    data = json.loads(cfg.to_json())
-    for name in RESULT_NEUTRAL:
-        data.pop(name, None)
+    data = _without(cfg, RESULT_NEUTRAL)
     data["code"] = code_digest(tuple(cfg.plugins))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -288,7 +297,7 @@ def run_compare(
     # edited base file is refused instead of silently mixing old and new cells.
     plan = {
         "compare": json.loads(comp.model_dump_json()),
-        "cells": {c.key: json.loads(c.config.to_json()) for c in cells},
+        "cells": {c.key: _without(c.config, PLACEMENT) for c in cells},
     }
     plan_file = out / "compare.json"
     if plan_file.exists():

@@ -191,7 +191,16 @@ class StrategyConfig(_Section):
 
 
 class SimulationConfig(_Section):
+    """Where simulated clients run. Placement only: results do not depend on it."""
+
     num_cpus_per_client: float = Field(1.0, gt=0)
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="an existing Ray cluster to run the simulated clients on ('auto', or "
+        "HOST:PORT of its head node; see `ray start`); None: start Ray on this machine",
+    )
     num_gpus_per_client: float | None = Field(
         None,
         ge=0,

@@ -15,9 +15,9 @@ from fedkt import cli
 
 
 def _simulator() -> cli.Simulate:
-    from fedkt.server.simulation import simulate
+    from fedkt.server.simulation import SimulationEngine
 
-    return simulate
+    return SimulationEngine()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import warnings
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -51,6 +52,17 @@ class _QuietAfterStop(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.stop.is_set()
+
+
+def _ray_init_args(cfg: ExperimentConfig, verbose: bool) -> dict[str, Any]:
+    """``ray.init`` arguments: a Ray instance of this machine's cores, or a connection to
+    the cluster at ``simulation.ray_address`` (whose nodes then host the clients: Flower
+    sizes its actor pool from every node's resources)."""
+    common: dict[str, Any] = {"logging_level": "error", "log_to_driver": verbose}
+    address = cfg.simulation.ray_address
+    if address is not None:
+        return {"address": address, **common}
+    return {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, **common}
 
 
 def simulate(
@@ -119,12 +131,7 @@ def simulate(
             "num_cpus": cfg.simulation.num_cpus_per_client,
             "num_gpus": gpu_share(cfg, device),
         },
-        "init_args": {
-            "num_cpus": os.cpu_count() or 1,
-            "include_dashboard": False,
-            "logging_level": "error",
-            "log_to_driver": verbose,
-        },
+        "init_args": _ray_init_args(cfg, verbose),
     }
     # Ray writes the driver's sys.path into PYTHONPATH for its workers and leaves it there;
     # restore it so later subprocesses of this process import what they would have.
@@ -157,3 +164,17 @@ def simulate(
     if "summary" not in outcome:
         raise FedktError("the simulation ended without results (see the log above)")
     return outcome["summary"]
+
+
+class SimulationEngine:
+    """:func:`simulate` plus :meth:`shared`: what the command line is given to run
+    experiments (see :class:`fedkt.cli.Simulate`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return simulate(*args, **kwargs)
+
+    def shared(self) -> AbstractContextManager[None]:
+        """Successive simulations share one Ray instance and its warm worker actors."""
+        from fedkt.server.shared_engine import shared_engine
+
+        return shared_engine()

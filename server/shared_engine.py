@@ -1,0 +1,140 @@
+"""One simulation engine for many simulations: Ray and its worker actors started once.
+
+Flower's simulation engine (``flwr.simulation.run_simulation``) starts Ray, creates one
+actor per client slot, and at the end of every simulation kills the actors and shuts
+Ray down. A comparison is dozens of short simulations, and each paid that start-up:
+starting Ray, and in every new actor importing torch, building the dataset and
+resolving the experiment (measured: about 19 of a 24 s digits cell on 2 cores).
+
+Inside :func:`shared_engine`, Flower's own ``RayBackend`` is replaced, for the
+simulations started in it, by :class:`SharedRayBackend`, which differs in two places
+only: ``build`` hands out the actor pool of the previous simulation when it is idle and
+was built for the same client resources, and ``terminate`` leaves Ray and that pool
+running. Everything else (message routing, the ServerApp/ClientApp, the in-memory
+SuperLink state) is Flower's, unchanged and new for every simulation. Flower offers no
+hook to keep its backend across simulations (``run_simulation`` always builds and
+terminates a ``RayBackend``), so this module swaps the class Flower looks up; the same
+kind of narrow patch as :mod:`fedkt.server.linkstate_index`, checked by the tests
+against the pinned Flower version.
+
+A warm actor keeps what a process caches: the resolved experiment and data layout of
+recent configs (bounded LRU caches) and one model module per architecture; every
+client's weights are loaded per message and every random draw is seeded by
+(seed, client, round), so a cell's results are identical whether its actors are fresh
+or warm (``tests/test_shared_engine.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class _Shared:
+    """The engine state shared by the simulations of one :func:`shared_engine` block."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.pool: Any = None  # flwr's BasicActorPool
+        self.resources: dict[str, float] | None = None
+        self.builds = 0  # actor pools created (what the tests count)
+
+
+_STATE = _Shared()
+
+
+def _idle(pool: Any) -> bool:
+    """Every actor of ``pool`` is back and nothing is in flight."""
+    return len(pool.pool) == pool.num_actors > 0 and not pool._future_to_actor
+
+
+def _backend_class() -> type:
+    """Flower's RayBackend with a shared actor pool (built on first use, so importing
+    this module does not import Ray)."""
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    class SharedRayBackend(RayBackend):  # type: ignore[misc, valid-type]
+        """RayBackend whose actors outlive one simulation inside :func:`shared_engine`."""
+
+        def build(self, app_fn: Any) -> None:
+            with _STATE.lock:
+                active = _STATE.depth > 0
+                pool = _STATE.pool
+                if active and pool is not None and _STATE.resources == self.client_resources:
+                    if _idle(pool):
+                        self.pool, self.app_fn = pool, app_fn
+                        return
+                _drop_pool()
+            super().build(app_fn)
+            if active:
+                with _STATE.lock:
+                    _STATE.pool, _STATE.resources = self.pool, dict(self.client_resources)
+                    _STATE.builds += 1
+
+        def terminate(self) -> None:
+            with _STATE.lock:
+                if _STATE.depth > 0:
+                    if self.pool is _STATE.pool and self.pool is not None and _idle(self.pool):
+                        return  # kept for the next simulation (Ray stays up as well)
+                    if self.pool is _STATE.pool:
+                        _drop_pool()  # a failed or interrupted simulation: start afresh
+                    return
+            super().terminate()
+
+    return SharedRayBackend
+
+
+def _drop_pool() -> None:
+    """Terminate the shared pool's actors (caller holds the lock)."""
+    if _STATE.pool is not None:
+        try:
+            _STATE.pool.terminate_all_actors()
+        except Exception as exc:  # noqa: BLE001 - actors already gone with Ray
+            logger.debug("terminating the shared actor pool: %s", exc)
+    _STATE.pool, _STATE.resources = None, None
+
+
+_installed: list[type] = []
+
+
+def _install() -> None:
+    """Make Flower's simulation engine build :class:`SharedRayBackend` (idempotent).
+    Outside :func:`shared_engine` it behaves exactly as Flower's RayBackend."""
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    if not _installed:
+        _installed.append(_backend_class())
+    raybackend.RayBackend = _installed[0]
+
+
+def shared_pool_builds() -> int:
+    """How many actor pools the shared engine has created (for tests and benchmarks)."""
+    return _STATE.builds
+
+
+@contextmanager
+def shared_engine() -> Iterator[None]:
+    """Simulations run inside this block share one Ray instance and one pool of warm
+    worker actors; leaving it stops them (Ray too, when this process started it)."""
+    _install()
+    with _STATE.lock:
+        _STATE.depth += 1
+    try:
+        yield
+    finally:
+        with _STATE.lock:
+            _STATE.depth -= 1
+            last = _STATE.depth == 0
+            if last:
+                _drop_pool()
+        if last:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()

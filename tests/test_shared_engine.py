@@ -1,0 +1,87 @@
+"""One engine start-up for many simulations, and simulations on a Ray cluster: a cell's
+results must not depend on whether its workers were fresh, warm, or on other nodes."""
+
+import json
+
+import pytest
+
+from fedkt.server.shared_engine import shared_engine, shared_pool_builds
+from fedkt.server.simulation import simulate
+
+pytestmark = pytest.mark.slow
+
+TIMING = ("wall_seconds",)
+
+
+def _lines(path):
+    """A results file's lines without wall-clock fields (everything else must match)."""
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def _same_results(a, b):
+    for name in ("metrics.jsonl", "rounds.jsonl", "fusion_weights.jsonl"):
+        assert _lines(a / name) == _lines(b / name), name
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for key in ("alma", "alma_per_round", "local_alma", "global_accuracy", "steps_per_round"):
+        assert sa[key] == sb[key], key
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory, tiny_cfg_module):
+    out = tmp_path_factory.mktemp("alone")
+    simulate(tiny_cfg_module("strategy=knfu"), str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg_module():
+    from tiny import TINY
+
+    from fedkt.config import load_config
+
+    return lambda *o: load_config(None, TINY + list(o))
+
+
+def test_cells_in_a_shared_engine_equal_cells_run_alone(alone, tmp_path, tiny_cfg_module):
+    import ray
+
+    before = shared_pool_builds()
+    with shared_engine():
+        simulate(tiny_cfg_module("strategy=fedavg"), str(tmp_path / "other"))
+        simulate(tiny_cfg_module("strategy=knfu"), str(tmp_path / "warm"))
+        assert ray.is_initialized()  # kept between the two simulations
+    assert shared_pool_builds() == before + 1  # one pool of workers served both cells
+    assert not ray.is_initialized()  # and the block stopped what it started
+    _same_results(alone, tmp_path / "warm")
+
+
+def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(
+    alone, tmp_path, tiny_cfg_module
+):
+    import ray
+    from ray._private.state import actors
+    from ray.cluster_utils import Cluster
+
+    from fedkt.server import shared_engine as engine
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        cfg = tiny_cfg_module("strategy=knfu", f"simulation.ray_address={cluster.address}")
+        with shared_engine():  # keeps the actor pool alive to inspect its placement
+            simulate(cfg, str(tmp_path / "cluster"))
+            pool = engine._STATE.pool
+            nodes = {
+                actors(actor_id=a._actor_id.hex())["Address"]["NodeID"] for a in pool.pool
+            }
+            assert pool.num_actors == 2 and len(nodes) == 2  # one worker on each node
+            assert len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 2
+        _same_results(alone, tmp_path / "cluster")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
