@@ -339,7 +339,7 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     simulate = simulator()
 
     def run_cell(cfg, cdir):
-        summary = simulate(cfg, str(cdir), NullProgress(), resume=cell_resumable(cdir))
+        summary = simulate(cfg, str(cdir), NullProgress(), resume=cell_resumable(cdir), plots=False)
         alma = summary.get("alma")
         console.print(
             f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  "

@@ -102,11 +102,18 @@ class ResultsWriter:
     """Appends per-round results and writes the summary and plots at the end."""
 
     def __init__(
-        self, out_dir: str | os.PathLike[str], exp: Experiment, resume_round: int = 0
+        self,
+        out_dir: str | os.PathLike[str],
+        exp: Experiment,
+        resume_round: int = 0,
+        plots: bool = True,
     ) -> None:
         """A fresh results directory, or (``resume_round`` = k > 0) the existing one with
         everything recorded after round k dropped: a run killed between writing round
-        k + 1 and checkpointing it repeats that round exactly."""
+        k + 1 and checkpointing it repeats that round exactly. ``plots``: draw the run's
+        figures at the end (a comparison's cells skip them: its report draws its own, and
+        drawing took about a tenth of a small cell's CPU time)."""
+        self.plots = plots
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.exp = exp
@@ -228,6 +235,8 @@ class ResultsWriter:
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
+        if not self.plots:
+            return summary
         from fedkt import plots
 
         plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)

@@ -272,6 +272,7 @@ def run_experiment(
     progress: Progress | None = None,
     resume: bool = False,
     stopped: Callable[[], bool] = _never,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Run ``exp`` on the nodes of ``grid`` and write its results to ``out_dir``,
     checkpointing every round; ``resume`` continues from the directory's last checkpoint.
@@ -281,7 +282,7 @@ def run_experiment(
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     saved = load_server(out_dir) if resume else None
-    writer = ResultsWriter(out_dir, exp, resume_round=saved["round"] if saved else 0)
+    writer = ResultsWriter(out_dir, exp, resume_round=saved["round"] if saved else 0, plots=plots)
     cfg = exp.config
     exporter = (
         MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None

@@ -71,9 +71,11 @@ def simulate(
     progress: Progress | None = None,
     verbose: bool = False,
     resume: bool = False,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return the summary.
-    ``resume``: continue the run in ``out_dir`` from its last checkpoint."""
+    ``resume``: continue the run in ``out_dir`` from its last checkpoint; ``plots``:
+    draw the run's figures."""
     prepare_environment()
     exp = cfg if isinstance(cfg, Experiment) else resolve(cfg)
     cfg = exp.config
@@ -101,7 +103,7 @@ def simulate(
     def main(grid: Grid, context: Context) -> None:
         try:
             outcome["summary"] = run_experiment(
-                grid, exp, out_dir, progress, resume=resume, stopped=stop.is_set
+                grid, exp, out_dir, progress, resume=resume, stopped=stop.is_set, plots=plots
             )
         except BaseException as exc:  # surfaced after the engine has shut down
             outcome["error"] = exc

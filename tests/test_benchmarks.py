@@ -103,6 +103,7 @@ def test_benchmarks_reject_bad_arguments_in_one_line():
         ("benchmarks.communication", "--strategies", "nope"),
         ("benchmarks.overhead", "--modes", "fast"),
         ("benchmarks.communication", "--dataset", "nope", "--strategies", "fkd"),
+        ("benchmarks.engine", "--cells", "0"),
     ):
         proc = _bench(*argv)
         assert (
