@@ -87,6 +87,11 @@ def _never() -> bool:
     return False
 
 
+#: Who is who without asking: partition id -> node id of every node, or None when not
+#: known (the engine that started the nodes may know; a deployed SuperLink does not).
+Directory = Callable[[Grid], "dict[int, int] | None"]
+
+
 def exchange(
     grid: Grid,
     messages: Iterable[Message],
@@ -141,6 +146,27 @@ def handshake(
         raise ExperimentError(
             f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}"
         )
+    mapping, archs, nbytes = configure_nodes(grid, cfg, nodes, checkpoints, resume_round)
+    if len(mapping) < cfg.min_clients:
+        raise ExperimentError(
+            f"only {len(mapping)} of {len(nodes)} nodes completed the handshake "
+            f"(min_clients={cfg.min_clients})"
+        )
+    if len(mapping) < cfg.num_clients:
+        log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
+    return mapping, archs, nbytes
+
+
+def configure_nodes(
+    grid: Grid,
+    cfg: ExperimentConfig,
+    nodes: list[int],
+    checkpoints: str = "",
+    resume_round: int = 0,
+) -> tuple[dict[int, int], dict[int, str], int]:
+    """The handshake with ``nodes``: send each the config (with where to checkpoint and
+    the round to resume from); return partition id -> node id and architecture of those
+    that answered, and the bytes both ways."""
     content = RecordDict(
         {
             P.EXPERIMENT: ConfigRecord(
@@ -192,13 +218,6 @@ def handshake(
                 pid,
                 resume_round,
             )
-    if len(mapping) < cfg.min_clients:
-        raise ExperimentError(
-            f"only {len(mapping)} of {len(nodes)} nodes completed the handshake "
-            f"(min_clients={cfg.min_clients})"
-        )
-    if len(mapping) < cfg.num_clients:
-        log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
     return mapping, archs, sent + total_bytes(replies)
 
 
@@ -273,9 +292,13 @@ def run_experiment(
     resume: bool = False,
     stopped: Callable[[], bool] = _never,
     plots: bool = True,
+    directory: Directory | None = None,
 ) -> dict[str, Any]:
     """Run ``exp`` on the nodes of ``grid`` and write its results to ``out_dir``,
     checkpointing every round; ``resume`` continues from the directory's last checkpoint.
+    ``directory``: where the engine can say which node holds which partition (Flower's
+    simulation), nodes get the handshake when first sampled, so setup follows the
+    clients used rather than those that exist; without it every node is asked first.
     ``stopped()`` true ends the run with :class:`RunStopped` before the next round (or
     while waiting for replies): in simulation the ServerApp runs in a thread of its own
     that would otherwise finish the remaining rounds after the driver was interrupted."""
@@ -288,7 +311,7 @@ def run_experiment(
         MetricsExporter(cfg.monitoring, cfg.name) if cfg.monitoring.port is not None else None
     )
     try:
-        return _rounds(grid, exp, writer, progress, exporter, t_start, saved, stopped)
+        return _rounds(grid, exp, writer, progress, exporter, t_start, saved, stopped, directory)
     finally:
         if exporter is not None:
             exporter.close()
@@ -303,12 +326,19 @@ def _rounds(
     t_start: float,
     saved: dict[str, Any] | None,
     stopped: Callable[[], bool],
+    directory: Directory | None,
 ) -> dict[str, Any]:
     cfg = exp.config
     first = saved["round"] + 1 if saved else 1
-    nodes, archs, setup_bytes = handshake(
-        grid, cfg, str(checkpoint_dir(writer.dir).resolve() / "clients"), first - 1
-    )
+    checkpoints = str(checkpoint_dir(writer.dir).resolve() / "clients")
+    known = directory(grid) if directory is not None else None
+    if known is None:  # ask every node who it is (deployment)
+        nodes, archs, setup_bytes = handshake(grid, cfg, checkpoints, first - 1)
+        configured = set(nodes)
+    else:  # the engine knows who is who: configure each node when it is first sampled
+        nodes, setup_bytes, configured = known, 0, set()
+        names = cfg.architecture_names()
+        archs = {pid: names[pid] for pid in nodes}
     strategy, arrays = build_strategy(exp, nodes)
     if saved:
         arrays = _arrays_from_numpy(saved["arrays"])
@@ -320,9 +350,18 @@ def _rounds(
     for server_round in range(first, cfg.rounds + 1):
         if stopped():
             raise RunStopped
+        picked = sample_partitions(cfg, list(nodes), server_round)
+        new = [p for p in picked if p not in configured]
+        if new:
+            got, _, nbytes = configure_nodes(
+                grid, cfg, [nodes[p] for p in new], checkpoints, first - 1
+            )
+            setup_bytes += nbytes
+            configured |= {p for p, n in got.items() if nodes.get(p) == n}
         t_round = time.perf_counter()
-        sampled = [nodes[p] for p in sample_partitions(cfg, list(nodes), server_round)]
-        out = list(strategy.configure_train(server_round, arrays, NodeView(grid, sampled)))
+        sampled = [nodes[p] for p in picked]
+        ready = [nodes[p] for p in picked if p in configured]  # the others count as failed
+        out = list(strategy.configure_train(server_round, arrays, NodeView(grid, ready)))
         progress.phase(server_round, "train", len(out))
         replies = _ordered(exchange(grid, out, cfg.round_timeout, tick, stopped))
         down, up = total_bytes(out), total_bytes(replies)
@@ -398,7 +437,11 @@ def _rounds(
         raise RunStopped
     summary = writer.finish(
         time.perf_counter() - t_start,
-        {"setup_bytes": setup_bytes, "architectures": [archs[p] for p in sorted(archs)]},
+        {
+            "setup_bytes": setup_bytes,
+            "configured_clients": len(configured),
+            "architectures": [archs[p] for p in sorted(archs)],
+        },
     )
     progress.finish(summary)
     return summary

@@ -88,10 +88,12 @@ def simulate(
     from flwr.simulation import run_simulation
 
     from fedkt.clients.app import app as client_app
+    from fedkt.server import node_directory
     from fedkt.server.linkstate_index import install as index_messages_by_node
     from fedkt.server.loop import run_experiment
 
     index_messages_by_node()  # Flower's per-poll scan is quadratic in the number of clients
+    node_directory.install()  # who is who, from the engine: no handshake with idle clients
 
     outcome: dict[str, Any] = {}
     server_app = ServerApp()
@@ -103,7 +105,14 @@ def simulate(
     def main(grid: Grid, context: Context) -> None:
         try:
             outcome["summary"] = run_experiment(
-                grid, exp, out_dir, progress, resume=resume, stopped=stop.is_set, plots=plots
+                grid,
+                exp,
+                out_dir,
+                progress,
+                resume=resume,
+                stopped=stop.is_set,
+                plots=plots,
+                directory=node_directory.directory,
             )
         except BaseException as exc:  # surfaced after the engine has shut down
             outcome["error"] = exc
