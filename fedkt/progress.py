@@ -7,15 +7,18 @@ methods of :class:`Progress`.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.progress import (
     Progress as _RichBar,
@@ -41,6 +44,23 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+class RunElapsed(ProgressColumn):
+    """Time since the run started. Rich's TimeElapsedColumn times the *task*, which
+    stops once a phase's clients are all done and never restarts when the next phase
+    reuses the task: the column stayed at the first phase's time for the whole run."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self.start = clock()
+
+    def render(self, task: Task) -> Any:
+        from rich.text import Text
+
+        seconds = int(self.clock() - self.start)
+        return Text(str(timedelta(seconds=seconds)), style="progress.elapsed")
+
+
 class RichProgress(Progress):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -58,7 +78,7 @@ class RichProgress(Progress):
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[alma]}"),
-                TimeElapsedColumn(),
+                RunElapsed(),
                 console=self.console,
                 transient=True,
             )
