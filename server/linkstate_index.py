@@ -18,6 +18,10 @@ from the index as they are met. Expired messages of *other* nodes are no longer
 swept by every poll; each is still removed when its own node polls (the simulation
 polls every node every sweep) or when its reply is pulled.
 
+The engine's sweep itself (``add_messages_to_queue``) is replaced by one that polls
+only the nodes the index holds messages for (same order, one message per node per
+sweep): at 10,000 nodes, 10,000 polls every 0.1 s cost a third of the process's CPU.
+
 Installed by :func:`install` in the simulation process only (deployed SuperLinks run
 Flower's own code). It patches two methods of a class of the pinned Flower version and
 refuses, with a warning, to patch a class that does not look like the one it was
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
 from flwr.app import Message
 
@@ -83,6 +88,28 @@ def indexed_get_message_ins(
     return found
 
 
+def pending_nodes(state, nodes: Iterable[int]) -> list[int]:
+    """The nodes among ``nodes`` (in their order) that have indexed, undelivered
+    messages: the only ones a poll can return anything for."""
+    with state.lock:
+        index = _index(state)
+        return [n for n in nodes if index.get(n)]
+
+
+def indexed_add_messages_to_queue(state, queue, nodes_mapping, f_stop) -> None:
+    """``vce_api.add_messages_to_queue`` polling only nodes with pending messages.
+
+    Flower's sweep calls ``get_message_ins`` for every node every 0.1 s; with 10,000
+    virtual nodes that was a third of the simulation process's CPU in a profile even
+    with the index, taken from the workers. Same order (the mapping's), same
+    ``limit=1`` per node per sweep, same pause."""
+    while not f_stop.is_set():
+        for node_id in pending_nodes(state, nodes_mapping.keys()):
+            for msg in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(msg)
+        f_stop.wait(0.1)
+
+
 def _now_iso() -> str:
     """The clock Flower's LinkState stamps deliveries with."""
     from flwr.server.superlink.linkstate import in_memory_linkstate
@@ -123,5 +150,10 @@ def install() -> bool:
 
         InMemoryLinkState.store_message_ins = store_message_ins
         InMemoryLinkState.get_message_ins = indexed_get_message_ins
+        from flwr.server.superlink.fleet.vce import vce_api
+
+        if hasattr(vce_api, "add_messages_to_queue"):
+            ORIGINAL["add_messages_to_queue"] = vce_api.add_messages_to_queue
+            vce_api.add_messages_to_queue = indexed_add_messages_to_queue
         setattr(InMemoryLinkState, _MARK, True)
         return True

@@ -1,6 +1,8 @@
 """fedkt's per-node message index answers every poll exactly as Flower's own scan does."""
 
+import queue
 import secrets
+import threading
 import time
 
 import pytest
@@ -15,7 +17,12 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 
-from fedkt.server.linkstate_index import ORIGINAL, indexed_get_message_ins, install
+from fedkt.server.linkstate_index import (
+    ORIGINAL,
+    indexed_add_messages_to_queue,
+    indexed_get_message_ins,
+    install,
+)
 
 RUN_ID = 7
 
@@ -113,3 +120,32 @@ def test_index_skips_other_runs_and_expired_messages():
     assert state.__dict__["_fedkt_ins_by_node"][nodes[0]] == []  # and nothing stays indexed
     with pytest.raises(AssertionError):
         state.get_message_ins(nodes[0], 0)
+
+
+def test_the_sweep_polls_only_nodes_with_messages_and_delivers_like_flowers():
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    assert install() and vce_api.add_messages_to_queue is indexed_add_messages_to_queue
+    delivered = []
+    for sweep in (ORIGINAL["add_messages_to_queue"], indexed_add_messages_to_queue):
+        state, run_id, nodes = _state_with_nodes(50)
+        for tag, node in enumerate([nodes[3], nodes[40], nodes[3], nodes[7]], 1):
+            _push(state, run_id, node, tag)
+        polled = []
+        get = state.get_message_ins
+        state.get_message_ins = lambda node_id, limit: polled.append(node_id) or get(node_id, limit)
+        out, stop = queue.Queue(), threading.Event()
+        t = threading.Thread(
+            target=sweep, args=(state, out, {n: i for i, n in enumerate(nodes)}, stop)
+        )
+        t.start()
+        got = [int(out.get(timeout=5).content["c"]["tag"]) for _ in range(4)]
+        stop.set()
+        t.join()
+        delivered.append(got)
+        if sweep is indexed_add_messages_to_queue:
+            assert set(polled) <= {nodes[3], nodes[40], nodes[7]}  # never the 47 idle nodes
+        else:
+            assert len(set(polled)) == 50
+    # one message per node per sweep, in the mapping's order, then node 3's second one
+    assert delivered[0] == delivered[1] == [1, 4, 2, 3]
