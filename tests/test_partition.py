@@ -25,6 +25,23 @@ def test_partitions_are_deterministic_disjoint_and_complete(name):
         assert len(allidx) == len(LABELS)  # everything assigned
 
 
+@pytest.mark.parametrize("name", ["iid", "dirichlet", "pathological", "quantity_skew"])
+def test_reading_the_partitioners_table_equals_loading_each_partition(name, monkeypatch):
+    import fedkt.data.partition as partition
+
+    fast = partition_labels(LABELS, 8, name, seed=3, **PARAMS)
+    real_getattr = getattr
+
+    def no_table(obj, attr, *default):  # as if the partitioner kept no table
+        if attr == "_partition_id_to_indices":
+            return None
+        return real_getattr(obj, attr, *default)
+
+    monkeypatch.setattr(partition, "getattr", no_table, raising=False)
+    slow = partition_labels(LABELS, 8, name, seed=3, **PARAMS)
+    assert all(np.array_equal(x, y) for x, y in zip(fast, slow, strict=True))
+
+
 def test_pathological_limits_classes_and_dirichlet_skews():
     parts = partition_labels(LABELS, 8, "pathological", seed=0, **PARAMS)
     assert all(len(np.unique(LABELS[p])) <= 2 for p in parts)

@@ -8,6 +8,7 @@ read the indices back from each partition.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
@@ -86,6 +87,29 @@ def _quantity_skew(
     return SizePartitioner(partition_sizes=sizes.tolist())
 
 
+def _partition_rows(partitioner: Any, num_clients: int, order: np.ndarray) -> list[np.ndarray]:
+    """Each partition's rows (indices into the unshuffled labels).
+
+    Flower Datasets' partitioners that decide every partition at once keep the decision
+    as ``_partition_id_to_indices`` (positions in their dataset); reading it replaces one
+    ``load_partition`` per client, each a Hugging Face ``select`` with fingerprinting:
+    10,000 of those took 50-100 s in every process that built the layout (the driver
+    and each simulation worker). Partitioners without that table are loaded one
+    partition at a time; ``tests/test_partition.py`` checks both give the same rows."""
+    first = partitioner.load_partition(0)  # makes the partitioner decide the split
+    table = getattr(partitioner, "_partition_id_to_indices", None)
+    if isinstance(table, dict) and set(table) == set(range(num_clients)):
+        return [order[np.asarray(table[i], dtype=np.int64)] for i in range(num_clients)]
+    # The column as one NumPy array (not row by row through Python).
+    return [
+        np.asarray(
+            (first if i == 0 else partitioner.load_partition(i)).with_format("numpy")[:]["idx"],
+            dtype=np.int64,
+        )
+        for i in range(num_clients)
+    ]
+
+
 def partition_labels(
     labels: np.ndarray, num_clients: int, name: str, seed: int, **params: object
 ) -> list[np.ndarray]:
@@ -101,14 +125,7 @@ def partition_labels(
             # The Dirichlet partitioner warns on every resampling; the outcome (a split, or
             # a one-line error when it gives up) is what users need to see.
             warnings.simplefilter("ignore", UserWarning)
-            # The column as one NumPy array (not row by row through Python: that took
-            # seconds per process at 100 clients and most of a minute at 10,000).
-            parts = [
-                np.asarray(
-                    partitioner.load_partition(i).with_format("numpy")[:]["idx"], dtype=np.int64
-                )
-                for i in range(num_clients)
-            ]
+            parts = _partition_rows(partitioner, num_clients, order)
     except ValueError as exc:
         raise ConfigError(f"partition: {name} cannot split {len(labels)} samples: {exc}") from None
     return [np.sort(p) for p in parts]
