@@ -5,9 +5,9 @@ its model exists only once the client has been sampled: until then a client is a
 partition id and a config, and its initial weights are rebuilt from the seed when it
 is first called. So with 10,000 clients and 1% sampled per round, memory should grow
 with the clients *used* so far (their stored models), not with the idle ones. The
-table shows, per point: setup (engine start, data layout, handshake with every node),
-the mean round, the peak memory of the whole process tree (driver, Ray, workers; PSS),
-how many clients hold a model at the end, and what their weights take.
+table shows, per point: setup (engine start, data layout, the handshake of each node when
+it is first sampled), the mean round, the peak memory of the whole process tree (driver,
+Ray, workers; PSS), how many clients hold a model at the end, and what their weights take.
 
 Each point runs in a fresh subprocess, so its peak is its own.
 
