@@ -26,6 +26,7 @@ from fedkt.checkpoint import checkpoint_dir, load_server, save_server
 from fedkt.config import ExperimentConfig
 from fedkt.errors import FedktError
 from fedkt.experiment import Experiment
+from fedkt.learner import Learner
 from fedkt.monitoring import MetricsExporter
 from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
@@ -337,8 +338,7 @@ def _rounds(
         configured = set(nodes)
     else:  # the engine knows who is who: configure each node when it is first sampled
         nodes, setup_bytes, configured = known, 0, set()
-        names = cfg.architecture_names()
-        archs = {pid: names[pid] for pid in nodes}
+        archs = {pid: Learner.describe(exp, pid) for pid in nodes}  # what each would reply
     strategy, arrays = build_strategy(exp, nodes)
     if saved:
         arrays = _arrays_from_numpy(saved["arrays"])

@@ -7,6 +7,7 @@ client.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -52,6 +53,41 @@ class _QuietAfterStop(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.stop.is_set()
+
+
+def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> None:
+    """Run ``engine()`` in a thread that (with every thread and Ray process it starts)
+    blocks SIGINT, while the main thread waits in short joins.
+
+    A process-directed signal goes to any thread that does not block it. Run on the main
+    thread, Flower's engine waits in a thread join; when Ctrl-C landed on one of its
+    many other threads, the main thread was not woken and the handler (which sets
+    ``stop``) ran only when the whole simulation had finished (seen in CI: a run given
+    SIGINT after round 2 completed all its rounds). Here only the main thread can take
+    SIGINT, and it is never blocked for more than 0.1 s."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            engine()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            failure.append(exc)
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread = threading.Thread(target=target, name="fedkt-simulation", daemon=True)
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except BaseException:
+        stop.set()
+        thread.join(5)  # let Flower stop its backend; do not wait for stuck workers
+        raise
+    if failure:
+        raise failure[0]
 
 
 def _ray_init_args(cfg: ExperimentConfig, verbose: bool) -> dict[str, Any]:
@@ -150,13 +186,18 @@ def simulate(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run_simulation(
+            engine = functools.partial(
+                run_simulation,
                 server_app=server_app,
                 client_app=client_app,
                 num_supernodes=cfg.num_clients,
                 backend_config=backend_config,
                 verbose_logging=verbose,
             )
+            if wrap:
+                _run_with_interrupts_on_main_thread(engine, stop)
+            else:
+                engine()
     except BaseException:
         stop.set()  # (the filter stays: Flower's threads may still log after we return)
         raise
