@@ -77,7 +77,14 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
     the interrupt, exit code, stderr)."""
     err_path = out.with_suffix(".stderr")
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(err_path, "w"), start_new_session=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(err_path, "w"),
+        start_new_session=True,
+        # As a terminal's foreground job: a suite started in the background (`cmd &` in a
+        # script) hands its children SIGINT ignored, and an ignored SIGINT stays ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     server_pt = out / "checkpoint" / "server.pt"
     deadline = time.monotonic() + 240
