@@ -27,11 +27,13 @@ from benchmarks.harness import config, fail, print_table
 from fedkt.errors import FedktError
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _lines(path: Path) -> list[dict]:
-    return [
-        {k: v for k, v in json.loads(line).items() if k != "wall_seconds"}
-        for line in path.read_text().splitlines()
-    ]
+    """A results file's lines without wall-clock times (everything else must match)."""
+    return [{k: v for k, v in line.items() if k != "wall_seconds"} for line in _jsonl(path)]
 
 
 def run_cells(cfgs: list, root: Path, shared: bool) -> list[tuple[float, float]]:
@@ -45,12 +47,10 @@ def run_cells(cfgs: list, root: Path, shared: bool) -> list[tuple[float, float]]
             start = time.perf_counter()
             simulate(cfg, str(root / f"cell-{i}"), plots=False)
             wall = time.perf_counter() - start
-            out.append((wall, sum(r["wall_seconds"] for r in _read(root / f"cell-{i}"))))
+            out.append(
+                (wall, sum(r["wall_seconds"] for r in _jsonl(root / f"cell-{i}" / "rounds.jsonl")))
+            )
     return out
-
-
-def _read(cell: Path) -> list[dict]:
-    return [json.loads(line) for line in (cell / "rounds.jsonl").read_text().splitlines()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
