@@ -12,6 +12,7 @@ User mistakes end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -98,6 +99,18 @@ def _add_ray_address(parser: argparse.ArgumentParser) -> None:
         "head node, see `ray start --head`); same as --set simulation.ray_address=ADDR, and "
         "allowed with --resume (placement does not change results)",
     )
+
+
+def _jobs(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
 
 
 def _placed(cfg: ExperimentConfig, address: str | None) -> ExperimentConfig:
@@ -187,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="only validate the comparison and every cell's config"
     )
     _add_ray_address(comp)
+    comp.add_argument(
+        "--jobs",
+        metavar="N",
+        default="auto",
+        type=_jobs,
+        help="cells run side by side, each job a process with its own engine and an equal "
+        "share of the cores (default: auto, one job per 4 cores, so 1 on a small machine; "
+        "more jobs than cores is refused). Placement only: results are the same",
+    )
 
     data = sub.add_parser("data", help="obtain and list datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -318,7 +340,8 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
 
     from rich.console import Console
 
-    from fedkt.compare import cell_resumable, load_compare, run_compare
+    from fedkt.compare import load_compare, run_compare, run_in_order
+    from fedkt.parallel import CellTask, available_cpus, describe, plan_jobs, run_parallel
     from fedkt.progress import NullProgress
     from fedkt.results import default_out_dir
 
@@ -327,6 +350,21 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     console = Console(stderr=True)
     if args.check:
         return _check([c.config for c in cells])
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    if args.ray_address is not None:
+        if args.jobs not in ("auto", 1):
+            raise ConfigError(
+                "--jobs with --ray-address: the cluster's Ray instance already spreads one "
+                "comparison's clients over all its nodes; drop --jobs"
+            )
+        jobs, cpus_per_job = 1, 0
+    else:
+        jobs, cpus_per_job = plan_jobs(
+            args.jobs,
+            len(cells),
+            available_cpus(),
+            max(c.config.simulation.num_cpus_per_client for c in cells),
+        )
     for cfg in {c.config.dataset: c.config for c in cells}.values():
         _ensure_data(cfg, console.print)
     out = (
@@ -338,26 +376,25 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     )
     simulate = simulator()
 
-    def run_cell(cfg, cdir):
-        summary = simulate(cfg, str(cdir), NullProgress(), resume=cell_resumable(cdir), plots=False)
-        alma = summary.get("alma")
-        console.print(
-            f"    ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  "
-            f"{summary['wall_seconds']:.1f}s",
-            highlight=False,
+    def run_cell(task: CellTask) -> None:
+        summary = simulate(
+            task.config, str(task.cdir), NullProgress(), resume=task.resume, plots=False
         )
-        return summary
+        log(f"    {describe(summary)}")
 
-    console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}")
+    def run_cells(tasks: Sequence[CellTask]) -> None:
+        if jobs > 1:
+            run_parallel(tasks, jobs, cpus_per_job, simulator, log)
+        else:
+            run_in_order(run_cell, log)(tasks)
+
+    jobs_note = f", {jobs} jobs x {cpus_per_job} cores" if jobs > 1 else ""
+    console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}{jobs_note}")
     try:
-        with simulate.shared():  # one engine start-up for every cell
+        # one engine start-up for every cell (each job process has its own)
+        with simulate.shared() if jobs == 1 else contextlib.nullcontext():
             result = run_compare(
-                comp,
-                cells,
-                out,
-                run_cell,
-                log=lambda m: console.print(m, highlight=False),
-                reuse=[Path(d) for d in args.reuse],
+                comp, cells, out, run_cells, log=log, reuse=[Path(d) for d in args.reuse]
             )
     except KeyboardInterrupt:
         _interrupted(

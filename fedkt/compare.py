@@ -39,6 +39,7 @@ from fedkt.config import (
 )
 from fedkt.errors import ConfigError, FedktError
 from fedkt.experiment import resolve
+from fedkt.parallel import CellTask
 from fedkt.provenance import code_digest
 from fedkt.report import CellResult, confidence_interval, markdown, summarise
 from fedkt.results import atomic_write
@@ -280,18 +281,23 @@ def _reuse(source: Path, cdir: Path) -> None:
     (cdir / REUSED_FILE).write_text(f"{source.resolve()}\n")
 
 
+#: Runs a batch of cells (in order, or in parallel jobs: :mod:`fedkt.parallel`) and
+#: returns when every one has its summary.json.
+RunCells = Callable[[Sequence[CellTask]], None]
+
+
 def run_compare(
     comp: CompareConfig,
     cells: list[Cell],
     out: Path,
-    run_cell: Callable[[ExperimentConfig, Path], dict[str, Any]],
+    run_cells: RunCells,
     log: Callable[[str], None] = print,
     reuse: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Run every unfinished cell with ``run_cell`` and write the report. A cell
-    interrupted after a round checkpoint keeps its directory; ``run_cell`` should resume
-    it (see :func:`cell_resumable`). A cell whose run already finished under ``reuse``
-    (same :func:`result_key`) is copied from there instead of being run again."""
+    """Run every unfinished cell with ``run_cells`` and write the report. A cell
+    interrupted after a round checkpoint keeps its directory and its task says
+    ``resume``. A cell whose run already finished under ``reuse`` (same
+    :func:`result_key`) is copied from there instead of being run again."""
     out.mkdir(parents=True, exist_ok=True)
     # The plan holds every cell's fully resolved config: resuming with other overrides or an
     # edited base file is refused instead of silently mixing old and new cells.
@@ -309,16 +315,24 @@ def run_compare(
     finished = finished_runs(reuse) if reuse else {}
     counts = {"run": 0, "reused": 0}
 
-    def run_or_reuse(cfg: ExperimentConfig, cdir: Path, what: str) -> None:
-        source = finished.get(result_key(cfg)) if finished else None
-        if source is not None and not cell_resumable(cdir):
-            _reuse(source, cdir)
-            log(f"{what}: reused from {source}")
-            counts["reused"] += 1
-            return
-        log(what)
-        run_cell(cfg, cdir)
-        counts["run"] += 1
+    def run_or_reuse(tasks: list[CellTask]) -> None:
+        """Reuse what ``reuse`` holds, run the rest; tasks whose summary exists are skipped."""
+        todo = []
+        for task in tasks:
+            if (task.cdir / "summary.json").exists():
+                continue
+            resumable = cell_resumable(task.cdir)
+            if task.cdir.exists() and not resumable:
+                shutil.rmtree(task.cdir)  # interrupted before its first round: start afresh
+            source = finished.get(result_key(task.config)) if finished else None
+            if source is not None and not resumable:
+                _reuse(source, task.cdir)
+                log(f"{task.label()}: reused from {source}")
+                counts["reused"] += 1
+                continue
+            todo.append(dataclasses.replace(task, resume=resumable))
+        run_cells(todo)
+        counts["run"] += len(todo)
 
     if comp.tune is not None:
         chosen = _tune(comp.tune, cells, out, run_or_reuse)
@@ -331,14 +345,12 @@ def run_compare(
     # Seed-major order: a comparison stopped part-way holds complete seeds (every strategy
     # and partition under the same seeds), which is what a fair partial report needs.
     order = sorted(cells, key=lambda c: comp.seeds.index(c.seed))
-    for i, cell in enumerate(order, 1):
-        cdir = _cell_dir(out, cell)
-        if (cdir / "summary.json").exists():
-            continue
-        if cdir.exists() and not cell_resumable(cdir):
-            shutil.rmtree(cdir)  # interrupted before its first round: restart it from scratch
-        # (a cell with a round checkpoint is kept: run_cell resumes it)
-        run_or_reuse(cell.config, cdir, f"[{i}/{len(cells)}] {cell.key}")
+    run_or_reuse(
+        [
+            CellTask(cell.config, _cell_dir(out, cell), cell.key, f"[{i}/{len(cells)}]")
+            for i, cell in enumerate(order, 1)
+        ]
+    )
     done = len(cells) - counts["run"] - counts["reused"]
     log(
         f"{counts['run']} cells run, {counts['reused']} reused, {done} already finished"
@@ -348,25 +360,38 @@ def run_compare(
     return write_report(comp, cells, out)
 
 
+def run_in_order(run_cell: Callable[[CellTask], Any], log: Callable[[str], None]) -> RunCells:
+    """A :data:`RunCells` running one cell after another with ``run_cell``."""
+
+    def run_cells(tasks: Sequence[CellTask]) -> None:
+        for task in tasks:
+            log(task.label())
+            run_cell(task)
+
+    return run_cells
+
+
 def _tune(
     tune: TuneConfig,
     cells: list[Cell],
     out: Path,
-    run: Callable[[ExperimentConfig, Path, str], None],
+    run: Callable[[list[CellTask]], None],
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Run every tuning trial (resumable, under ``out/tuning``) on validation data and
     choose each strategy's values per partition setting; writes ``tuning.json``."""
     todo = trials(tune, cells)
-    done: list[tuple[Trial, float | None]] = []
+    tasks = []
     for i, trial in enumerate(todo, 1):
         tdir = out / "tuning" / _safe(trial.strategy) / _safe(trial.partition) / _safe(trial.label)
-        tdir = tdir / f"seed-{trial.seed}"
-        if not (tdir / "summary.json").exists():
-            if tdir.exists() and not cell_resumable(tdir):
-                shutil.rmtree(tdir)
-            what = f"{trial.strategy}/{trial.partition} {trial.label}, seed {trial.seed}"
-            run(trial.config, tdir, f"[tune {i}/{len(todo)}] {what}")
-        done.append((trial, json.loads((tdir / "summary.json").read_text()).get("alma")))
+        what = f"{trial.strategy}/{trial.partition} {trial.label}, seed {trial.seed}"
+        tasks.append(
+            CellTask(trial.config, tdir / f"seed-{trial.seed}", what, f"[tune {i}/{len(todo)}]")
+        )
+    run(tasks)
+    done: list[tuple[Trial, float | None]] = [
+        (trial, json.loads((task.cdir / "summary.json").read_text()).get("alma"))
+        for trial, task in zip(todo, tasks, strict=True)
+    ]
     chosen = choose(done)
     record = [
         {

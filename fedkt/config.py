@@ -193,7 +193,14 @@ class StrategyConfig(_Section):
 class SimulationConfig(_Section):
     """Where simulated clients run. Placement only: results do not depend on it."""
 
-    num_cpus_per_client: float = Field(1.0, gt=0)
+    num_cpus_per_client: float = Field(1.0, gt=0, le=1024)
+    num_cpus: int | None = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="cores of the Ray instance fedkt starts on this machine (None: every core "
+        "this process may use; `fedkt compare --jobs` sets it per job); unused with ray_address",
+    )
     ray_address: str | None = Field(
         None,
         min_length=1,

@@ -21,6 +21,7 @@ import torch
 from fedkt.config import ExperimentConfig
 from fedkt.errors import ConfigError, FedktError
 from fedkt.experiment import Experiment, resolve
+from fedkt.parallel import available_cpus
 from fedkt.progress import Progress
 from fedkt.server.environment import prepare_environment
 from fedkt.training import resolve_device
@@ -98,7 +99,10 @@ def _ray_init_args(cfg: ExperimentConfig, verbose: bool) -> dict[str, Any]:
     address = cfg.simulation.ray_address
     if address is not None:
         return {"address": address, **common}
-    return {"num_cpus": os.cpu_count() or 1, "include_dashboard": False, **common}
+    # "local": always a new instance of this machine, even where `ray start` left a cluster
+    # address behind (Ray would otherwise join that cluster, or refuse num_cpus for it).
+    cpus = cfg.simulation.num_cpus or available_cpus()
+    return {"address": "local", "num_cpus": cpus, "include_dashboard": False, **common}
 
 
 def simulate(

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import in_order
 
-from fedkt.compare import DEFAULT_COMPARISON, confidence_interval, load_compare, run_compare
+from fedkt.compare import (
+    DEFAULT_COMPARISON,
+    confidence_interval,
+    load_compare,
+    run_compare,
+)
 from fedkt.errors import ConfigError
 from fedkt.experiment import resolve
 from fedkt.results import ResultsWriter
@@ -115,14 +121,14 @@ def test_resume_skips_finished_and_redoes_interrupted_cells(tmp_path):
         return run(cfg, cdir)
 
     with pytest.raises(KeyboardInterrupt):
-        run_compare(comp, cells, out, interrupted, log=lambda m: None)
+        run_compare(comp, cells, out, in_order(interrupted), log=lambda m: None)
     assert len(calls) == 3
     calls.clear()
-    result = run_compare(comp, cells, out, run, log=lambda m: None)
+    result = run_compare(comp, cells, out, in_order(run), log=lambda m: None)
     assert len(calls) == len(cells) - 3  # finished cells are not recomputed; the broken one is
     assert result["finished"] == len(cells)
     calls.clear()
-    run_compare(comp, cells, out, run, log=lambda m: None)
+    run_compare(comp, cells, out, in_order(run), log=lambda m: None)
     assert calls == []
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -133,21 +139,26 @@ def test_resume_skips_finished_and_redoes_interrupted_cells(tmp_path):
         assert (out / name).stat().st_size > 0
     other = load_compare(_write(tmp_path, SMALL.replace("seeds: [0, 1]", "seeds: [0, 2]")))
     with pytest.raises(ConfigError, match="different comparison"):
-        run_compare(*other, out, run, log=lambda m: None)
+        run_compare(*other, out, in_order(run), log=lambda m: None)
 
 
 def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_path, monkeypatch):
     import fedkt.compare as compare
 
     comp_a, cells_a = load_compare(_write(tmp_path, SMALL))
-    run_compare(comp_a, cells_a, tmp_path / "a", _fake_run([]), log=lambda m: None)
+    run_compare(comp_a, cells_a, tmp_path / "a", in_order(_fake_run([])), log=lambda m: None)
     # another comparison (another name: a label only) sharing seed 1 and one strategy
     text = SMALL.replace("name: t", "name: u").replace("seeds: [0, 1]", "seeds: [1, 2]")
     comp_b, cells_b = load_compare(_write(tmp_path, text))
     calls: list[str] = []
     logged: list[str] = []
     result = run_compare(
-        comp_b, cells_b, tmp_path / "b", _fake_run(calls), logged.append, reuse=[tmp_path / "a"]
+        comp_b,
+        cells_b,
+        tmp_path / "b",
+        in_order(_fake_run(calls)),
+        logged.append,
+        reuse=[tmp_path / "a"],
     )
     assert result["finished"] == len(cells_b) == 8
     assert len(calls) == 4  # seed 2 runs; seed 1 is copied
@@ -164,7 +175,11 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
     more = _write(tmp_path, text.replace("rounds=2", "rounds=3"))
     calls.clear()
     run_compare(
-        *load_compare(more), tmp_path / "c", _fake_run(calls), lambda m: None, [tmp_path / "a"]
+        *load_compare(more),
+        tmp_path / "c",
+        in_order(_fake_run(calls)),
+        lambda m: None,
+        [tmp_path / "a"],
     )
     assert len(calls) == 8
     assert "Every cell was computed by the same code" in (tmp_path / "b" / "report.md").read_text()
@@ -182,7 +197,7 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
 def test_report_statistics_match_cells(tmp_path):
     comp, cells = load_compare(_write(tmp_path, SMALL))
     out = tmp_path / "out"
-    result = run_compare(comp, cells, out, _fake_run([]), log=lambda m: None)
+    result = run_compare(comp, cells, out, in_order(_fake_run([])), log=lambda m: None)
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     almas = [float(r["alma"]) for r in rows if r["strategy"] == "local" and r["partition"] == "iid"]
@@ -239,9 +254,11 @@ def test_overrides_that_the_matrix_decides_are_refused(tmp_path):
 def test_resume_with_different_overrides_is_refused(tmp_path):
     path = _write(tmp_path, SMALL)
     out = tmp_path / "out"
-    run_compare(*load_compare(path), out, _fake_run([]), log=lambda m: None)
+    run_compare(*load_compare(path), out, in_order(_fake_run([])), log=lambda m: None)
     with pytest.raises(ConfigError, match="different comparison"):
-        run_compare(*load_compare(path, ["rounds=3"]), out, _fake_run([]), log=lambda m: None)
+        run_compare(
+            *load_compare(path, ["rounds=3"]), out, in_order(_fake_run([])), log=lambda m: None
+        )
 
 
 def test_cells_with_a_round_checkpoint_are_kept_for_resuming(tmp_path):
@@ -262,11 +279,11 @@ def test_cells_with_a_round_checkpoint_are_kept_for_resuming(tmp_path):
         return run(cfg, cdir)
 
     with pytest.raises(KeyboardInterrupt):
-        run_compare(comp, cells, out, interrupted, log=lambda m: None)
+        run_compare(comp, cells, out, in_order(interrupted), log=lambda m: None)
 
     def resuming(cfg, cdir):
         seen.append(cell_resumable(cdir))
         return run(cfg, cdir)
 
-    run_compare(comp, cells, out, resuming, log=lambda m: None)
+    run_compare(comp, cells, out, in_order(resuming), log=lambda m: None)
     assert seen[0] is True and not any(seen[1:])

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny import in_order
 
 from fedkt.compare import load_compare, run_compare
 from fedkt.config import load_config
@@ -84,7 +85,7 @@ tune:
     )
     comp, cells = load_compare(path)
     calls: list = []
-    run_compare(comp, cells, tmp_path / "out", _fake(calls), log=lambda m: None)
+    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=lambda m: None)
     tuning, testing = calls[:3], calls[3:]  # local: 1 combination, fkd: 2
     assert all(c.evaluation.split == "validation" and c.seed == 100 for c in tuning)
     assert all(c.evaluation.split == "test" and c.seed in (0, 1) for c in testing)

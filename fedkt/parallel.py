@@ -1,0 +1,260 @@
+"""Comparison cells in parallel: one job process per slot, each with its own engine.
+
+One cell uses at most as many cores as it has clients training at once, and less while
+its server aggregates and evaluates; on a machine with many cores a comparison finishes
+sooner when several cells run side by side. Flower's simulation engine sizes its actor
+pool from all the resources of the Ray instance it runs on, so two simulations cannot
+share one instance without both claiming every core. Each job is therefore a process of
+its own with a Ray instance of ``cores // jobs`` CPUs (``simulation.num_cpus``) that
+runs its cells one after another through one engine start-up (:meth:`Simulate.shared`);
+the jobs together never hold more CPUs than the machine gives this process
+(:func:`plan_jobs`), so nothing is oversubscribed. A cell's numbers do not depend on
+where it ran (seeded by seed, client and round; ``tests/test_parallel.py``).
+
+Tasks and replies travel between the parent and its own job processes as JSON over a
+pipe (the config as its JSON, never pickled objects).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedkt.errors import ConfigError, FedktError, one_line
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from fedkt.cli import Simulate
+    from fedkt.config import ExperimentConfig
+
+#: Cores a job gets when the number of jobs is chosen automatically: a 10-client cell
+#: keeps about this many busy between its serial server steps (aggregation, evaluation).
+CORES_PER_AUTO_JOB = 4
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (the affinity mask: a container's or ``taskset``'s
+    limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - platforms without affinity masks
+        return os.cpu_count() or 1
+
+
+def plan_jobs(
+    requested: int | str, cells: int, cpus: int, cpus_per_client: float = 1.0
+) -> tuple[int, int]:
+    """``(jobs, cpus per job)`` for ``cells`` cells on ``cpus`` cores.
+
+    ``requested`` is a count or ``"auto"`` (one job per :data:`CORES_PER_AUTO_JOB` cores).
+    Every job needs room for at least one client (``cpus_per_client``); more jobs than
+    that allows is a one-line error, never an oversubscribed machine."""
+    room = int(cpus // max(cpus_per_client, 1.0))
+    if requested == "auto":
+        jobs = max(1, min(cpus // CORES_PER_AUTO_JOB, room))
+    elif isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1:
+        jobs = requested
+    else:
+        raise ConfigError(f"--jobs {requested!r}: expected a positive number or 'auto'")
+    if jobs > max(room, 1):
+        raise ConfigError(
+            f"--jobs {jobs}: this machine gives fedkt {cpus} cores and a job needs at least "
+            f"{max(cpus_per_client, 1.0):g} (simulation.num_cpus_per_client); use --jobs "
+            f"{max(room, 1)} or fewer"
+        )
+    jobs = max(1, min(jobs, cells))
+    return jobs, cpus // jobs
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One simulation a comparison (or its tuning) has to run."""
+
+    config: ExperimentConfig
+    cdir: Path
+    name: str  # e.g. "knfu/dirichlet-alpha=0.1/seed-2"
+    tag: str = ""  # e.g. "[12/110]"
+    resume: bool = False
+
+    def label(self) -> str:
+        return f"{self.tag} {self.name}".strip()
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """A finished cell's one-line outcome."""
+    alma = summary.get("alma")
+    return f"ALMA {'-' if alma is None else f'{100 * alma:.1f}%'}  {summary['wall_seconds']:.1f}s"
+
+
+# ------------------------------------------------------------------ the job process
+
+
+def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -> None:
+    """A job: run the cells the parent sends, one at a time, through one engine."""
+    try:
+        import torch
+
+        from fedkt.config import config_from_json
+        from fedkt.progress import NullProgress
+
+        torch.set_num_threads(num_cpus)  # the server side of this job's cells
+        simulate = loader()
+        with simulate.shared():
+            while True:
+                try:
+                    task = json.loads(conn.recv_bytes())
+                except EOFError:  # the parent is done with this job
+                    return
+                try:
+                    cfg = config_from_json(task["config"])
+                    summary = simulate(
+                        cfg, task["dir"], NullProgress(), resume=task["resume"], plots=False
+                    )
+                    reply: dict[str, Any] = {
+                        "alma": summary.get("alma"),
+                        "wall_seconds": summary["wall_seconds"],
+                    }
+                except FedktError as exc:
+                    reply = {"error": one_line(str(exc))}
+                except Exception as exc:  # a bug: its traceback goes to the shared stderr
+                    traceback.print_exc()
+                    reply = {"error": one_line(f"{type(exc).__name__}: {exc} (traceback above)")}
+                conn.send_bytes(json.dumps(reply).encode())
+    except KeyboardInterrupt:  # the cell's finished rounds are kept (simulate's own stop)
+        sys.exit(130)
+
+
+# ------------------------------------------------------------------ the parent
+
+
+@dataclass(eq=False)
+class _Job:
+    index: int
+    process: BaseProcess
+    conn: Connection
+    task: CellTask | None = None
+    started: float = field(default=0.0)
+
+
+def _send(job: _Job, task: CellTask) -> None:
+    job.conn.send_bytes(
+        json.dumps(
+            {"config": task.config.to_json(), "dir": str(task.cdir), "resume": task.resume}
+        ).encode()
+    )
+    job.task, job.started = task, time.perf_counter()
+
+
+def _stop(jobs: Sequence[_Job], grace: float = 10.0) -> None:
+    """Stop the jobs the way a terminal's Ctrl-C would: each keeps its cell's finished
+    rounds. Jobs that got the signal themselves are given ``grace`` seconds first."""
+    deadline = time.monotonic() + grace
+    for job in jobs:
+        job.process.join(max(0.0, deadline - time.monotonic()))
+    alive = [j for j in jobs if j.process.is_alive()]
+    for job in alive:
+        if job.process.pid is not None:
+            try:
+                os.kill(job.process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 2 * grace
+    for job in alive:
+        job.process.join(max(0.0, deadline - time.monotonic()))
+        if job.process.is_alive():
+            job.process.kill()
+            job.process.join(5)
+
+
+def run_parallel(
+    tasks: Sequence[CellTask],
+    jobs: int,
+    cpus_per_job: int,
+    loader: Callable[[], Simulate],
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run ``tasks`` in ``jobs`` job processes of ``cpus_per_job`` cores each (the
+    placement is written into every task's ``simulation.num_cpus``: it does not change
+    results). Returns when all are done; the first failed cell stops the others (their
+    finished rounds are kept) and is raised as a :class:`FedktError`."""
+    if not tasks:
+        return
+    ctx = multiprocessing.get_context("spawn")  # no forked copy of a parent's threads/Ray
+    pending = deque(tasks)
+    running: list[_Job] = []
+    try:
+        for index in range(min(jobs, len(tasks))):
+            parent_end, child_end = ctx.Pipe()
+            process = ctx.Process(
+                target=_job_main,
+                args=(child_end, loader, cpus_per_job),
+                name=f"fedkt-job-{index}",
+            )
+            process.start()
+            child_end.close()
+            running.append(_Job(index, process, parent_end))
+        busy: dict[Any, _Job] = {}
+        for job in running:
+            if pending:
+                task = _placed(pending.popleft(), cpus_per_job)
+                _send(job, task)
+                log(f"{task.label()}  (job {job.index})")
+                busy[job.conn] = busy[job.process.sentinel] = job
+        while busy:
+            for ready in wait(list(busy)):
+                found = busy.get(ready)
+                if found is None or found.task is None:
+                    continue  # its pipe and its sentinel were both ready
+                job, task = found, found.task
+                try:
+                    reply = json.loads(job.conn.recv_bytes())
+                except (EOFError, OSError):
+                    job.process.join(5)
+                    raise FedktError(
+                        f"job {job.index} ended while running {task.name} (exit code "
+                        f"{job.process.exitcode})"
+                    ) from None
+                if "error" in reply:
+                    raise FedktError(f"{task.name}: {reply['error']}")
+                log(f"    {task.label()}: {describe(reply)}")
+                job.task = None
+                del busy[job.conn], busy[job.process.sentinel]
+                if pending:
+                    task = _placed(pending.popleft(), cpus_per_job)
+                    _send(job, task)
+                    log(f"{task.label()}  (job {job.index})")
+                    busy[job.conn] = busy[job.process.sentinel] = job
+    except BaseException:
+        _stop(running)
+        raise
+    finally:
+        for job in running:
+            job.conn.close()  # end of input: an idle job leaves its engine and exits
+        for job in running:
+            job.process.join(30)
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join(5)
+
+
+def _placed(task: CellTask, cpus: int) -> CellTask:
+    sim = task.config.simulation.model_copy(update={"num_cpus": cpus})
+    return CellTask(
+        task.config.model_copy(update={"simulation": sim}),
+        task.cdir,
+        task.name,
+        task.tag,
+        task.resume,
+    )

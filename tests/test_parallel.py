@@ -1,0 +1,132 @@
+"""Cells of a comparison in parallel jobs: never more cores than the machine gives, and the
+same numbers as running the cells one after another."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedkt.cli import main
+from fedkt.errors import ConfigError
+from fedkt.parallel import CORES_PER_AUTO_JOB, plan_jobs
+
+
+def test_auto_jobs_leave_a_small_machine_with_one_job_of_every_core():
+    assert plan_jobs("auto", cells=110, cpus=2) == (1, 2)
+    assert plan_jobs("auto", cells=110, cpus=CORES_PER_AUTO_JOB - 1) == (1, 3)
+    assert plan_jobs("auto", cells=110, cpus=16) == (4, 4)
+    assert plan_jobs("auto", cells=3, cpus=64) == (3, 21)  # no idle jobs for absent cells
+
+
+def test_jobs_never_hold_more_cores_than_the_machine_gives():
+    for cpus in range(1, 33):
+        for requested in ["auto", *range(1, cpus + 1)]:
+            for per_client in (0.5, 1.0, 2.0):
+                try:
+                    jobs, each = plan_jobs(
+                        requested, cells=50, cpus=cpus, cpus_per_client=per_client
+                    )
+                except ConfigError:
+                    assert requested != "auto" and requested * max(per_client, 1) > cpus
+                    continue
+                assert jobs * each <= cpus
+                if jobs > 1:
+                    assert each >= max(per_client, 1)
+
+
+def test_more_jobs_than_cores_is_one_line_error():
+    with pytest.raises(ConfigError, match="--jobs 3: this machine gives fedkt 2 cores"):
+        plan_jobs(3, cells=10, cpus=2)
+    with pytest.raises(ConfigError, match="simulation.num_cpus_per_client"):
+        plan_jobs(2, cells=10, cpus=2, cpus_per_client=2)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_bad_jobs_flag_is_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--jobs", value, "--check"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--jobs" in err and "Traceback" not in err
+
+
+def test_oversubscribing_jobs_end_in_one_line(monkeypatch, capsys):
+    import fedkt.parallel
+
+    monkeypatch.setattr(fedkt.parallel, "available_cpus", lambda: 2)
+    code = main(["compare", "--jobs", "4", "--set", "rounds=1"], simulator=_never)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fedkt: error: --jobs 4: this machine gives fedkt 2 cores")
+
+
+def _never():
+    raise AssertionError("nothing may be simulated")
+
+
+COMPARISON = {
+    "name": "par",
+    "base": "default",
+    "set": [
+        "num_clients=4",
+        "rounds=2",
+        "train.epochs=1",
+        "distill.epochs=1",
+        "transfer.size=200",
+        "evaluation.client_test_size=100",
+        "evaluation.global_test_size=200",
+    ],
+    "strategies": ["knfu", "fedavg"],
+    "partitions": [{"name": "dirichlet", "alpha": 0.5}],
+    "seeds": [0],
+}
+
+
+def _compare(tmp_path: Path, out: str, jobs: str) -> subprocess.CompletedProcess:
+    spec = tmp_path / "par.yaml"
+    spec.write_text(yaml.safe_dump(COMPARISON))
+    return subprocess.run(
+        [sys.executable, "-m", "fedkt.server.cli", "compare", str(spec), "--out",
+         str(tmp_path / out), "--jobs", jobs],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        # a suite started in the background hands its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def _cells(out: Path) -> dict[str, Path]:
+    return {str(p.parent.relative_to(out)): p.parent for p in out.rglob("summary.json")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores for 2 jobs")
+def test_cells_in_parallel_jobs_equal_cells_run_in_order(tmp_path):
+    one = _compare(tmp_path, "one", "1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _compare(tmp_path, "two", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 jobs x" in two.stderr and "(job 1)" in two.stderr
+    assert "Traceback" not in two.stderr
+    a, b = _cells(tmp_path / "one"), _cells(tmp_path / "two")
+    assert sorted(a) == sorted(b) and len(a) == 2
+    for cell in a:
+        for name in ("metrics.jsonl", "rounds.jsonl"):
+            rows = [
+                [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+                 for x in (d / name).read_text().splitlines()]
+                for d in (a[cell], b[cell])
+            ]  # fmt: skip
+            assert rows[0] == rows[1], (cell, name)
+        # each job's Ray instance had its share of the cores, not all of them
+        placed = yaml.safe_load((b[cell] / "config.yaml").read_text())["simulation"]
+        assert placed["num_cpus"] == len(os.sched_getaffinity(0)) // 2
+    # both reports say the same
+    assert (tmp_path / "one" / "results.csv").read_text().count("\n") == 3
