@@ -206,12 +206,16 @@ def run_parallel(
             child_end.close()
             running.append(_Job(index, process, parent_end))
         busy: dict[Any, _Job] = {}
-        for job in running:
+
+        def give_next(job: _Job) -> None:
             if pending:
                 task = _placed(pending.popleft(), cpus_per_job)
                 _send(job, task)
                 log(f"{task.label()}  (job {job.index})")
                 busy[job.conn] = busy[job.process.sentinel] = job
+
+        for job in running:
+            give_next(job)
         while busy:
             for ready in wait(list(busy)):
                 found = busy.get(ready)
@@ -231,11 +235,7 @@ def run_parallel(
                 log(f"    {task.label()}: {describe(reply)}")
                 job.task = None
                 del busy[job.conn], busy[job.process.sentinel]
-                if pending:
-                    task = _placed(pending.popleft(), cpus_per_job)
-                    _send(job, task)
-                    log(f"{task.label()}  (job {job.index})")
-                    busy[job.conn] = busy[job.process.sentinel] = job
+                give_next(job)
     except BaseException:
         _stop(running)
         raise

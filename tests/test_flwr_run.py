@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import processes_mentioning, stop_tree
+
+from benchmarks.processes import processes_mentioning, stop_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

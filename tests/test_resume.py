@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import children
 
+from benchmarks.processes import children
 from fedkt.checkpoint import CheckpointError, load_client, load_server, save_client, save_server
 from fedkt.server.cli import main
 

@@ -1,0 +1,101 @@
+"""Deployed rounds against simulated ones: the same experiment, on loopback.
+
+Runs one experiment three ways and prints seconds per round (the first round, which
+includes every process's imports, apart from the later ones):
+
+- simulated: ``fedkt run`` in Flower's simulation engine (warm Ray actors);
+- deployed, warm: a SuperLink and N SuperNodes with TLS and authentication started by
+  deploy/scripts (:mod:`benchmarks.loopback`), each SuperNode's ClientApp tasks run by
+  one ``fedkt-clientapp-worker`` (the default of deploy/scripts/supernode.sh);
+- deployed, cold (``--cold``): Flower's default, a fresh ``flwr-clientapp`` per message.
+
+    python -m benchmarks.deployed                  # KnFu, digits, 3 nodes, 4 rounds
+    python -m benchmarks.deployed --cold --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.harness import config, fail, print_table, simulate_timed
+from benchmarks.loopback import MissingTools, loopback_deployment
+from fedkt.errors import FedktError
+
+
+def _round_seconds(out: Path) -> list[float]:
+    return [json.loads(x)["wall_seconds"] for x in (out / "rounds.jsonl").read_text().splitlines()]
+
+
+def _row(way: str, seconds: list[float], wall: float) -> list[str]:
+    later = seconds[1:]
+    return [
+        way,
+        f"{seconds[0]:.1f}",
+        f"{statistics.mean(later):.2f}" if later else "-",
+        f"{max(later):.2f}" if later else "-",
+        f"{wall:.0f}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deployed", description=__doc__)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--strategy", default="knfu")
+    parser.add_argument("--cold", action="store_true", help="also Flower's process per message")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        if args.nodes < 1 or args.rounds < 2:
+            raise FedktError("--nodes must be >= 1 and --rounds >= 2 (first round apart)")
+        overrides = [
+            f"strategy={args.strategy}",
+            f"rounds={args.rounds}",
+            f"num_clients={args.nodes}",
+            *args.overrides,
+        ]
+        rows, per_round = [], {}
+        with tempfile.TemporaryDirectory(prefix="fedkt-deployed-") as tmp:
+            root = Path(tmp)
+            start = time.perf_counter()
+            simulate_timed(config(None, overrides), root / "simulated")
+            per_round["simulated"] = _round_seconds(root / "simulated")
+            rows.append(_row("simulated", per_round["simulated"], time.perf_counter() - start))
+            ways = [("deployed, warm worker", True)] + ([("deployed, cold", False)] * args.cold)
+            for way, warm in ways:
+                folder = root / ("warm" if warm else "cold")
+                with loopback_deployment(folder, args.nodes, warm=warm) as d:
+                    start = time.perf_counter()
+                    proc = d.flwr_run(
+                        ",".join([*overrides, "wait_for_nodes=60"]),
+                        folder / "results",
+                        timeout=300 + 300 * args.rounds,
+                    )
+                    if proc.returncode != 0:
+                        raise FedktError(f"{way}: flwr run failed: {proc.stderr[-500:]}")
+                    per_round[way] = _round_seconds(folder / "results")
+                    rows.append(_row(way, per_round[way], time.perf_counter() - start))
+        print_table(
+            f"{args.strategy}, {args.nodes} clients, {args.rounds} rounds: seconds per round",
+            ["way", "round 1 s", "later rounds s (mean)", "later max s", "wall s"],
+            rows,
+        )
+        sim = statistics.mean(per_round["simulated"][1:])
+        for way, seconds in per_round.items():
+            if way != "simulated":
+                print(f"{way}: later rounds {statistics.mean(seconds[1:]) / sim:.2f}x simulated")
+        return 0
+    except (FedktError, OSError, MissingTools, subprocess.TimeoutExpired) as exc:
+        return fail("benchmarks.deployed", exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

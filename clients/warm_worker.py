@@ -1,0 +1,249 @@
+"""A warm ClientApp process for a deployed SuperNode: every task in one interpreter.
+
+Why: Flower 1.39's SuperNode turns each message it receives into a *task*, and its
+SuperExec (``flower-superexec``) starts a fresh ``flwr-clientapp`` process for every task.
+For fedkt that process imports torch, resolves the experiment and builds the client's data
+again, several seconds per message, two or three messages per client per round: most of
+a deployed round. Flower offers no mode that keeps that process (checked in 1.39: with
+``--isolation subprocess`` and ``--isolation process`` alike one process serves one task
+and exits; its warm executor pools are Kubernetes-only and not for ClientApps).
+
+With ``--isolation process`` the SuperNode starts no SuperExec: it waits for one to
+acquire its tasks over its local Runtime API. This module is that SuperExec, for
+ClientApp tasks only, and runs each task in this process, with Flower's own task steps
+(the same calls ``flwr-clientapp`` makes: pull the task input, install the FAB, load the
+ClientApp, call it, push the reply, push the task's status). The ClientApp module and
+what it caches per process (the resolved experiment, the client's data, one model per
+architecture; see :mod:`fedkt.clients.app`) therefore survive from message to message
+and from run to run. Results do not change: every draw is seeded by (seed, client,
+round), as in the simulation, whose warm workers are the same code.
+
+A run of another app version (another FAB hash) than the one loaded is handed to a
+fresh ``flwr-clientapp`` process, exactly as Flower's SuperExec would, and this worker
+then restarts itself, so stale code is never run.
+
+Started next to the SuperNode (``deploy/scripts/supernode.sh`` does both)::
+
+    flower-supernode ... --isolation process --port 9094 &
+    fedkt-clientapp-worker --runtime-api-address 127.0.0.1:9094 --parent-pid $!
+
+The functions used from ``flwr.supernode.runtime.run_clientapp`` and
+``flwr.supercore`` are internal to Flower; fedkt pins Flower 1.39 and
+``tests/test_deploy.py`` runs a deployment through this worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+logger = logging.getLogger("fedkt.warm_worker")
+
+#: Seconds between two polls for a task while the node is idle (Flower's SuperExec: 1 s).
+POLL_SECONDS = 0.1
+
+
+class _Stop(BaseException):
+    """SIGTERM or SIGINT: leave the loop and exit cleanly (a BaseException, so that a
+    task's ``except Exception`` does not report it as the ClientApp's failure)."""
+
+
+def _client(address: str, component: str, token: str | None, certificates: bytes | None) -> Any:
+    from flwr.supercore.interceptors import (
+        RuntimeTokenHttpInterceptor,
+        RuntimeVersionHttpInterceptor,
+    )
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name=component)]
+    if token is not None:
+        interceptors.append(RuntimeTokenHttpInterceptor(token))
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=certificates is None,
+        root_certificates=certificates,
+        interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+class WarmClientApps:
+    """Runs ClientApp tasks of one SuperNode in this process."""
+
+    def __init__(self, address: str, certificates: bytes | None = None) -> None:
+        from flwr.clientapp.utils import get_load_client_app_fn
+
+        self.address = address
+        self.certificates = certificates
+        self.load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+        self.loaded_fab: str | None = None  # hash of the app version whose module is imported
+        self.tasks = 0
+
+    def run_task(self, token: str) -> bool:
+        """Run one task; False when it belonged to another app version than the one
+        loaded (it then ran in a fresh ``flwr-clientapp`` and this process must restart)."""
+        from flwr.app import Message
+        from flwr.app.error import Error
+        from flwr.cli.install import install_from_fab
+        from flwr.clientapp.utils import LoadClientAppError
+        from flwr.common.constant import ErrorCode, SubStatus
+        from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+        from flwr.supernode.runtime.run_clientapp import (
+            pull_task_input,
+            push_message,
+            push_task_output,
+        )
+
+        client = _client(self.address, "flwr-clientapp", token, self.certificates)
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat.start()
+        message = context = reply = None
+        status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
+        try:
+            message, context, run, fab = pull_task_input(client)
+            if self.loaded_fab not in (None, fab.hash_str):
+                # Another app version: its module name is already imported with other code.
+                heartbeat.stop()
+                client.close()
+                self._cold(token)
+                return False
+            if self.loaded_fab is None:
+                install_from_fab(fab.content, skip_prompt=True)
+                self.loaded_fab = fab.hash_str
+            app = self.load(run.fab_id, run.fab_version, fab.hash_str)  # cached module
+            reply = app(message=message, context=context)
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:  # reported to the ServerApp as Flower's own process would
+            code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+            details = f"{type(exc)}:<'{exc}'>"
+            if isinstance(exc, LoadClientAppError):
+                code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+                details = "An exception was raised when attempting to load `ClientApp`"
+            logger.exception("ClientApp raised an exception")
+            if message is not None:
+                reply = Message(Error(code=code, reason=details), reply_to=message)
+        finally:
+            if heartbeat.is_running:
+                try:
+                    if reply is not None and context is not None:
+                        push_message(client, reply, context)
+                finally:
+                    heartbeat.stop()  # before the token is revoked by the status push
+                    push_task_output(
+                        client=client, context=context, sub_status=status, details=details
+                    )
+                    client.close()
+        self.tasks += 1
+        return True
+
+    def _cold(self, token: str) -> None:
+        """Run a task the way Flower's SuperExec does: in a new ``flwr-clientapp``."""
+        cmd = ["flwr-clientapp", "--runtime-api-address", self.address, "--token", token]
+        cmd += ["--insecure"] if self.certificates is None else []
+        cmd += ["--parent-pid", str(os.getpid())]
+        logger.info("a new app version: its task runs in a fresh flwr-clientapp")
+        subprocess.run(cmd, check=False)
+
+
+def serve(
+    address: str,
+    certificates_path: str | None = None,
+    parent_pid: int | None = None,
+    max_tasks: int | None = None,
+) -> int:
+    """Acquire and run the SuperNode's ClientApp tasks until stopped (SIGTERM, SIGINT,
+    the SuperNode exiting) or ``max_tasks`` have run. Returns the exit code."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+
+    certificates = None
+    if certificates_path is not None:
+        try:
+            with open(certificates_path, "rb") as fh:
+                certificates = fh.read()
+        except OSError as exc:
+            print(
+                f"fedkt-clientapp-worker: error: {certificates_path}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 2
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if parent_pid is not None:
+        from flwr.supercore.app_utils import start_parent_process_monitor
+
+        start_parent_process_monitor(parent_pid)  # the SuperNode gone: SIGINT to us
+    worker = WarmClientApps(address, certificates)
+    acquire = _client(address, "SuperExec", None, certificates)
+    logger.info("warm ClientApp worker %d serving %s", os.getpid(), address)
+    try:
+        while max_tasks is None or worker.tasks < max_tasks:
+            res = acquire.AcquireTask(
+                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+            )
+            if res.HasField("task") and res.token:
+                started = time.perf_counter()
+                if not worker.run_task(res.token):
+                    acquire.close()
+                    _restart()
+                logger.info(
+                    "task %d done in %.2fs (worker %d, %d tasks)",
+                    res.task.task_id,
+                    time.perf_counter() - started,
+                    os.getpid(),
+                    worker.tasks,
+                )
+            else:
+                time.sleep(POLL_SECONDS)
+    except _Stop:
+        logger.info("warm ClientApp worker %d stopped after %d tasks", os.getpid(), worker.tasks)
+    finally:
+        acquire.close()
+    return 0
+
+
+def _restart() -> None:
+    """Replace this process by a fresh worker with the same arguments (new app code)."""
+    os.execv(sys.executable, [sys.executable, "-m", "fedkt.clients.warm_worker", *sys.argv[1:]])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fedkt-clientapp-worker",
+        description="Run a SuperNode's ClientApp tasks in one warm process (start the "
+        "SuperNode with --isolation process; see deploy/README.md).",
+    )
+    parser.add_argument(
+        "--runtime-api-address",
+        required=True,
+        metavar="HOST:PORT",
+        help="the SuperNode's Runtime API (its --host/--port; default 127.0.0.1:9094)",
+    )
+    parser.add_argument(
+        "--root-certificates",
+        metavar="PEM",
+        help="CA certificate of a TLS Runtime API (default: plain HTTP on loopback)",
+    )
+    parser.add_argument(
+        "--parent-pid", type=int, help="exit when this process (the SuperNode) exits"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Runtime API request
+    return serve(args.runtime_api_address, args.root_certificates, args.parent_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
