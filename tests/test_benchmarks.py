@@ -238,3 +238,25 @@ def test_knfu_self_weight_averages_rounds_clients_and_seeds(tmp_path):
     assert r.knfu_self_weight(tmp_path, "small", 0.1) != r.knfu_self_weight(
         tmp_path, "small", 0.1
     )  # NaN: no cells
+
+
+def test_pfl_export_holds_fedkts_clients_and_needs_no_pickle(tmp_path):
+    import json
+
+    import numpy as np
+
+    from benchmarks.harness import config
+    from benchmarks.pfl_side_by_side import export
+    from fedkt.experiment import resolve
+
+    cfg = config(None, ["num_clients=4", "partition.name=dirichlet", "partition.alpha=0.5"])
+    rows = export(cfg, tmp_path / "f.npz")
+    fed = resolve(cfg).federation()
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
+        partition = json.loads(str(z["partition"]))
+        assert len(z["x_train"]) == len(z["y_train"]) == rows
+        assert z["x_train"].ndim == 2 and z["x_train"].dtype == np.float32
+        for c, idx in enumerate(fed.client_idx):  # each client's own rows and labels, in order
+            assert z["y_train"][partition[str(c)]].tolist() == fed.dataset.train_y[idx].tolist()
+        assert len(z["y_test"]) == len(fed.global_test_idx)
+    assert sorted(i for r in partition.values() for i in r) == list(range(rows))
