@@ -27,11 +27,16 @@ from pathlib import Path
 
 from benchmarks.harness import config, fail, print_table, simulate_timed
 from benchmarks.loopback import MissingTools, loopback_deployment
+from fedkt.data.sources import data_dir
 from fedkt.errors import FedktError
 
 
-def _round_seconds(out: Path) -> list[float]:
-    return [json.loads(x)["wall_seconds"] for x in (out / "rounds.jsonl").read_text().splitlines()]
+def _round_seconds(out: Path, log: str = "") -> list[float]:
+    path = out / "rounds.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    if not lines:
+        raise FedktError(f"{out}: the run recorded no round; its output ended: {log[-400:]}")
+    return [json.loads(x)["wall_seconds"] for x in lines]
 
 
 def _row(way: str, seconds: list[float], wall: float) -> list[str]:
@@ -72,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ways = [("deployed, warm worker", True)] + ([("deployed, cold", False)] * args.cold)
             for way, warm in ways:
                 folder = root / ("warm" if warm else "cold")
-                with loopback_deployment(folder, args.nodes, warm=warm) as d:
+                with loopback_deployment(folder, args.nodes, warm, data_dir()) as d:
                     start = time.perf_counter()
                     proc = d.flwr_run(
                         ",".join([*overrides, "wait_for_nodes=60"]),
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     if proc.returncode != 0:
                         raise FedktError(f"{way}: flwr run failed: {proc.stderr[-500:]}")
-                    per_round[way] = _round_seconds(folder / "results")
+                    per_round[way] = _round_seconds(folder / "results", proc.stdout)
                     rows.append(_row(way, per_round[way], time.perf_counter() - start))
         print_table(
             f"{args.strategy}, {args.nodes} clients, {args.rounds} rounds: seconds per round",

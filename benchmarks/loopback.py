@@ -84,9 +84,12 @@ class Deployment:
 
 
 @contextmanager
-def loopback_deployment(tmp_path: Path, nodes: int = 3, warm: bool = True) -> Iterator[Deployment]:
+def loopback_deployment(
+    tmp_path: Path, nodes: int = 3, warm: bool = True, data_dir: Path | None = None
+) -> Iterator[Deployment]:
     """Start the deployment in ``tmp_path``; ``warm``: SuperNodes run their ClientApps in
-    one warm ``fedkt-clientapp-worker`` each (False: Flower's process per message)."""
+    one warm ``fedkt-clientapp-worker`` each (False: Flower's process per message);
+    ``data_dir``: where every node reads dataset files (default: a folder of its own)."""
     if shutil.which("openssl") is None or shutil.which("ssh-keygen") is None:
         raise MissingTools("needs openssl and ssh-keygen (scripts/system-deps.sh)")
     bin_dir = Path(sys.executable).parent
@@ -165,7 +168,7 @@ def loopback_deployment(tmp_path: Path, nodes: int = 3, warm: bool = True) -> It
                 certs / "ca.crt",
                 keys / f"node{i}.key",
                 i,
-                tmp_path / f"data{i}",
+                data_dir or tmp_path / f"data{i}",
                 CLIENTAPPIO_PORT=str(node_ports[i]),
             )
             for i in range(nodes)
