@@ -113,6 +113,26 @@ def _install() -> None:
     raybackend.RayBackend = _installed[0]
 
 
+def start_ray_here(backend_config: dict[str, Any]) -> None:
+    """Inside :func:`shared_engine`, start Ray from the calling thread (Flower's own
+    ``RayBackend`` initialisation, nothing else) unless it runs already.
+
+    Why: Ray starts its raylet with ``PR_SET_PDEATHSIG``, which Linux fires when the
+    *thread* that started it exits. Flower initialises Ray in the thread running the
+    simulation; when that thread ends with the first simulation, the raylet is killed and
+    the next simulation finds its actors gone (``ActorUnavailableError``). Started from the
+    thread that holds the shared engine, Ray lives as long as the block."""
+    with _STATE.lock:
+        active = _STATE.depth > 0
+    if not active:
+        return
+    import ray
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    if not ray.is_initialized():
+        raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
+
+
 def shared_pool_builds() -> int:
     """How many actor pools the shared engine has created (for tests and benchmarks)."""
     return _STATE.builds

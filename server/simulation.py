@@ -24,6 +24,7 @@ from fedkt.experiment import Experiment, resolve
 from fedkt.parallel import available_cpus
 from fedkt.progress import Progress
 from fedkt.server.environment import prepare_environment
+from fedkt.server.shared_engine import start_ray_here
 from fedkt.training import resolve_device
 
 AUTO_GPU_SHARE = 0.25
@@ -188,6 +189,7 @@ def simulate(
     # restore it so later subprocesses of this process import what they would have.
     pythonpath = os.environ.get("PYTHONPATH")
     try:
+        start_ray_here(backend_config)  # in a shared engine, Ray must outlive this call's thread
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             engine = functools.partial(
