@@ -18,9 +18,13 @@ architecture; see :mod:`fedkt.clients.app`) therefore survive from message to me
 and from run to run. Results do not change: every draw is seeded by (seed, client,
 round), as in the simulation, whose warm workers are the same code.
 
-A run of another app version (another FAB hash) than the one loaded is handed to a
-fresh ``flwr-clientapp`` process, exactly as Flower's SuperExec would, and this worker
-then restarts itself, so stale code is never run.
+Which code runs: this worker is part of the fedkt installed on the node, so the ClientApp
+it runs is that installed fedkt, not the copy inside the app bundle (FAB) that ``flwr run``
+sends (a fresh ``flwr-clientapp`` imports the bundle's copy first). Keep the node's install
+at the workstation's version (same checkout + ``scripts/setup.sh``), or run cold
+(``WARM_CLIENTAPP=0``). A task of another app version (FAB hash) than the first one this
+worker loaded is handed whole to a fresh ``flwr-clientapp``, as Flower's SuperExec would,
+and the worker then restarts itself.
 
 Started next to the SuperNode (``deploy/scripts/supernode.sh`` does both)::
 
@@ -95,6 +99,7 @@ class WarmClientApps:
         from flwr.cli.install import install_from_fab
         from flwr.clientapp.utils import LoadClientAppError
         from flwr.common.constant import ErrorCode, SubStatus
+        from flwr.proto.runtime_pb2 import PullTaskInputRequest
         from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
         from flwr.supernode.runtime.run_clientapp import (
             pull_task_input,
@@ -103,18 +108,19 @@ class WarmClientApps:
         )
 
         client = _client(self.address, "flwr-clientapp", token, self.certificates)
+        # Which app version the task is for, before its message is taken (PullTaskInput only
+        # reads): another version than the one imported here goes to a fresh process whole.
+        version = client.PullTaskInput(PullTaskInputRequest()).fab.hash_str
+        if self.loaded_fab not in (None, version):
+            client.close()
+            self._cold(token)
+            return False
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         try:
             message, context, run, fab = pull_task_input(client)
-            if self.loaded_fab not in (None, fab.hash_str):
-                # Another app version: its module name is already imported with other code.
-                heartbeat.stop()
-                client.close()
-                self._cold(token)
-                return False
             if self.loaded_fab is None:
                 install_from_fab(fab.content, skip_prompt=True)
                 self.loaded_fab = fab.hash_str
@@ -131,16 +137,14 @@ class WarmClientApps:
             if message is not None:
                 reply = Message(Error(code=code, reason=details), reply_to=message)
         finally:
-            if heartbeat.is_running:
-                try:
-                    if reply is not None and context is not None:
-                        push_message(client, reply, context)
-                finally:
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+            finally:
+                if heartbeat.is_running:
                     heartbeat.stop()  # before the token is revoked by the status push
-                    push_task_output(
-                        client=client, context=context, sub_status=status, details=details
-                    )
-                    client.close()
+                push_task_output(client=client, context=context, sub_status=status, details=details)
+                client.close()
         self.tasks += 1
         return True
 
