@@ -47,8 +47,13 @@ def test_no_code_outside_a_method_file_names_the_method():
                     and path.stem != node.value
                 ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
-    # the schemas' defaults (the default strategy, the comparison's reference) are data
-    allowed = {("fedkt/config.py", "'knfu'"), ("fedkt/compare.py", "'local'")}
+    # the schemas' defaults (the default strategy, the comparison's reference) are data;
+    # Ray's own address keyword for a new instance happens to be spelled like a method
+    allowed = {
+        ("fedkt/config.py", "'knfu'"),
+        ("fedkt/compare.py", "'local'"),
+        ("server/simulation.py", "'local'"),
+    }
     assert all((f.split(":")[0], f.split(": ")[-1]) in allowed for f in found), found
 
 
