@@ -19,12 +19,12 @@ and from run to run. Results do not change: every draw is seeded by (seed, clien
 round), as in the simulation, whose warm workers are the same code.
 
 Which code runs: this worker is part of the fedkt installed on the node, so the ClientApp
-it runs is that installed fedkt, not the copy inside the app bundle (FAB) that ``flwr run``
-sends (a fresh ``flwr-clientapp`` imports the bundle's copy first). Keep the node's install
-at the workstation's version (same checkout + ``scripts/setup.sh``), or run cold
-(``WARM_CLIENTAPP=0``). A task of another app version (FAB hash) than the first one this
-worker loaded is handed whole to a fresh ``flwr-clientapp``, as Flower's SuperExec would,
-and the worker then restarts itself.
+it runs is always that installed fedkt, whatever app bundle (FAB) a run sends (each new
+bundle is still installed, as Flower does, for its config), while a fresh ``flwr-clientapp``
+would import the bundle's copy. Keep the node's install at the workstation's version (same
+checkout + ``scripts/setup.sh``), or run cold (``WARM_CLIENTAPP=0``). (A task's app version
+cannot be read before its message is taken: a second PullTaskInput with the same token is
+refused by the SuperNode, so a task cannot be handed on once looked at.)
 
 Started next to the SuperNode (``deploy/scripts/supernode.sh`` does both)::
 
@@ -42,7 +42,6 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -88,18 +87,16 @@ class WarmClientApps:
         self.address = address
         self.certificates = certificates
         self.load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-        self.loaded_fab: str | None = None  # hash of the app version whose module is imported
+        self.installed: set[str] = set()  # app bundles (FAB hashes) installed so far
         self.tasks = 0
 
-    def run_task(self, token: str) -> bool:
-        """Run one task; False when it belonged to another app version than the one
-        loaded (it then ran in a fresh ``flwr-clientapp`` and this process must restart)."""
+    def run_task(self, token: str) -> None:
+        """Run one task to its end (its reply, or Flower's error reply, and its status)."""
         from flwr.app import Message
         from flwr.app.error import Error
         from flwr.cli.install import install_from_fab
         from flwr.clientapp.utils import LoadClientAppError
         from flwr.common.constant import ErrorCode, SubStatus
-        from flwr.proto.runtime_pb2 import PullTaskInputRequest
         from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
         from flwr.supernode.runtime.run_clientapp import (
             pull_task_input,
@@ -108,22 +105,15 @@ class WarmClientApps:
         )
 
         client = _client(self.address, "flwr-clientapp", token, self.certificates)
-        # Which app version the task is for, before its message is taken (PullTaskInput only
-        # reads): another version than the one imported here goes to a fresh process whole.
-        version = client.PullTaskInput(PullTaskInputRequest()).fab.hash_str
-        if self.loaded_fab not in (None, version):
-            client.close()
-            self._cold(token)
-            return False
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         try:
             message, context, run, fab = pull_task_input(client)
-            if self.loaded_fab is None:
+            if fab.hash_str not in self.installed:
                 install_from_fab(fab.content, skip_prompt=True)
-                self.loaded_fab = fab.hash_str
+                self.installed.add(fab.hash_str)
             app = self.load(run.fab_id, run.fab_version, fab.hash_str)  # cached module
             reply = app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
@@ -146,15 +136,6 @@ class WarmClientApps:
                 push_task_output(client=client, context=context, sub_status=status, details=details)
                 client.close()
         self.tasks += 1
-        return True
-
-    def _cold(self, token: str) -> None:
-        """Run a task the way Flower's SuperExec does: in a new ``flwr-clientapp``."""
-        cmd = ["flwr-clientapp", "--runtime-api-address", self.address, "--token", token]
-        cmd += ["--insecure"] if self.certificates is None else []
-        cmd += ["--parent-pid", str(os.getpid())]
-        logger.info("a new app version: its task runs in a fresh flwr-clientapp")
-        subprocess.run(cmd, check=False)
 
 
 def serve(
@@ -199,9 +180,7 @@ def serve(
             )
             if res.HasField("task") and res.token:
                 started = time.perf_counter()
-                if not worker.run_task(res.token):
-                    acquire.close()
-                    _restart()
+                worker.run_task(res.token)
                 logger.info(
                     "task %d done in %.2fs (worker %d, %d tasks)",
                     res.task.task_id,
@@ -216,11 +195,6 @@ def serve(
     finally:
         acquire.close()
     return 0
-
-
-def _restart() -> None:
-    """Replace this process by a fresh worker with the same arguments (new app code)."""
-    os.execv(sys.executable, [sys.executable, "-m", "fedkt.clients.warm_worker", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
