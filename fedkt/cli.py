@@ -102,15 +102,12 @@ def _add_ray_address(parser: argparse.ArgumentParser) -> None:
 
 
 def _jobs(text: str) -> int | str:
-    if text == "auto":
-        return text
+    from fedkt.parallel import parse_jobs
+
     try:
-        value = int(text)
-    except ValueError:
+        return parse_jobs(text)
+    except ConfigError:
         raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
-    return value
 
 
 def _placed(cfg: ExperimentConfig, address: str | None) -> ExperimentConfig:
@@ -341,8 +338,14 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     from rich.console import Console
 
     from fedkt.compare import load_compare, run_compare, run_in_order
-    from fedkt.parallel import CellTask, available_cpus, describe, plan_jobs, run_parallel
-    from fedkt.progress import NullProgress
+    from fedkt.parallel import (
+        CellTask,
+        available_cpus,
+        describe,
+        plan_jobs,
+        run_cell,
+        run_parallel,
+    )
     from fedkt.results import default_out_dir
 
     comp, cells = load_compare(args.config, args.overrides)
@@ -374,25 +377,25 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
             default_out_dir(cells[0].config.model_copy(update={"name": f"compare-{comp.name}"}))
         )
     )
-    simulate = simulator()
+    # in order, this process runs every cell through one engine; with jobs, each job
+    # process loads its own and this one never needs it
+    simulate = simulator() if jobs == 1 else None
 
-    def run_cell(task: CellTask) -> None:
-        summary = simulate(
-            task.config, str(task.cdir), NullProgress(), resume=task.resume, plots=False
-        )
-        log(f"    {describe(summary)}")
+    def one_cell(task: CellTask) -> None:
+        assert simulate is not None
+        log(f"    {describe(run_cell(simulate, task.config, str(task.cdir), task.resume))}")
 
     def run_cells(tasks: Sequence[CellTask]) -> None:
         if jobs > 1:
             run_parallel(tasks, jobs, cpus_per_job, simulator, log)
         else:
-            run_in_order(run_cell, log)(tasks)
+            run_in_order(one_cell, log)(tasks)
 
     jobs_note = f", {jobs} jobs x {cpus_per_job} cores" if jobs > 1 else ""
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}{jobs_note}")
     try:
         # one engine start-up for every cell (each job process has its own)
-        with simulate.shared() if jobs == 1 else contextlib.nullcontext():
+        with simulate.shared() if simulate is not None else contextlib.nullcontext():
             result = run_compare(
                 comp, cells, out, run_cells, log=log, reuse=[Path(d) for d in args.reuse]
             )

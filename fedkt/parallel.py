@@ -53,6 +53,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def parse_jobs(requested: int | str) -> int | str:
+    """``requested`` as a job count or ``"auto"``; anything else is a one-line error (the
+    one check behind both ``--jobs`` and :func:`plan_jobs`)."""
+    if requested == "auto":
+        return "auto"
+    if isinstance(requested, str) and requested.strip().isdigit():
+        requested = int(requested)
+    if isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1:
+        return requested
+    raise ConfigError(f"--jobs {requested!r}: expected a positive number or 'auto'")
+
+
 def plan_jobs(
     requested: int | str, cells: int, cpus: int, cpus_per_client: float = 1.0
 ) -> tuple[int, int]:
@@ -62,12 +74,8 @@ def plan_jobs(
     Every job needs room for at least one client (``cpus_per_client``); more jobs than
     that allows is a one-line error, never an oversubscribed machine."""
     room = int(cpus // max(cpus_per_client, 1.0))
-    if requested == "auto":
-        jobs = max(1, min(cpus // CORES_PER_AUTO_JOB, room))
-    elif isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1:
-        jobs = requested
-    else:
-        raise ConfigError(f"--jobs {requested!r}: expected a positive number or 'auto'")
+    asked = parse_jobs(requested)
+    jobs = max(1, min(cpus // CORES_PER_AUTO_JOB, room)) if isinstance(asked, str) else asked
     if jobs > max(room, 1):
         raise ConfigError(
             f"--jobs {jobs}: this machine gives fedkt {cpus} cores and a job needs at least "
@@ -92,6 +100,14 @@ class CellTask:
         return f"{self.tag} {self.name}".strip()
 
 
+def run_cell(simulate: Simulate, config: ExperimentConfig, directory: str, resume: bool) -> dict:
+    """One cell through ``simulate``, quietly and without plots (the comparison draws its
+    own): the call an in-order comparison and every job process make."""
+    from fedkt.progress import NullProgress
+
+    return simulate(config, directory, NullProgress(), resume=resume, plots=False)
+
+
 def describe(summary: dict[str, Any]) -> str:
     """A finished cell's one-line outcome."""
     alma = summary.get("alma")
@@ -107,7 +123,6 @@ def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -
         import torch
 
         from fedkt.config import config_from_json
-        from fedkt.progress import NullProgress
 
         torch.set_num_threads(num_cpus)  # the server side of this job's cells
         simulate = loader()
@@ -119,9 +134,7 @@ def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -
                     return
                 try:
                     cfg = config_from_json(task["config"])
-                    summary = simulate(
-                        cfg, task["dir"], NullProgress(), resume=task["resume"], plots=False
-                    )
+                    summary = run_cell(simulate, cfg, task["dir"], task["resume"])
                     reply: dict[str, Any] = {
                         "alma": summary.get("alma"),
                         "wall_seconds": summary["wall_seconds"],
