@@ -13,8 +13,12 @@ of its mean. A verdict against a reference uses a stated non-inferiority margin 
 
 Flags name results that need a look before anyone reads a number: a strategy whose
 final ALMA is below chance (1 / classes), below its own accuracy right after local
-training (``local_alma``) by more than ``flag_margin``, or with dead clients (final
-accuracy at or below chance).
+training (``local_alma``) by more than ``flag_margin``, with dead clients (final
+accuracy at or below chance), or with clients left far behind: a client whose final
+accuracy is more than :data:`CLIENT_DROP` below the *same* client's under the reference
+strategy (same seed, same data). A collapsed network that predicts one class scores
+that class's share of its client's test split, which under label skew is often far above
+chance, so only the paired per-client comparison sees it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from typing import Any
 import numpy as np
 
 from fedkt.results import read_fusion_weights
+
+#: A client result is "left behind" when it ends this far below the same client under the
+#: reference strategy (accuracy as a fraction): well beyond seed-to-seed noise of one
+#: client's 500-sample test split (a binomial standard error of about 2 points).
+CLIENT_DROP = 0.2
 
 
 def confidence_interval(
@@ -100,6 +109,7 @@ class CellResult:
     num_classes: int
     client_accuracies: list[float] = field(default_factory=list)
     alma_per_round: list[float | None] = field(default_factory=list)
+    by_client: dict[int, float] = field(default_factory=dict)  #: client id -> final accuracy
     self_weight: float | None = None  #: mean diagonal of the fusion weights, all rounds
     fusion: np.ndarray | None = None  #: (clients, clients) fusion weights averaged over rounds
 
@@ -112,9 +122,16 @@ class CellResult:
         summary = json.loads((cdir / "summary.json").read_text())
         rows = [json.loads(x) for x in (cdir / "metrics.jsonl").read_text().splitlines()]
         last = max((r["round"] for r in rows), default=0)
-        accs = [r["accuracy"] for r in rows if r["round"] == last and r.get("accuracy") is not None]
+        final = [r for r in rows if r["round"] == last and r.get("accuracy") is not None]
         cell = cls(
-            strategy, partition, seed, summary, num_classes, accs, summary.get("alma_per_round", [])
+            strategy,
+            partition,
+            seed,
+            summary,
+            num_classes,
+            [r["accuracy"] for r in final],
+            summary.get("alma_per_round", []),
+            {int(r["client"]): r["accuracy"] for r in final if "client" in r},
         )
         weights = read_fusion_weights(cdir)
         if weights:
@@ -153,6 +170,8 @@ class Row:
     alma_per_round_ci: list[float]
     client_accuracies: list[float]
     fusion: np.ndarray | None
+    #: (clients more than CLIENT_DROP below the same client under the reference, pairs)
+    left_behind: tuple[int, int] = (0, 0)
 
 
 def _mean(values: list[Any]) -> float:
@@ -205,8 +224,9 @@ def summarise(
                 alma_per_round_ci=[ci[2] for ci in cis],
                 client_accuracies=[a for c in cs for a in c.client_accuracies],
                 fusion=_mean_fusion([c.fusion for c in cs]),
+                left_behind=left_behind(cs, by_s.get(reference, [])) if s != reference else (0, 0),
             )
-            row.flags = flags(row, chance, flag_margin)
+            row.flags = flags(row, chance, flag_margin, reference)
             rows[s] = row
         table[p] = rows
     return table
@@ -220,7 +240,17 @@ def _mean_fusion(mats: list[np.ndarray | None]) -> np.ndarray | None:
         return np.nanmean(np.stack(present), axis=0)
 
 
-def flags(row: Row, chance: float, flag_margin: float) -> list[str]:
+def left_behind(cells: list[CellResult], reference: list[CellResult]) -> tuple[int, int]:
+    """(client results more than :data:`CLIENT_DROP` below the same client of the same seed
+    under the reference strategy, client results that have such a pair)."""
+    ref = {(c.seed, k): a for c in reference for k, a in c.by_client.items()}
+    pairs = [
+        (a, ref[c.seed, k]) for c in cells for k, a in c.by_client.items() if (c.seed, k) in ref
+    ]
+    return sum(1 for a, r in pairs if a < r - CLIENT_DROP), len(pairs)
+
+
+def flags(row: Row, chance: float, flag_margin: float, reference: str = "local") -> list[str]:
     """Plain-words warnings about a strategy's result (empty when nothing is wrong)."""
     out = []
     alma = row.alma[0]
@@ -237,6 +267,12 @@ def flags(row: Row, chance: float, flag_margin: float) -> list[str]:
         out.append(
             f"{dead} dead client result(s) (final accuracy at or below chance), over {row.n} "
             "seed(s)"
+        )
+    behind, pairs = row.left_behind
+    if behind:
+        out.append(
+            f"{behind} of {pairs} client results end more than {100 * CLIENT_DROP:g} points below "
+            f"the same client under {reference} (same seed and data)"
         )
     return out
 
@@ -299,8 +335,8 @@ def markdown(
     ]
     lines += flagged or [
         f"None: no strategy ends below chance, more than {100 * flag_margin:g} points below its "
-        "own "
-        "accuracy after local training, or with dead clients."
+        "own accuracy after local training, with dead clients, or with clients more than "
+        f"{100 * CLIENT_DROP:g} points below the same client under {reference}."
     ]
     lines += [
         "",

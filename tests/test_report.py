@@ -34,7 +34,8 @@ def _cell(strategy: str, seed: int, alma: float, local: float, clients: list[flo
     summary = {"alma": alma, "local_alma": local, "worst_client_accuracy": min(clients),
                "global_accuracy": alma, "steps_per_round": 40, "bytes_up": 1e6, "bytes_down": 1e6,
                "wall_seconds": 1.0, "alma_per_round": [local, alma]}  # fmt: skip
-    return CellResult(strategy, "alpha=0.1", seed, summary, 10, clients, summary["alma_per_round"])
+    return CellResult(strategy, "alpha=0.1", seed, summary, 10, clients,
+                      summary["alma_per_round"], dict(enumerate(clients)))  # fmt: skip
 
 
 def test_collapsed_strategy_is_flagged_in_words():
@@ -61,3 +62,20 @@ def test_collapsed_strategy_is_flagged_in_words():
     assert "**local** has the highest ALMA" in text
     assert "alpha=0.1 / fkd: ends below chance" in text
     assert "exactly 20 optimiser steps" in text
+
+
+def test_a_client_left_far_behind_the_same_client_alone_is_flagged():
+    """A collapsed network predicting one class scores that class's share (here 29%, far
+    above chance): only the paired per-client comparison with local training sees it."""
+    cells = []
+    for seed in range(3):
+        cells.append(_cell("local", seed, 0.85, 0.85, [0.82, 0.90, 0.83]))
+        cells.append(_cell("fkd", seed, 0.70, 0.70, [0.29 if seed == 1 else 0.81, 0.92, 0.84]))
+        cells.append(_cell("fd", seed, 0.84, 0.84, [0.80, 0.88, 0.70]))  # 13 points: noise
+    rows = summarise(cells, margin=0.01, flag_margin=0.5, reference="local")["alpha=0.1"]
+    assert rows["fkd"].left_behind == (1, 9)
+    assert rows["fkd"].flags == [
+        "1 of 9 client results end more than 20 points below the same client under local "
+        "(same seed and data)"
+    ]
+    assert rows["fd"].flags == [] and rows["local"].flags == []
