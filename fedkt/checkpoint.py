@@ -12,6 +12,11 @@ Layout under a results directory: ``checkpoint/server.pt`` and
 ``checkpoint/clients/client-<partition>/round-<r>.pt`` (each client keeps its two newest, in
 its own folder, so saving never lists other clients' files: with 1,000 clients a shared
 folder made every save scan 2,000 names).
+
+Every file holds tensors, numbers, strings, lists and dicts only, and is read with
+``torch.load(weights_only=True)``: a checkpoint is data another process (or another
+machine, in a deployment) wrote, so reading it must never run code. NumPy arrays in the
+server's state are stored as tensors and come back as NumPy arrays.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from fedkt.errors import FedktError
+from fedkt.errors import FedktError, one_line
 
 SERVER_FILE = "server.pt"
 _CLIENT_RE = re.compile(r"round-(\d+)\.pt$")
@@ -45,8 +51,54 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _to_tensors(obj: Any) -> Any:
+    """``obj`` with every NumPy array (at any depth of dicts, lists, tuples) as a tensor."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj, copy=True))
+    if isinstance(obj, dict):
+        return {k: _to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_tensors(v) for v in obj)
+    return obj
+
+
+def _to_numpy(obj: Any) -> Any:
+    """The inverse of :func:`_to_tensors` for the server's state (which holds no tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
+
+
+def _load(path: Path) -> Any:
+    """``torch.load`` that never runs code: anything but tensors and plain values is
+    refused with one line naming the file and what it holds."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not even a torch file: unreadable
+            found = []
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it holds Python objects ({', '.join(found[:3])}), not only "
+                "tensors and plain values, and fedkt never unpickles objects from a file (a "
+                "checkpoint written by fedkt before 2026-11-29 stored NumPy arrays: start that "
+                "run again without --resume)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {one_line(str(exc))})"
+        ) from None
+
+
 def save_server(out_dir: str | os.PathLike[str], server_round: int, state: dict[str, Any]) -> None:
-    atomic_save({"round": server_round, **state}, checkpoint_dir(out_dir) / SERVER_FILE)
+    atomic_save(
+        {"round": server_round, **_to_tensors(state)}, checkpoint_dir(out_dir) / SERVER_FILE
+    )
 
 
 def load_server(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -56,12 +108,10 @@ def load_server(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"{out_dir}: no checkpoint to resume from (no round finished, or not a fedkt results "
             "directory)"
         )
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+    state = _load(path)
+    if not isinstance(state, dict) or not isinstance(state.get("round"), int):
+        raise CheckpointError(f"{path}: not a fedkt server checkpoint (no round number)")
+    return _to_numpy(state)
 
 
 def _client_folder(folder: Path, partition_id: int) -> Path:
@@ -100,5 +150,10 @@ def load_client(
     """The client's newest saved state from a round <= ``upto_round``, or None."""
     for r, path in reversed(_client_files(Path(folder), partition_id)):
         if r <= upto_round:
-            return r, torch.load(path, weights_only=True)
+            state = _load(path)
+            if not isinstance(state, dict) or not all(
+                isinstance(v, torch.Tensor) for v in state.values()
+            ):
+                raise CheckpointError(f"{path}: not a fedkt client checkpoint (weights by name)")
+            return r, state
     return None

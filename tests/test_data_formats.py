@@ -92,6 +92,26 @@ def test_cifar_python_batches(tmp_path):
         read_cifar_batch(tmp_path / "junk")
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as fh:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, fh, protocol=2)
+    with pytest.raises(DataError, match=r"not a CIFAR python batch: refused posix\.system"):
+        read_cifar_batch(path)
+    assert not marker.exists()
+
+
 def test_real_cifar_checksums_reject_fixtures(tmp_path):
     _write_cifar(tmp_path)
     with pytest.raises(DataError, match="md5 checksum"):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,49 @@ def test_server_checkpoint_round_trip_and_errors(tmp_path):
     (tmp_path / "checkpoint" / "server.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_server(tmp_path)
+
+
+class _RunsCode:
+    """What an attacker would pickle: unpickling it calls ``touch MARKER``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_server_state_with_numpy_round_trips_as_data(tmp_path):
+    m_t = {"w": np.arange(3, dtype=np.float32)}
+    save_server(tmp_path, 2, {"arrays": {"w": np.ones((2, 2))}, "strategy": {"m_t": m_t}})
+    state = load_server(tmp_path)
+    assert state["round"] == 2
+    assert isinstance(state["arrays"]["w"], np.ndarray) and state["arrays"]["w"].dtype == np.float64
+    np.testing.assert_array_equal(state["strategy"]["m_t"]["w"], m_t["w"])
+    assert (
+        torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "checkpoint" / "server.pt")
+        == []
+    )  # the file holds no Python objects at all
+
+
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    save_server(run, 1, {"arrays": {}, "strategy": {}})
+    (run / "config.yaml").write_text("rounds: 3\n")
+    torch.save({"round": 1, "x": _RunsCode(marker)}, run / "checkpoint" / "server.pt")
+    with pytest.raises(CheckpointError, match=r"refused: it holds Python objects \(posix.system"):
+        load_server(run)
+    assert main(["run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refused" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    (tmp_path / "client-0").mkdir()
+    torch.save({"w": _RunsCode(marker)}, tmp_path / "client-0" / "round-1.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_client(tmp_path, 0, 1)
+    assert not marker.exists()
 
 
 def test_resume_refuses_bad_directories(tmp_path, capsys):

@@ -75,9 +75,7 @@ def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(
         with shared_engine():  # keeps the actor pool alive to inspect its placement
             simulate(cfg, str(tmp_path / "cluster"))
             pool = engine._STATE.pool
-            nodes = {
-                actors(actor_id=a._actor_id.hex())["Address"]["NodeID"] for a in pool.pool
-            }
+            nodes = {actors(actor_id=a._actor_id.hex())["Address"]["NodeID"] for a in pool.pool}
             assert pool.num_actors == 2 and len(nodes) == 2  # one worker on each node
             assert len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 2
         _same_results(alone, tmp_path / "cluster")

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,14 +59,34 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     Path(path).write_bytes(header + array.tobytes())
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles of a dict of bytes, lists and one NumPy array; this
+    unpickler builds those and refuses every other class or function, so a crafted file
+    in the data folder cannot run code (plain ``pickle.load`` would)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name} (not part of a CIFAR batch)")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch: images (N, 3, 32, 32) uint8 and labels (N,) int64."""
     try:
         with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+            batch = _CifarUnpickler(fh, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as exc:
+    except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError,
+            AttributeError, IndexError) as exc:  # fmt: skip
         raise DataError(f"{path} is not a CIFAR python batch: {exc}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path} has data of shape {data.shape}, expected (N, 3072)")
