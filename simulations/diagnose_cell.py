@@ -5,8 +5,9 @@ Why: a comparison's report says *that* a strategy left clients behind; this says
 Per client and round it prints the accuracy after local training and after the exchange,
 the entropy of the fused target the client distilled, the share of that target's mass on
 the classes the client owns, and the share of dead ReLU units (units that output zero
-for every one of the client's first 512 training samples). A network whose units all die
-predicts one class for every input and cannot recover, since dead units pass no gradient.
+for every one of the client's first 512 training samples), after local training and
+after the exchange. A network whose units all die predicts one class for every input and
+cannot recover, since dead units pass no gradient.
 
 The replay runs the same Learner calls as a simulated round (train, knowledge, fusion,
 fine-tune, evaluate) with one torch thread, as a simulation's client actor does; it is a
@@ -71,6 +72,9 @@ def replay(cell: Path, rounds: int, clients: set[int] | None, overrides: list[st
     learners = [Learner(exp, i) for i in range(exp.config.num_clients)]
     for r in range(1, rounds + 1):
         trained = [lr.train(r) for lr in learners]
+        dead_before = [
+            dead_unit_share(lr.receiving_model, lr.data.train_x[:512]) for lr in learners
+        ]
         shared = [lr.knowledge(r) for lr in learners]
         values = np.stack([v for v, _ in shared])
         counts = (
@@ -95,6 +99,7 @@ def replay(cell: Path, rounds: int, clients: set[int] | None, overrides: list[st
                 "distill_loss": round(step["distill_loss"], 3),
                 "target_entropy": round(entropy(target), 3),
                 "target_mass_on_own_classes": round(float(target[..., owned].sum(-1).mean()), 3),
+                "dead_units_after_training": dead_before[i],
                 "dead_units": dead_unit_share(lr.receiving_model, lr.data.train_x[:512]),
             }
             print(json.dumps(row), flush=True)

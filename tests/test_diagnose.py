@@ -65,6 +65,7 @@ def test_replay_prints_one_row_per_client_and_round(diagnose, tmp_path, capsys):
         assert 0 <= r["target_entropy"] <= math.log(10) + 1e-6
         assert 0 < r["target_mass_on_own_classes"] <= 1 + 1e-6
         assert r["dead_units"] and all(0 <= d <= 1 for d in r["dead_units"])
+        assert len(r["dead_units_after_training"]) == len(r["dead_units"])
 
 
 def test_bad_input_is_one_line(diagnose, tmp_path, capsys):
