@@ -18,9 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedkt.errors import ConfigError
 
+# Upper bounds of every count and size: far beyond what any machine runs (a typo such as
+# ``rounds: 99999999999999999999`` is refused in one line instead of starting a run that can
+# never end), yet no real experiment comes near them.
+MAX_CLIENTS = 10_000_000
+MAX_ROUNDS = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_STEPS = 100_000_000
+MAX_BATCH = 10_000_000
+MAX_SAMPLES = 1_000_000_000
+MAX_SECONDS = 7 * 24 * 3600.0  # a week: any timeout or wait longer than that is a typo
+MAX_SEED = 2**63 - 1
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never a valid learning rate, weight, timeout or fraction
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PartitionConfig(_Section):
@@ -30,17 +43,19 @@ class PartitionConfig(_Section):
     alpha: float = Field(
         0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity_skew)"
     )
-    classes_per_client: int = Field(2, ge=1, description="classes per client (pathological)")
-    samples_per_client: int | None = Field(
-        None, ge=1, description="average private samples per client (None: use all)"
+    classes_per_client: int = Field(
+        2, ge=1, le=MAX_SAMPLES, description="classes per client (pathological)"
     )
-    min_partition_size: int = Field(10, ge=0)
+    samples_per_client: int | None = Field(
+        None, ge=1, le=MAX_SAMPLES, description="average private samples per client (None: use all)"
+    )
+    min_partition_size: int = Field(10, ge=0, le=MAX_SAMPLES)
 
 
 class TransferConfig(_Section):
     """The shared transfer set D_t, disjoint from every client's private data."""
 
-    size: int = Field(300, ge=1)
+    size: int = Field(300, ge=1, le=MAX_SAMPLES)
     source: str = Field(
         "train", description="'train' (held out of the train split) or a dataset name"
     )
@@ -62,10 +77,13 @@ class EvaluationConfig(_Section):
     never read."""
 
     client_test_size: int = Field(
-        300, ge=1, description="per-client test samples, drawn with the client's label distribution"
+        300,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="per-client test samples, drawn with the client's label distribution",
     )
     global_test_size: int | None = Field(
-        2000, ge=1, description="global test samples (None: whole test split)"
+        2000, ge=1, le=MAX_SAMPLES, description="global test samples (None: whole test split)"
     )
     split: Literal["test", "validation"] = Field(
         "test", description="test, or validation: held out of each client's training data (tuning)"
@@ -124,8 +142,8 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Local training on private data (cross-entropy)."""
 
-    epochs: int = Field(5, ge=0)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(0.05, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -142,8 +160,8 @@ class DistillConfig(_Section):
     """The exchange phase: distilling the fused target (over the transfer set, or private
     data for per-class knowledge), anchored on private data."""
 
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     lr: float = Field(0.05, gt=0)
     ce_weight: float = Field(
         1.0,
@@ -154,6 +172,7 @@ class DistillConfig(_Section):
     steps: int | None = Field(
         None,
         ge=0,
+        le=MAX_STEPS,
         description="exchange budget: exactly this many optimiser steps per round for every "
         "strategy (distillation, or extra local training where nothing is distilled); "
         "None: distill.epochs passes",
@@ -225,10 +244,12 @@ class FaultConfig(_Section):
     crash: float = Field(0.0, ge=0, le=1, description="probability a client call fails")
     straggle: float = Field(0.0, ge=0, le=1, description="probability a client call answers late")
     straggle_seconds: float | None = Field(
-        None, ge=0, description="delay of a straggler (None: past round_timeout)"
+        None, ge=0, le=MAX_SECONDS, description="delay of a straggler (None: past round_timeout)"
     )
     leave: float = Field(0.0, ge=0, le=1, description="fraction of clients that leave for good")
-    leave_round: int = Field(1, ge=1, description="round from which the leaving clients are gone")
+    leave_round: int = Field(
+        1, ge=1, le=MAX_ROUNDS, description="round from which the leaving clients are gone"
+    )
     byzantine: float = Field(
         0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge"
     )
@@ -248,7 +269,10 @@ class MonitoringConfig(_Section):
         "127.0.0.1", description="address to bind; 0.0.0.0 to let a remote Prometheus scrape"
     )
     linger: float = Field(
-        0.0, ge=0, description="seconds to keep serving after the last round, so a scrape sees it"
+        0.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="seconds to keep serving after the last round, so a scrape sees it",
     )
 
 
@@ -263,17 +287,22 @@ class ExperimentConfig(_Section):
             "or parts)"
         ),
     )
-    seed: int = Field(0, ge=0, description="every random choice derives from it")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="every random choice derives from it")
     dataset: str = "digits"
     data_dir: str | None = None
-    num_clients: int = Field(10, ge=1)
-    rounds: int = Field(10, ge=1)
+    num_clients: int = Field(10, ge=1, le=MAX_CLIENTS)
+    rounds: int = Field(10, ge=1, le=MAX_ROUNDS)
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled per round")
-    min_clients: int = Field(1, ge=1, description="fewest replies for a round to count")
-    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies")
+    min_clients: int = Field(
+        1, ge=1, le=MAX_CLIENTS, description="fewest replies for a round to count"
+    )
+    round_timeout: float = Field(
+        600.0, gt=0, le=MAX_SECONDS, description="seconds to wait for replies"
+    )
     wait_for_nodes: float = Field(
         120.0,
         ge=0,
+        le=MAX_SECONDS,
         description="seconds to wait for num_clients nodes before starting with those present",
     )
     device: Literal["auto", "cpu", "cuda"] = "cpu"
@@ -409,11 +438,16 @@ def _format_error(exc: ValidationError) -> str:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML text file (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start} is not UTF-8)"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -100,6 +100,24 @@ def test_random_file_bytes_give_success_or_one_line(capsys, tmp_path_factory, te
     _outcome(capsys, ["compare", "--check", str(path)])
 
 
+@SETTINGS
+@given(data=st.binary(max_size=200))
+def test_random_binary_files_give_success_or_one_line(capsys, tmp_path_factory, data):
+    """Bytes that are not UTF-8 (an image passed by mistake) are a one-line error too."""
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_bytes(data)
+    _outcome(capsys, ["run", "--check", str(path)])
+    _outcome(capsys, ["compare", "--check", str(path)])
+
+
+def test_a_binary_config_names_the_file_and_the_byte(capsys, tmp_path):
+    path = tmp_path / "photo.yaml"
+    path.write_bytes(b"rounds: 3\n\xff\xd8\xff\xe0")
+    code, err = _outcome(capsys, ["run", "--check", str(path)])
+    assert code == EXIT_USER_ERROR
+    assert f"{path}: not a YAML text file (byte 0xff at offset 10 is not UTF-8)" in err
+
+
 TOKENS = st.sampled_from(
     [
         "run",
@@ -142,6 +160,15 @@ def test_random_command_lines_give_success_or_one_line(capsys, argv):
         (
             ["run", "--check", "--set", "faults.crash=2"],
             "faults.crash: Input should be less than or equal to 1",
+        ),
+        (
+            ["run", "--check", "--set", "rounds=99999999999999999999999"],
+            "rounds: Input should be less than or equal to 1000000",
+        ),
+        (["run", "--check", "--set", "train.lr=nan"], "train.lr: Input should be a finite number"),
+        (
+            ["run", "--check", "--set", "round_timeout=1e12"],
+            "round_timeout: Input should be less than or equal to 604800",
         ),
         (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["nonsense"], "invalid choice: 'nonsense'"),
