@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +52,26 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _to_tensors(obj: Any) -> Any:
-    """``obj`` with every NumPy array (at any depth of dicts, lists, tuples) as a tensor."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.array(obj, copy=True))
+def _leaves(obj: Any, kind: type, convert: Callable[[Any], Any]) -> Any:
+    """``obj`` with every leaf of type ``kind`` (at any depth of dicts, lists, tuples)
+    replaced by ``convert(leaf)``."""
+    if isinstance(obj, kind):
+        return convert(obj)
     if isinstance(obj, dict):
-        return {k: _to_tensors(v) for k, v in obj.items()}
+        return {k: _leaves(v, kind, convert) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_tensors(v) for v in obj)
+        return type(obj)(_leaves(v, kind, convert) for v in obj)
     return obj
+
+
+def _to_tensors(obj: Any) -> Any:
+    """NumPy arrays -> tensors, so the file holds no Python objects."""
+    return _leaves(obj, np.ndarray, lambda a: torch.from_numpy(np.array(a, copy=True)))
 
 
 def _to_numpy(obj: Any) -> Any:
     """The inverse of :func:`_to_tensors` for the server's state (which holds no tensors)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy()
-    if isinstance(obj, dict):
-        return {k: _to_numpy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_numpy(v) for v in obj)
-    return obj
+    return _leaves(obj, torch.Tensor, lambda t: t.numpy())
 
 
 def _load(path: Path) -> Any:

@@ -3,12 +3,12 @@ script's claim checks decide correctly on hand-made results. (Figures themselves
 measured by running the benchmarks, never asserted here.)"""
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tiny import load_script
 
 from benchmarks.harness import MIB, PeakMemory
 
@@ -113,12 +113,7 @@ def test_benchmarks_reject_bad_arguments_in_one_line():
 
 
 def _reproduce():
-    spec = importlib.util.spec_from_file_location(
-        "reproduce", ROOT / "simulations/knfu_paper/reproduce.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("simulations/knfu_paper/reproduce.py")
 
 
 def _write_results(path: Path, alma: dict) -> None:

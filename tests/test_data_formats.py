@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import RunsCode
 
 from fedkt.data import fetch as fetch_mod
 from fedkt.data.formats import read_cifar_batch, read_idx, write_idx
@@ -92,21 +93,11 @@ def test_cifar_python_batches(tmp_path):
         read_cifar_batch(tmp_path / "junk")
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "data_batch_1"
     with open(path, "wb") as fh:
-        pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, fh, protocol=2)
+        pickle.dump({b"data": RunsCode(marker), b"labels": [0]}, fh, protocol=2)
     with pytest.raises(DataError, match=r"not a CIFAR python batch: refused posix\.system"):
         read_cifar_batch(path)
     assert not marker.exists()

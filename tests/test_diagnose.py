@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from tiny import load_script
 from torch import nn
 
 from fedkt.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["num_clients=3", "transfer.size=40", "train.epochs=1", "distill.epochs=1",
          "evaluation.client_test_size=30", "evaluation.global_test_size=40"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def diagnose():
-    spec = importlib.util.spec_from_file_location(
-        "diagnose_cell", ROOT / "simulations/diagnose_cell.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("simulations/diagnose_cell.py")
 
 
 def test_dead_units_by_hand(diagnose):

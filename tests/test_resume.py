@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import RunsCode
 
 from benchmarks.processes import children
 from fedkt.checkpoint import CheckpointError, load_client, load_server, save_client, save_server
@@ -53,18 +54,6 @@ def test_server_checkpoint_round_trip_and_errors(tmp_path):
         load_server(tmp_path)
 
 
-class _RunsCode:
-    """What an attacker would pickle: unpickling it calls ``touch MARKER``."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_server_state_with_numpy_round_trips_as_data(tmp_path):
     m_t = {"w": np.arange(3, dtype=np.float32)}
     save_server(tmp_path, 2, {"arrays": {"w": np.ones((2, 2))}, "strategy": {"m_t": m_t}})
@@ -83,14 +72,14 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, caps
     run = tmp_path / "run"
     save_server(run, 1, {"arrays": {}, "strategy": {}})
     (run / "config.yaml").write_text("rounds: 3\n")
-    torch.save({"round": 1, "x": _RunsCode(marker)}, run / "checkpoint" / "server.pt")
+    torch.save({"round": 1, "x": RunsCode(marker)}, run / "checkpoint" / "server.pt")
     with pytest.raises(CheckpointError, match=r"refused: it holds Python objects \(posix.system"):
         load_server(run)
     assert main(["run", "--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "refused" in err and "Traceback" not in err and len(err.splitlines()) == 1
     (tmp_path / "client-0").mkdir()
-    torch.save({"w": _RunsCode(marker)}, tmp_path / "client-0" / "round-1.pt")
+    torch.save({"w": RunsCode(marker)}, tmp_path / "client-0" / "round-1.pt")
     with pytest.raises(CheckpointError, match="refused"):
         load_client(tmp_path, 0, 1)
     assert not marker.exists()

@@ -1,4 +1,10 @@
-"""The smallest experiment worth simulating: a few clients on digits, seconds per run."""
+"""The smallest experiment worth simulating (a few clients on digits, seconds per run), and
+small helpers the tests share."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "num_clients=4",
@@ -17,3 +23,24 @@ def in_order(run):
     from fedkt.compare import run_in_order
 
     return run_in_order(lambda task: run(task.config, task.cdir), lambda m: None)
+
+
+def load_script(relative: str):
+    """A script of the repository (not a package module) imported by its path."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class RunsCode:
+    """What an attacker would pickle: unpickling it runs ``touch MARKER`` (a test asserts
+    the marker never appears)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
