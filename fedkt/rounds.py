@@ -50,9 +50,9 @@ class RoundRecord:
     local_alma: float | None = None
     participants: int = 0
     steps: float | None = None  #: optimiser steps per participating client (mean)
-    sampled: int = 0
-    replied: int = 0
-    failed: int = 0
+    sampled: int = 0  #: clients picked for the round
+    replied: int = 0  #: of those, clients that completed every phase asked of them
+    failed: int = 0  #: of those, clients that did not (replied + failed == sampled)
     rejected: int = 0
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     skipped: bool = False

@@ -398,10 +398,13 @@ def _rounds(
         failed |= {m.metadata.dst_node_id for m in ev_out} - {
             m.metadata.src_node_id for m in ev_replies
         }
+        # every sampled client either completed its part of the round or failed in it (never
+        # configured, no train reply, an error, or no fine-tune/evaluate reply)
+        failed &= set(sampled)
         record = RoundRecord(
             round=server_round,
-            sampled=len(out),
-            replied=valid,
+            sampled=len(sampled),
+            replied=len(sampled) - len(failed),
             failed=len(failed),
             rejected=len(report.rejected),
             rejected_reasons=dict(sorted(Counter(r.category for r in report.rejected).items())),

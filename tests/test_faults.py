@@ -119,6 +119,7 @@ def test_rounds_finish_with_survivors_and_record_faults(tiny_cfg, tmp_path):
         {"sampled", "replied", "failed", "participants", "rejected_reasons"} <= set(r)
         for r in rounds
     )
+    assert all(r["replied"] + r["failed"] == r["sampled"] == 4 for r in rounds)
     assert (
         rounds[2]["skipped"]
         and "min_clients is 3" in rounds[2]["note"]
@@ -149,3 +150,4 @@ def test_stragglers_past_the_timeout_are_left_behind(tiny_cfg, tmp_path):
     rounds = _lines(tmp_path / "rounds.jsonl")
     assert len(rounds) == 2 and sum(r["failed"] for r in rounds) >= 1
     assert all(r["participants"] >= 1 for r in rounds)
+    assert all(r["replied"] + r["failed"] == r["sampled"] == 4 for r in rounds)
