@@ -250,7 +250,7 @@ def left_behind(cells: list[CellResult], reference: list[CellResult]) -> tuple[i
     return sum(1 for a, r in pairs if a < r - CLIENT_DROP), len(pairs)
 
 
-def flags(row: Row, chance: float, flag_margin: float, reference: str = "local") -> list[str]:
+def flags(row: Row, chance: float, flag_margin: float, reference: str) -> list[str]:
     """Plain-words warnings about a strategy's result (empty when nothing is wrong)."""
     out = []
     alma = row.alma[0]
