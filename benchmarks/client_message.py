@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.harness import config, fail, print_table
+from benchmarks.harness import command, config, fail, print_table
 from fedkt.errors import FedktError
 
 NO_TRAINING = ["train.epochs=0", "distill.epochs=0"]  # what is left is the per-message work
@@ -125,4 +125,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command(main, "benchmarks.client_message")

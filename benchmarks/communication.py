@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.harness import config, fail, print_table, simulate_timed
+from benchmarks.harness import command, config, fail, print_table, simulate_timed
 from fedkt.errors import FedktError
 from fedkt.experiment import strategy_names
 
@@ -107,4 +107,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.communication")

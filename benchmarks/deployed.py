@@ -19,13 +19,12 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness import config, fail, print_table, simulate_timed
+from benchmarks.harness import command, config, fail, print_table, simulate_timed
 from benchmarks.loopback import MissingTools, loopback_deployment
 from fedkt.data.sources import data_dir
 from fedkt.errors import FedktError
@@ -103,4 +102,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.deployed")

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness import config, fail, print_table
+from benchmarks.harness import command, config, fail, print_table
 from fedkt.errors import FedktError
 
 
@@ -114,4 +113,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.engine")

@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.harness import command
 from fedkt.config import ExperimentConfig, load_config
 from fedkt.errors import FedktError
 from fedkt.experiment import resolve
@@ -144,4 +145,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.gpu_check")

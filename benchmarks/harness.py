@@ -15,9 +15,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 from rich.console import Console
@@ -25,6 +25,7 @@ from rich.table import Table
 
 from fedkt.config import ExperimentConfig, load_config
 from fedkt.errors import one_line
+from fedkt.signals import describe, exit_status, handle_sigterm
 
 GIB = 1024**3
 MIB = 1024**2
@@ -115,3 +116,18 @@ def fail(prog: str, exc: Exception) -> int:
     """A user mistake (bad size, missing data) as one line on stderr, exit status 2."""
     print(one_line(f"{prog}: error: {exc}"), file=sys.stderr)
     return 2
+
+
+def command(main: Callable[[], int | None], name: str) -> NoReturn:
+    """Run a benchmark's ``main`` as a command. Ctrl-C and SIGTERM (``timeout``, a batch
+    system) end it with one line and the shell's exit status (130, 143), not a traceback,
+    and at once: the simulation engine's threads would otherwise hold the process open."""
+    handle_sigterm()
+    try:
+        code = main()
+    except KeyboardInterrupt as stop:
+        print(f"{name}: {describe(stop)}; the figures measured so far are above", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_status(stop))
+    sys.exit(code or 0)

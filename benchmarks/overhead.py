@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from benchmarks.harness import config, fail, print_table, simulate_timed
+from benchmarks.harness import command, config, fail, print_table, simulate_timed
 from benchmarks.plain_loop import run_plain_knfu
 from fedkt.errors import FedktError
 
@@ -144,4 +144,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.overhead")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import config, fail, print_table
+from benchmarks.harness import command, config, fail, print_table
 from fedkt.errors import FedktError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,4 +145,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.pfl_side_by_side")

@@ -28,7 +28,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness import GIB, MIB, PeakMemory, config, fail, print_table, simulate_timed
+from benchmarks.harness import (
+    GIB,
+    MIB,
+    PeakMemory,
+    command,
+    config,
+    fail,
+    print_table,
+    simulate_timed,
+)
 from fedkt.errors import FedktError
 
 BASE = "simulations/knfu_paper/mnist.yaml"
@@ -239,4 +248,4 @@ def idle_cost(measured: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(main, "benchmarks.scale")

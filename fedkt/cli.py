@@ -20,9 +20,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from fedkt.errors import ConfigError, FedktError, one_line
+from fedkt.signals import describe, exit_status, handle_sigterm
 
 if TYPE_CHECKING:
     from fedkt.config import ExperimentConfig
@@ -281,14 +282,15 @@ def _resumable(folder: str) -> Any:
     return cfg
 
 
-def _interrupted(message: str) -> None:
-    """Ctrl-C during a simulation: say where the results are and end the process now.
-    Flower's engine and Ray keep non-daemon threads that would otherwise hold the process
-    open; everything on disk is already consistent (atomic writes, round checkpoints)."""
-    print(f"fedkt: interrupted; {message}", file=sys.stderr)
+def _interrupted(stop: KeyboardInterrupt, message: str) -> NoReturn:
+    """Ctrl-C or SIGTERM during a simulation: say where the results are and end the
+    process now. Flower's engine and Ray keep non-daemon threads that would otherwise hold
+    the process open; everything on disk is already consistent (atomic writes, round
+    checkpoints)."""
+    print(f"fedkt: {describe(stop)}; {message}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(exit_status(stop))
 
 
 def _cmd_run(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int:
@@ -324,8 +326,10 @@ def _cmd_run(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> int
         )
     try:
         summary = simulate(exp, out, progress, verbose=args.verbose, resume=bool(args.resume))
-    except KeyboardInterrupt:
-        _interrupted(f"finished rounds are kept in {out}; continue with: fedkt run --resume {out}")
+    except KeyboardInterrupt as stop:
+        _interrupted(
+            stop, f"finished rounds are kept in {out}; continue with: fedkt run --resume {out}"
+        )
     if not args.quiet:
         Console().print(summary_table(summary))
     print(out)
@@ -399,10 +403,11 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
             result = run_compare(
                 comp, cells, out, run_cells, log=log, reuse=[Path(d) for d in args.reuse]
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _interrupted(
+            stop,
             f"finished cells (and the interrupted cell's rounds) are kept in {out}; run the same "
-            "command again to continue"
+            "command again to continue",
         )
     console.print(f"report: {out / 'report.md'} ({result['finished']}/{result['cells']} cells)")
     print(out)
@@ -455,6 +460,7 @@ def main(
 ) -> int:
     """Parse ``argv`` and run the command. ``simulator`` loads the simulation engine
     (only for commands that simulate), so the core never imports the Flower apps."""
+    handle_sigterm()  # a process manager's stop ends a run as Ctrl-C does
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -469,9 +475,10 @@ def main(
     except FedktError as exc:
         print(f"fedkt: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"fedkt: interrupted after {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        elapsed = time.perf_counter() - started
+        print(f"fedkt: {describe(stop)} after {elapsed:.0f}s", file=sys.stderr)
+        return exit_status(stop)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedkt.errors import ConfigError, FedktError, one_line
+from fedkt.signals import exit_status, handle_sigterm
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -119,6 +120,7 @@ def describe(summary: dict[str, Any]) -> str:
 
 def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -> None:
     """A job: run the cells the parent sends, one at a time, through one engine."""
+    handle_sigterm()  # stopped by a process manager as by Ctrl-C: finished rounds kept
     try:
         import torch
 
@@ -145,8 +147,12 @@ def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -
                     traceback.print_exc()
                     reply = {"error": one_line(f"{type(exc).__name__}: {exc} (traceback above)")}
                 conn.send_bytes(json.dumps(reply).encode())
-    except KeyboardInterrupt:  # the cell's finished rounds are kept (simulate's own stop)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        # The cell's finished rounds are on disk (simulate's stop). End now, as the `fedkt`
+        # command does: Ray's exit hooks would race Flower's threads still calling into it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_status(stop))
 
 
 # ------------------------------------------------------------------ the parent
@@ -170,21 +176,20 @@ def _send(job: _Job, task: CellTask) -> None:
     job.task, job.started = task, time.perf_counter()
 
 
-def _stop(jobs: Sequence[_Job], grace: float = 10.0) -> None:
+def _stop(jobs: Sequence[_Job], grace: float = 15.0) -> None:
     """Stop the jobs the way a terminal's Ctrl-C would: each keeps its cell's finished
-    rounds. Jobs that got the signal themselves are given ``grace`` seconds first."""
-    deadline = time.monotonic() + grace
+    rounds. The signal is forwarded at once: a process manager's SIGTERM may have reached
+    this process alone (``timeout``, Docker), and a failed cell stops the others without
+    any signal. A job that got the signal itself stops the same way with a second one.
+    A job still alive after ``grace`` seconds is killed (its rounds are on disk)."""
     for job in jobs:
-        job.process.join(max(0.0, deadline - time.monotonic()))
-    alive = [j for j in jobs if j.process.is_alive()]
-    for job in alive:
-        if job.process.pid is not None:
+        if job.process.is_alive() and job.process.pid is not None:
             try:
                 os.kill(job.process.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + 2 * grace
-    for job in alive:
+    deadline = time.monotonic() + grace
+    for job in jobs:
         job.process.join(max(0.0, deadline - time.monotonic()))
         if job.process.is_alive():
             job.process.kill()

@@ -12,6 +12,10 @@ FLOWER_DEFAULTS = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     "RAY_DEDUP_LOGS": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # No implicit ray.init: fedkt starts Ray itself. When a stop shuts Ray down while one of
+    # Flower's threads still calls into it, auto-connect started a second Ray instance
+    # (seconds, with warnings) just to fail on it.
+    "RAY_ENABLE_AUTO_CONNECT": "0",
 }
 
 

@@ -44,6 +44,8 @@ class _Shared:
         self.pool: Any = None  # flwr's BasicActorPool
         self.resources: dict[str, float] | None = None
         self.builds = 0  # actor pools created (what the tests count)
+        self.stopping = False  # see stop_ray
+        self.killed = False
 
 
 _STATE = _Shared()
@@ -77,6 +79,11 @@ def _backend_class() -> type:
                     _STATE.pool, _STATE.resources = self.pool, dict(self.client_resources)
                     _STATE.builds += 1
 
+        def init_ray(self, backend_config: Any) -> None:
+            if _STATE.stopping:
+                raise RuntimeError("fedkt is stopping: Ray is not started again")
+            super().init_ray(backend_config)
+
         def terminate(self) -> None:
             with _STATE.lock:
                 if _STATE.depth > 0:
@@ -105,7 +112,11 @@ _installed: list[type] = []
 
 def _install() -> None:
     """Make Flower's simulation engine build :class:`SharedRayBackend` (idempotent).
-    Outside :func:`shared_engine` it behaves exactly as Flower's RayBackend."""
+    Outside :func:`shared_engine` it behaves exactly as Flower's RayBackend, except that
+    it starts no Ray after :func:`stop_ray`."""
+    from fedkt.server.environment import prepare_environment
+
+    prepare_environment()  # before the import below imports Ray (which reads some at import)
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
     if not _installed:
@@ -114,23 +125,68 @@ def _install() -> None:
 
 
 def start_ray_here(backend_config: dict[str, Any]) -> None:
-    """Inside :func:`shared_engine`, start Ray from the calling thread (Flower's own
-    ``RayBackend`` initialisation, nothing else) unless it runs already.
+    """Start Ray from the calling thread (Flower's own ``RayBackend`` initialisation,
+    nothing else) unless it runs already; Flower's engine then finds it running.
 
-    Why: Ray starts its raylet with ``PR_SET_PDEATHSIG``, which Linux fires when the
-    *thread* that started it exits. Flower initialises Ray in the thread running the
-    simulation; when that thread ends with the first simulation, the raylet is killed and
-    the next simulation finds its actors gone (``ActorUnavailableError``). Started from the
-    thread that holds the shared engine, Ray lives as long as the block."""
-    with _STATE.lock:
-        active = _STATE.depth > 0
-    if not active:
-        return
+    Why not let Flower start it in the thread that runs the simulation: Ray starts its
+    raylet with ``PR_SET_PDEATHSIG``, which Linux fires when the *thread* that started
+    it exits. Inside :func:`shared_engine`, that thread ends with the first simulation,
+    the raylet is killed and the next simulation finds its actors gone
+    (``ActorUnavailableError``); started from the thread that holds the shared engine,
+    Ray lives as long as the block. And ``ray.init`` installs SIGTERM handlers (Python's
+    ``sys.exit`` and a C++ one in its core worker that prints stack dumps and kills the
+    process): started here, at a known point, the caller can put its own stop handler
+    back right after (see :func:`fedkt.server.simulation.simulate`). Outside a shared
+    engine Flower still shuts Ray down at the end of the simulation."""
     import ray
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
+    _install()
+    _STATE.stopping = False
+    if _STATE.killed:  # after stop_ray: forget the Ray instance it ended
+        _STATE.killed = False
+        ray.shutdown()
     if not ray.is_initialized():
         raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
+
+
+def stop_ray() -> None:
+    """Stop now, for a stop signal (Ctrl-C, SIGTERM): end the Ray processes this process
+    started (SIGKILL: the raylet, GCS and their workers and agents), and let no thread of
+    Flower's engine start Ray again.
+
+    Why not ``ray.shutdown()``: it talks to the raylet and GCS, which a stop sent to the
+    process group has already told to exit; it then waits out timeouts (8 s measured).
+    Left alone, Ray's processes outlive a process that ends at once (its dashboard and
+    runtime-env agents did), and a Flower thread still running finds Ray shut down and
+    starts a new instance. A cluster joined by address is left running: this process
+    started none of its processes. This process's own Ray connection is reset by the
+    next :func:`start_ray_here`, should it run another simulation."""
+    import psutil
+    import ray
+
+    with _STATE.lock:
+        _STATE.stopping = True
+        _STATE.pool, _STATE.resources = None, None  # its actors die with the raylet
+        if not ray.is_initialized():
+            return
+        _STATE.killed = True
+    from ray._private import worker
+
+    started = getattr(worker._global_node, "all_processes", {}).values()
+    pids = [info.process.pid for infos in started for info in infos]
+    tree: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
 
 
 def shared_pool_builds() -> int:
@@ -145,15 +201,21 @@ def shared_engine() -> Iterator[None]:
     _install()
     with _STATE.lock:
         _STATE.depth += 1
+    stopped = False
     try:
         yield
+    except KeyboardInterrupt:
+        stopped = True
+        raise
     finally:
         with _STATE.lock:
             _STATE.depth -= 1
             last = _STATE.depth == 0
-            if last:
+        if stopped:
+            stop_ray()  # engine threads may still be running: they must not restart Ray
+        elif last:
+            with _STATE.lock:
                 _drop_pool()
-        if last:
             import ray
 
             if ray.is_initialized():

@@ -24,7 +24,8 @@ from fedkt.experiment import Experiment, resolve
 from fedkt.parallel import available_cpus
 from fedkt.progress import Progress
 from fedkt.server.environment import prepare_environment
-from fedkt.server.shared_engine import start_ray_here
+from fedkt.server.shared_engine import start_ray_here, stop_ray
+from fedkt.signals import STOP_SIGNALS
 from fedkt.training import resolve_device
 
 AUTO_GPU_SHARE = 0.25
@@ -59,14 +60,14 @@ class _QuietAfterStop(logging.Filter):
 
 def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> None:
     """Run ``engine()`` in a thread that (with every thread and Ray process it starts)
-    blocks SIGINT, while the main thread waits in short joins.
+    blocks the stop signals (SIGINT, SIGTERM), while the main thread waits in short joins.
 
     A process-directed signal goes to any thread that does not block it. Run on the main
     thread, Flower's engine waits in a thread join; when Ctrl-C landed on one of its
     many other threads, the main thread was not woken and the handler (which sets
     ``stop``) ran only when the whole simulation had finished (seen in CI: a run given
     SIGINT after round 2 completed all its rounds). Here only the main thread can take
-    SIGINT, and it is never blocked for more than 0.1 s."""
+    a stop signal, and it is never blocked for more than 0.1 s."""
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -75,7 +76,7 @@ def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> N
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             failure.append(exc)
 
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         thread = threading.Thread(target=target, name="fedkt-simulation", daemon=True)
         thread.start()
@@ -163,19 +164,20 @@ def simulate(
     quiet = _QuietAfterStop(stop)
     flwr_logger.addFilter(quiet)
     # Ctrl-C reaches Ray's workers too (one process group): set ``stop`` at once, before
-    # Flower's threads start reporting the dead workers, then interrupt as before.
-    # Only a Python handler (by default the one raising KeyboardInterrupt) is wrapped; an
-    # ignored SIGINT stays ignored.
-    previous = signal.getsignal(signal.SIGINT)
-    wrap = threading.current_thread() is threading.main_thread() and callable(previous)
+    # Flower's threads start reporting the dead workers, then interrupt as before. SIGTERM
+    # (a process manager's stop) is treated the same. Only Python handlers (Python's
+    # KeyboardInterrupt for SIGINT, fedkt.signals' for SIGTERM) are wrapped; an ignored or
+    # default signal keeps its disposition.
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    on_main = threading.current_thread() is threading.main_thread()
+    wrapped = {s: h for s, h in previous.items() if on_main and callable(h)}
 
     def interrupted(signum: int, frame: Any) -> None:
         stop.set()
-        assert callable(previous)
-        previous(signum, frame)
+        handler = wrapped[signal.Signals(signum)]
+        assert callable(handler)
+        handler(signum, frame)
 
-    if wrap:
-        signal.signal(signal.SIGINT, interrupted)
     if not verbose:
         flwr_logger.setLevel(logging.ERROR)
     backend_config = {
@@ -189,7 +191,12 @@ def simulate(
     # restore it so later subprocesses of this process import what they would have.
     pythonpath = os.environ.get("PYTHONPATH")
     try:
-        start_ray_here(backend_config)  # in a shared engine, Ray must outlive this call's thread
+        # Ray is started here, before the stop handlers: ray.init installs its own SIGTERM
+        # handlers (a Python one calling sys.exit and, in its core worker, a C++ one that
+        # prints stack dumps and kills the process), which would bypass the clean stop.
+        start_ray_here(backend_config)
+        for signum in wrapped:
+            signal.signal(signum, interrupted)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             engine = functools.partial(
@@ -200,18 +207,20 @@ def simulate(
                 backend_config=backend_config,
                 verbose_logging=verbose,
             )
-            if wrap:
+            if wrapped:
                 _run_with_interrupts_on_main_thread(engine, stop)
             else:
                 engine()
-    except BaseException:
+    except BaseException as exc:
         stop.set()  # (the filter stays: Flower's threads may still log after we return)
+        if isinstance(exc, KeyboardInterrupt):
+            stop_ray()
         raise
     else:
         flwr_logger.removeFilter(quiet)
     finally:
-        if wrap:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in wrapped.items():
+            signal.signal(signum, handler)  # (drops Ray's SIGTERM handlers as well)
         flwr_logger.setLevel(old_level)
         if pythonpath is None:
             os.environ.pop("PYTHONPATH", None)

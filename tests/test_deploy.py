@@ -10,11 +10,13 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.loopback import SCRIPTS, MissingTools, loopback_deployment
+from benchmarks.processes import processes_mentioning
 
 pytestmark = pytest.mark.slow
 NODES = 3
@@ -150,3 +152,26 @@ def test_unregistered_node_and_node_without_ca_are_refused(deployment):
     )
     assert code != 0, text[-2000:]
     assert "CERTIFICATE_VERIFY_FAILED" in text or "handshake" in text.lower()
+
+
+def test_sigterm_stops_a_supernode_and_its_warm_worker_cleanly(deployment):
+    """As Docker, systemd or Kubernetes stop a node: SIGTERM to the SuperNode (the
+    script's exec'd process). It and its warm ClientApp worker exit promptly, without a
+    traceback. (Runs last: it takes one node of the module's deployment away.)"""
+    d = deployment
+    node = d.nodes[-1]
+    log = d.logs / f"node{len(d.nodes) - 1}.log"
+    workers = processes_mentioning(f"--parent-pid {node.pid}")
+    assert workers, "the SuperNode has no warm ClientApp worker"
+    before = len(log.read_text())
+    sent = time.monotonic()
+    node.send_signal(signal.SIGTERM)
+    node.wait(20)
+    took = time.monotonic() - sent
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and processes_mentioning(f"--parent-pid {node.pid}"):
+        time.sleep(0.2)
+    said = log.read_text()[before:]
+    assert not processes_mentioning(f"--parent-pid {node.pid}"), "the warm worker outlived it"
+    assert took < 10, f"the SuperNode took {took:.1f}s to stop"
+    assert "Traceback" not in said, said[-3000:]

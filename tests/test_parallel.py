@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,19 +88,44 @@ COMPARISON = {
 }
 
 
-def _compare(tmp_path: Path, out: str, jobs: str) -> subprocess.CompletedProcess:
+def _compare_command(tmp_path: Path, out: str, jobs: str) -> dict:
     spec = tmp_path / "par.yaml"
     spec.write_text(yaml.safe_dump(COMPARISON))
-    return subprocess.run(
-        [sys.executable, "-m", "fedkt.server.cli", "compare", str(spec), "--out",
-         str(tmp_path / out), "--jobs", jobs],
-        capture_output=True,
+    return dict(
+        args=[sys.executable, "-m", "fedkt.server.cli", "compare", str(spec), "--out",
+              str(tmp_path / out), "--jobs", jobs],
         text=True,
-        timeout=600,
         # a suite started in the background hands its children SIGINT ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+
+
+def _compare(tmp_path: Path, out: str, jobs: str) -> subprocess.CompletedProcess:
+    return subprocess.run(**_compare_command(tmp_path, out, jobs), capture_output=True, timeout=600)
+
+
+def _sigterm_mid_cell(tmp_path: Path, out: str, jobs: str) -> tuple[int, str, float]:
+    """Start the comparison and, once a cell has checkpointed a round, SIGTERM its process
+    group (as systemd and Kubernetes stop a service). Returns (exit code, stderr, seconds
+    from the signal to the exit)."""
+    err = tmp_path / f"{out}.stderr"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(
+            **_compare_command(tmp_path, out, jobs),
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any((tmp_path / out).rglob("server.pt")):
+                break
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(60)
+    return code, err.read_text(), time.monotonic() - sent
 
 
 def _cells(out: Path) -> dict[str, Path]:
@@ -134,3 +160,22 @@ def test_cells_in_parallel_jobs_equal_cells_run_in_order(tmp_path):
         assert placed["num_cpus"] == len(os.sched_getaffinity(0)) // 2
     # both reports say the same
     assert (tmp_path / "one" / "results.csv").read_text().count("\n") == 3
+
+    # SIGTERM to the whole group mid-cell: jobs and parent stop at once, in one line
+    code, err, took = _sigterm_mid_cell(tmp_path, "three", "2")
+    assert code == 143 and took < 10, (code, took, err[-3000:])
+    assert err.strip().splitlines()[-1].startswith("fedkt: terminated (SIGTERM); finished cells")
+    for noise in ("Traceback", "SIGTERM received", "WARNING", "ERROR"):
+        assert noise not in err, err[-3000:]
+    # ... and the same command again finishes the comparison with the same numbers
+    again = _compare(tmp_path, "three", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    c = _cells(tmp_path / "three")
+    assert sorted(c) == sorted(a)
+    for cell in a:
+        rows = [
+            [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+             for x in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (a[cell], c[cell])
+        ]  # fmt: skip
+        assert rows[0] == rows[1], cell

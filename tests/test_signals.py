@@ -1,0 +1,57 @@
+"""SIGTERM (a process manager's stop) is handled as Ctrl-C: the helpers, and a command
+stopped by it. The full runs stopped by SIGTERM and resumed are in test_resume.py
+(``fedkt run``), test_parallel.py (``fedkt compare``) and test_deploy.py (SuperNode)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tiny import ROOT
+
+from fedkt.signals import Terminated, describe, exit_status, handle_sigterm
+
+
+def test_sigterm_raises_terminated_a_keyboard_interrupt():
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        handle_sigterm()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode; never reached
+        assert isinstance(caught.value, Terminated)
+        assert exit_status(caught.value) == 143 and describe(caught.value).startswith("terminated")
+        ctrl_c = KeyboardInterrupt()
+        assert exit_status(ctrl_c) == 130 and describe(ctrl_c) == "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_a_benchmark_stopped_ends_with_one_line_and_the_shell_status(how):
+    code = (
+        "import time\n"
+        "from benchmarks.harness import command\n"
+        "def main():\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "command(main, 'benchmarks.sleepy')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(how)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + how
+    word = "terminated (SIGTERM)" if how == signal.SIGTERM else "interrupted"
+    assert err.strip().splitlines() == [
+        f"benchmarks.sleepy: {word}; the figures measured so far are above"
+    ]
