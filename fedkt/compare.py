@@ -37,12 +37,12 @@ from fedkt.config import (
     load_config,
     read_yaml,
 )
-from fedkt.errors import ConfigError, FedktError
+from fedkt.errors import ConfigError, FedktError, ResultsError
 from fedkt.experiment import resolve
 from fedkt.parallel import CellTask
 from fedkt.provenance import code_digest
 from fedkt.report import CellResult, confidence_interval, markdown, summarise
-from fedkt.results import atomic_write
+from fedkt.results import atomic_write, read_json
 from fedkt.tuning import Trial, TuneConfig, choose, trials, with_values
 
 __all__ = [
@@ -217,6 +217,14 @@ def exchange_budget(cfg: ExperimentConfig) -> int:
     return cfg.distill.epochs * math.ceil(rows / cfg.distill.batch_size)
 
 
+def _alma(summary: Any) -> float | None:
+    """A finished run's ALMA, from its summary.json."""
+    alma = summary.get("alma") if isinstance(summary, dict) else "missing"
+    if alma is not None and not isinstance(alma, (int, float)):
+        raise ResultsError(f"a summary.json without a numeric alma ({alma!r})")
+    return alma
+
+
 def _safe(label: str) -> str:
     """A file-name-safe label; distinct labels stay distinct (a short hash when altered)."""
     import hashlib
@@ -307,7 +315,7 @@ def run_compare(
     }
     plan_file = out / "compare.json"
     if plan_file.exists():
-        previous = json.loads(plan_file.read_text())
+        previous = read_json(plan_file)
         if previous != plan:
             raise ConfigError(f"{out} holds a different comparison; use another --out or delete it")
     else:
@@ -389,7 +397,7 @@ def _tune(
         )
     run(tasks)
     done: list[tuple[Trial, float | None]] = [
-        (trial, json.loads((task.cdir / "summary.json").read_text()).get("alma"))
+        (trial, _alma(read_json(task.cdir / "summary.json")))
         for trial, task in zip(todo, tasks, strict=True)
     ]
     chosen = choose(done)
@@ -508,7 +516,7 @@ def write_report(comp: CompareConfig, cells: list[Cell], out: Path) -> dict[str,
         comp.reference,
     )
     if (out / "tuning.json").exists():
-        text += tuning_markdown(json.loads((out / "tuning.json").read_text()), comp.tune)
+        text += tuning_markdown(read_json(out / "tuning.json"), comp.tune)
     text += provenance_markdown([r.summary for r in finished])
     atomic_write(out / "report.md", text)
     if finished:

@@ -29,6 +29,11 @@ class DataError(FedktError):
     """Data that cannot be found, read or verified."""
 
 
+class ResultsError(FedktError):
+    """A results file that cannot be read back: edited, cut short, or not written by fedkt
+    (``--resume`` and ``--reuse`` read directories that users and other machines wrote)."""
+
+
 REJECTION_REASONS = (
     "shape",
     "dtype",

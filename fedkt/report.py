@@ -23,7 +23,6 @@ chance, so only the paired per-client comparison sees it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from fedkt.results import read_fusion_weights
+from fedkt.errors import ResultsError
+from fedkt.results import read_fusion_weights, read_json, read_json_lines
 
 #: A client result is "left behind" when it ends this far below the same client under the
 #: reference strategy (accuracy as a fraction): well beyond seed-to-seed noise of one
@@ -117,10 +117,30 @@ class CellResult:
     def load(
         cls, cdir: Path, strategy: str, partition: str, seed: int, num_classes: int
     ) -> CellResult | None:
+        """A finished cell read back (None while it has no summary); files that are not
+        what fedkt wrote are a one-line :class:`ResultsError` naming the cell."""
         if not (cdir / "summary.json").exists():
             return None
-        summary = json.loads((cdir / "summary.json").read_text())
-        rows = [json.loads(x) for x in (cdir / "metrics.jsonl").read_text().splitlines()]
+        summary = read_json(cdir / "summary.json")
+        rows = read_json_lines(cdir / "metrics.jsonl")
+        try:
+            return cls._from(cdir, strategy, partition, seed, num_classes, summary, rows)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ResultsError(
+                f"{cdir}: results not as fedkt writes them ({type(exc).__name__}: {exc})"
+            ) from None
+
+    @classmethod
+    def _from(
+        cls,
+        cdir: Path,
+        strategy: str,
+        partition: str,
+        seed: int,
+        num_classes: int,
+        summary: dict[str, Any],
+        rows: list[dict[str, Any]],
+    ) -> CellResult:
         last = max((r["round"] for r in rows), default=0)
         final = [r for r in rows if r["round"] == last and r.get("accuracy") is not None]
         cell = cls(

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedkt.config import ExperimentConfig
+from fedkt.errors import ResultsError
 from fedkt.experiment import Experiment
 from fedkt.provenance import code_digest
 from fedkt.rounds import RoundRecord
@@ -66,6 +67,40 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a results directory; anything else is a one-line
+    :class:`ResultsError` naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file of a results directory (one object per line), as
+    :func:`read_json`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ResultsError(f"{path}, line {number}: not a JSON object")
+        rows.append(row)
+    return rows
+
+
 def _round_of(line: str) -> int | None:
     """The round of a results line; None for a line cut short by a kill."""
     try:
@@ -79,11 +114,16 @@ def read_fusion_weights(out_dir: str | os.PathLike[str]) -> dict[int, tuple[list
     path = Path(out_dir) / "fusion_weights.jsonl"
     if not path.exists():
         return {}
-    return dict(_fusion_line(line) for line in path.read_text().splitlines())
+    rows = read_json_lines(path)
+    try:
+        return dict(_fusion_record(row) for row in rows)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultsError(
+            f"{path}: not fedkt's fusion weights ({type(exc).__name__}: {exc})"
+        ) from None
 
 
-def _fusion_line(line: str) -> tuple[int, tuple[list[int], np.ndarray]]:
-    rec = json.loads(line)
+def _fusion_record(rec: dict[str, Any]) -> tuple[int, tuple[list[int], np.ndarray]]:
     return int(rec["round"]), (
         [int(c) for c in rec["clients"]],
         np.array(rec["weights"], dtype=float),
@@ -136,9 +176,23 @@ class ResultsWriter:
                 kept[name] = [
                     line for line in lines if (_round_of(line) or resume_round + 1) <= resume_round
                 ]
-            self.rounds = [RoundRecord.from_dict(json.loads(line)) for line in kept["rounds.jsonl"]]
+            try:
+                self.rounds = [
+                    RoundRecord.from_dict(json.loads(line)) for line in kept["rounds.jsonl"]
+                ]
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise ResultsError(
+                    f"{self.dir / 'rounds.jsonl'}: not fedkt's rounds ({exc})"
+                ) from None
             if kept["fusion_weights.jsonl"]:
-                r, (clients, weights) = _fusion_line(kept["fusion_weights.jsonl"][-1])
+                try:
+                    last = json.loads(kept["fusion_weights.jsonl"][-1])
+                    r, (clients, weights) = _fusion_record(last)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ResultsError(
+                        f"{self.dir / 'fusion_weights.jsonl'}: not fedkt's fusion weights "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
                 self.last_weights = (r, clients, weights)
         for name, lines in kept.items():
             if name == "fusion_weights.jsonl" and not lines:

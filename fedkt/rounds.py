@@ -7,7 +7,7 @@ strategy. :class:`RoundRecord` is one line of ``rounds.jsonl``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,22 @@ class RoundRecord:
 
     @classmethod
     def from_dict(cls, line: dict[str, Any]) -> RoundRecord:
-        """A record read back from ``rounds.jsonl`` (unknown keys are ignored)."""
+        """A record read back from ``rounds.jsonl`` (unknown keys are ignored; a known
+        key holding the wrong kind of value is a ``ValueError`` naming it)."""
         known = {k: v for k, v in line.items() if k in cls.__dataclass_fields__}
+        for name, value in known.items():
+            if not _fits(value, cls.__dataclass_fields__[name]):
+                raise ValueError(f"{name} = {value!r}")
         return cls(**known, attacked="honest_alma" in line)
+
+
+def _fits(value: Any, spec: Field[Any]) -> bool:
+    """Whether ``value`` is the kind of value the field holds, judged by its default
+    (None: a number or None; no default: a number)."""
+    if spec.default_factory is not MISSING:
+        return isinstance(value, type(spec.default_factory()))
+    default = spec.default
+    if isinstance(default, (bool, str)):
+        return isinstance(value, type(default))
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number or (default is None and value is None)

@@ -177,3 +177,58 @@ def test_random_command_lines_give_success_or_one_line(capsys, argv):
 def test_examples_of_one_line_errors(capsys, argv, needle):
     code, err = _outcome(capsys, argv)
     assert code == EXIT_USER_ERROR and needle in err
+
+
+# ---------------------------------------------------------------- results files read back
+
+
+def test_a_corrupt_comparison_plan_is_one_line(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_bytes(b'{"compare": {"name": ')  # cut short by a full disk
+    code = main(["compare", "--out", str(out), "--set", "rounds=1", "--jobs", "1"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"fedkt: error: {out / 'compare.json'}: not valid JSON (Expecting value, line 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("summary.json", b"\xff\xfe garbage", "not UTF-8 text"),
+        ("summary.json", b"[1, 2", "not valid JSON"),
+        ("metrics.jsonl", b'{"round": 1, "client": 0, "accuracy": 0.5}\n[]\n', "line 2: not a"),
+        ("metrics.jsonl", b'{"client": 0}\n', "results not as fedkt writes them"),
+        ("fusion_weights.jsonl", b'{"round": 1}\n', "not fedkt's fusion weights"),
+    ],
+)
+def test_a_cell_whose_files_are_not_fedkts_is_one_line(tmp_path, name, content, needle):
+    from fedkt.errors import ResultsError
+    from fedkt.report import CellResult
+
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "summary.json").write_text('{"alma": 0.5, "num_clients": 1}')
+    (cell / "metrics.jsonl").write_text('{"round": 1, "client": 0, "accuracy": 0.5}\n')
+    (cell / name).write_bytes(content)
+    with pytest.raises(ResultsError) as caught:
+        CellResult.load(cell, "s", "p", 0, 10)
+    message = str(caught.value)
+    assert needle in message and str(cell) in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "line", ['{"round": 1, "alma": "high"}', '{"round": 1, "rejected_reasons": [1]}']
+)
+def test_resuming_over_rounds_that_are_not_fedkts_is_one_line(tmp_path, line):
+    from fedkt.config import load_config
+    from fedkt.errors import ResultsError
+    from fedkt.experiment import resolve
+    from fedkt.results import ResultsWriter
+
+    exp = resolve(load_config(None, ["num_clients=2", "rounds=3"]))
+    (tmp_path / "rounds.jsonl").write_text(line + "\n")
+    with pytest.raises(ResultsError, match="rounds.jsonl: not fedkt's rounds"):
+        ResultsWriter(tmp_path, exp, resume_round=1, plots=False)
