@@ -9,17 +9,36 @@ Run config keys (``[tool.flwr.app.config]`` or ``--run-config``):
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkt.config import load_config
+from fedkt.errors import FedktError
 from fedkt.experiment import resolve
 from fedkt.results import default_out_dir
 from fedkt.server.loop import run_experiment
 
 app = ServerApp()
+
+
+class _UserErrorsInOneLine(logging.Filter):
+    """Flower logs any exception a ServerApp raises with its traceback. A
+    :class:`FedktError` is the user's to fix (a bad ``--run-config`` override, a missing
+    config file) and its message says all: logged as the one line the CLI prints. The
+    run still ends FAILED, with that message in its status (``flwr ls``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, FedktError):
+            record.msg, record.args = "fedkt: error: %s", (exc,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("flwr").addFilter(_UserErrorsInOneLine())
 
 APP_DIR = Path(__file__).resolve().parents[1]
 

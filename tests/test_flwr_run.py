@@ -42,6 +42,18 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
+        # a bad override is the CLI's one line in the run's log, not Flower's traceback
+        bad = subprocess.run(
+            [flwr, "run", ".", "--stream", "--run-config", "overrides='rounds=-1'"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        said = bad.stdout + bad.stderr
+        assert "fedkt: error: rounds: Input should be greater than or equal to 1" in said, said
+        assert "Traceback" not in said, said[-3000:]
     finally:
         stop_tree(processes_mentioning(str(home)))
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2 and summary["num_clients"] == 2
