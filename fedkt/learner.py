@@ -242,6 +242,13 @@ class Learner:
             values = corrupt_knowledge(values, k.space, self.cfg.faults, attack)
         return values, counts
 
+    def shared_knowledge(self, server_round: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`knowledge` with the counts the server fuses it by: the per-class counts,
+        or (knowledge without them) this client's training-sample count, as the server
+        takes it from the reply's metrics."""
+        values, counts = self.knowledge(server_round)
+        return values, (np.asarray([self.num_examples]) if counts is None else counts)
+
     def finetune(self, target: np.ndarray, server_round: int) -> dict[str, float]:
         """Distil the fused ``target`` into the receiving model, on the samples its
         knowledge is about (transfer rows, or private data for per-class knowledge), with

@@ -75,14 +75,8 @@ def replay(cell: Path, rounds: int, clients: set[int] | None, overrides: list[st
         dead_before = [
             dead_unit_share(lr.receiving_model, lr.data.train_x[:512]) for lr in learners
         ]
-        shared = [lr.knowledge(r) for lr in learners]
-        values = np.stack([v for v, _ in shared])
-        counts = (
-            np.stack([c for _, c in shared])
-            if shared[0][1] is not None
-            else np.array([lr.num_examples for lr in learners])
-        )
-        fused = exp.fusion.fuse(values, counts)
+        shared = [lr.shared_knowledge(r) for lr in learners]
+        fused = exp.fusion.fuse_round([v for v, _ in shared], [c for _, c in shared])
         for i, lr in enumerate(learners):
             target = np.asarray(fused.targets[i])
             step = lr.finetune(target, r)

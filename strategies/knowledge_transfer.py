@@ -171,9 +171,9 @@ class KnowledgeTransfer(RoundStrategy):
                 self.min_clients,
             )
             return None, report
-        values = np.stack([v for _, v, _, _ in accepted])
-        counts = np.stack([c for _, _, c, _ in accepted])
-        result = self.fusion.fuse(values, counts[:, 0] if counts.shape[1] == 1 else counts)
+        result = self.fusion.fuse_round(
+            [v for _, v, _, _ in accepted], [c for _, _, c, _ in accepted]
+        )
         report.fusion_weights = np.asarray(result.weights, dtype=float)
         arrays = None
         if self.model is not None:

@@ -179,3 +179,13 @@ def test_knfu_relative_divergence_by_hand():
     assert raw[1, 1] > 0.87 and w[1, 1] < 0.54
     with pytest.raises(ConfigError, match="scale must be 'none' or 'median'"):
         FUSIONS.create("knfu", scale="max")
+
+
+def test_fuse_round_takes_sample_counts_or_row_counts_as_the_server_receives_them():
+    fusion = FUSIONS.create("mean", weighting="samples")
+    by_samples = fusion.fuse_round([PROBS[0], PROBS[1]], [np.array([3.0]), np.array([1.0])])
+    np.testing.assert_allclose(by_samples.targets, fusion.fuse(PROBS, np.array([3, 1])).targets)
+    two_rows = np.concatenate([PROBS, PROBS[::-1]], axis=1)  # (clients, rows, classes)
+    per_row = np.array([[3.0, 1.0], [1.0, 3.0]])
+    by_row = fusion.fuse_round(list(two_rows), list(per_row))
+    np.testing.assert_allclose(by_row.targets, fusion.fuse(two_rows, per_row).targets)

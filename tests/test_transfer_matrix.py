@@ -75,14 +75,8 @@ def test_fusion_loss_pair_changes_students(knowledge, fusion, loss):
     assert [lr.description for lr in learners] == ["mlp", "cnn-small>mlp", "cnn-small>mlp"]
     for lr in learners:
         lr.train(1)
-    shared = [lr.knowledge(1) for lr in learners]
-    values = np.stack([v for v, _ in shared])
-    counts = (
-        np.stack([c for _, c in shared])
-        if shared[0][1] is not None
-        else np.array([lr.num_examples for lr in learners])
-    )
-    result = exp.fusion.fuse(values, counts)
+    shared = [lr.shared_knowledge(1) for lr in learners]
+    result = exp.fusion.fuse_round([v for v, _ in shared], [c for _, c in shared])
     for i, lr in enumerate(learners):
         probe = lr.data.transfer_x
         student = lr.receiving_model

@@ -55,6 +55,14 @@ class Fusion:
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def fuse_round(self, values: list[np.ndarray], counts: list[np.ndarray]) -> FusionResult:
+        """Fuse one round's knowledge as the server receives it: per participant, its
+        values and its counts, either per-class counts (knowledge that reports them) or a
+        one-element array holding its training-sample count. The server, the client-side
+        diagnosis and the tests all fuse through here."""
+        stacked = np.stack([np.atleast_1d(np.asarray(c, dtype=np.float64)) for c in counts])
+        return self.fuse(np.stack(values), stacked[:, 0] if stacked.shape[1] == 1 else stacked)
+
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
         w = self.weights(values, counts)
