@@ -217,11 +217,12 @@ def exchange_budget(cfg: ExperimentConfig) -> int:
     return cfg.distill.epochs * math.ceil(rows / cfg.distill.batch_size)
 
 
-def _alma(summary: Any) -> float | None:
-    """A finished run's ALMA, from its summary.json."""
+def _alma(path: Path) -> float | None:
+    """A finished run's ALMA, from its summary.json at ``path``."""
+    summary = read_json(path)
     alma = summary.get("alma") if isinstance(summary, dict) else "missing"
     if alma is not None and not isinstance(alma, (int, float)):
-        raise ResultsError(f"a summary.json without a numeric alma ({alma!r})")
+        raise ResultsError(f"{path}: no numeric alma ({alma!r})")
     return alma
 
 
@@ -397,7 +398,7 @@ def _tune(
         )
     run(tasks)
     done: list[tuple[Trial, float | None]] = [
-        (trial, _alma(read_json(task.cdir / "summary.json")))
+        (trial, _alma(task.cdir / "summary.json"))
         for trial, task in zip(todo, tasks, strict=True)
     ]
     chosen = choose(done)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedkt.errors import ConfigError
+from fedkt.textfiles import read_text
 
 # Upper bounds of every count and size: far beyond what any machine runs (a typo such as
 # ``rounds: 99999999999999999999`` is refused in one line instead of starting a run that can
@@ -437,17 +438,9 @@ def _format_error(exc: ValidationError) -> str:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not a YAML text file (byte {exc.object[exc.start]:#04x} at offset "
-            f"{exc.start} is not UTF-8)"
-        ) from None
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    text = read_text(path, ConfigError, "YAML text file")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -30,6 +30,7 @@ from fedkt.errors import ResultsError
 from fedkt.experiment import Experiment
 from fedkt.provenance import code_digest
 from fedkt.rounds import RoundRecord
+from fedkt.textfiles import read_text
 
 
 def default_out_dir(cfg: ExperimentConfig, base: str | os.PathLike[str] = "runs") -> Path:
@@ -71,26 +72,17 @@ def read_json(path: Path) -> Any:
     """A JSON file of a results directory; anything else is a one-line
     :class:`ResultsError` naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path, ResultsError, "JSON text file"))
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError as exc:
-        raise ResultsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     """A JSON-lines file of a results directory (one object per line), as
     :func:`read_json`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ResultsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    text = read_text(path, ResultsError, "JSON-lines text file")
     rows = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:

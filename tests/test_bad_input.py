@@ -197,7 +197,7 @@ def test_a_corrupt_comparison_plan_is_one_line(capsys, tmp_path):
 @pytest.mark.parametrize(
     "name, content, needle",
     [
-        ("summary.json", b"\xff\xfe garbage", "not UTF-8 text"),
+        ("summary.json", b"\xff\xfe garbage", "(byte 0xff at offset 0 is not UTF-8)"),
         ("summary.json", b"[1, 2", "not valid JSON"),
         ("metrics.jsonl", b'{"round": 1, "client": 0, "accuracy": 0.5}\n[]\n', "line 2: not a"),
         ("metrics.jsonl", b'{"client": 0}\n', "results not as fedkt writes them"),
@@ -232,3 +232,17 @@ def test_resuming_over_rounds_that_are_not_fedkts_is_one_line(tmp_path, line):
     (tmp_path / "rounds.jsonl").write_text(line + "\n")
     with pytest.raises(ResultsError, match="rounds.jsonl: not fedkt's rounds"):
         ResultsWriter(tmp_path, exp, resume_round=1, plots=False)
+
+
+def test_a_tuning_summary_without_a_numeric_alma_names_its_file(tmp_path):
+    """A trial's summary.json edited by hand is refused with the file's name, not a TypeError."""
+    from fedkt.compare import _alma
+    from fedkt.errors import ResultsError
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"alma": "0.9"}')
+    with pytest.raises(ResultsError) as info:
+        _alma(path)
+    assert str(info.value) == f"{path}: no numeric alma ('0.9')"
+    path.write_text('{"alma": 0.9}')
+    assert _alma(path) == 0.9
