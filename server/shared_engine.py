@@ -46,6 +46,7 @@ class _Shared:
         self.builds = 0  # actor pools created (what the tests count)
         self.stopping = False  # see stop_ray
         self.killed = False
+        self.disconnecting: threading.Thread | None = None  # see stop_ray
 
 
 _STATE = _Shared()
@@ -143,9 +144,11 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
 
     _install()
     _STATE.stopping = False
-    if _STATE.killed:  # after stop_ray: forget the Ray instance it ended
+    if _STATE.killed:  # after stop_ray: wait until this process has let go of it
         _STATE.killed = False
-        ray.shutdown()
+        if _STATE.disconnecting is not None:
+            _STATE.disconnecting.join()
+            _STATE.disconnecting = None
     if not ray.is_initialized():
         raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
 
@@ -160,8 +163,15 @@ def stop_ray() -> None:
     Left alone, Ray's processes outlive a process that ends at once (its dashboard and
     runtime-env agents did), and a Flower thread still running finds Ray shut down and
     starts a new instance. A cluster joined by address is left running: this process
-    started none of its processes. This process's own Ray connection is reset by the
-    next :func:`start_ray_here`, should it run another simulation."""
+    started none of its processes.
+
+    This process's own connection is then closed by ``ray.shutdown()`` on a daemon
+    thread: a driver left connected to a GCS that is gone *terminates the process*
+    60 s later ("Failed to connect to GCS within 60 seconds"), which would kill a
+    notebook or any library caller that catches the ``KeyboardInterrupt`` and goes on.
+    The shutdown waits ~5 s on the dead GCS, so it must not hold up a command line
+    that exits at once (``os._exit`` does not wait for it); the next
+    :func:`start_ray_here` waits for it."""
     import psutil
     import ray
 
@@ -187,6 +197,10 @@ def stop_ray() -> None:
             proc.kill()
         except psutil.Error:
             continue
+    _STATE.disconnecting = threading.Thread(
+        target=ray.shutdown, name="fedkt-ray-disconnect", daemon=True
+    )
+    _STATE.disconnecting.start()
 
 
 def shared_pool_builds() -> int:

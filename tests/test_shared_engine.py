@@ -58,6 +58,41 @@ def test_cells_in_a_shared_engine_equal_cells_run_alone(alone, tmp_path, tiny_cf
     _same_results(alone, tmp_path / "warm")
 
 
+def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module):
+    """Ctrl-C in a notebook: ``simulate`` raises KeyboardInterrupt, Ray's processes are
+    ended, and the caller's process must stay usable. Left connected to the dead GCS, Ray
+    ends the whole process 60 s later ("Failed to connect to GCS ... will terminate"):
+    the driver must have let go of it, and the next simulation must start afresh."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import ray
+
+    from fedkt.server import shared_engine as engine
+
+    first = tmp_path / "stopped"
+
+    def interrupt_after_round_one() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rounds = first / "rounds.jsonl"
+            if rounds.exists() and rounds.read_text().strip():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_round_one, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        simulate(tiny_cfg_module("strategy=knfu"), str(first))
+    assert engine._STATE.disconnecting is not None
+    engine._STATE.disconnecting.join(60)
+    assert not ray.is_initialized()  # the driver no longer waits on the dead GCS
+    simulate(tiny_cfg_module("strategy=knfu"), str(tmp_path / "again"))
+    _same_results(alone, tmp_path / "again")
+
+
 def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(
     alone, tmp_path, tiny_cfg_module
 ):
