@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -87,9 +88,13 @@ def _round(msg: Message) -> int:
     return int(msg.content[P.CONFIG][P.SERVER_ROUND])
 
 
-def _adopt_global(msg: Message, learner: Learner) -> None:
-    if P.ARRAYS in msg.content:
-        learner.load_state(msg.content[P.ARRAYS].to_torch_state_dict())
+def _adopt_global(msg: Message, learner: Learner) -> OrderedDict[str, Any] | None:
+    """Load the server's model when the message carries one; returns it (or None)."""
+    if P.ARRAYS not in msg.content:
+        return None
+    state = msg.content[P.ARRAYS].to_torch_state_dict()
+    learner.load_state(state)
+    return state
 
 
 @app.query()
@@ -145,7 +150,7 @@ def train(msg: Message, context: Context) -> Message:
     learner = _learner(context)
     server_round = _round(msg)
     _inject_faults(learner, server_round, "train")
-    _adopt_global(msg, learner)
+    start = _adopt_global(msg, learner)
     mu = float(msg.content[P.CONFIG].get(P.PROXIMAL_MU, 0.0))
     content = RecordDict(
         {P.METRICS: _metrics(learner, learner.train(server_round, proximal_mu=mu))}
@@ -157,7 +162,7 @@ def train(msg: Message, context: Context) -> Message:
             record[P.COUNTS] = Array(np.asarray(counts, dtype=np.float64))
         content[P.KNOWLEDGE] = record
     if learner.exp.method.shares_weights:
-        content[P.ARRAYS] = ArrayRecord(learner.state_dict())
+        content[P.ARRAYS] = ArrayRecord(learner.shared_weights(server_round, start))
     _save(learner, context, server_round)
     return Message(content, reply_to=msg)
 

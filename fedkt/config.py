@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,12 +253,20 @@ class FaultConfig(_Section):
         1, ge=1, le=MAX_ROUNDS, description="round from which the leaving clients are gone"
     )
     byzantine: float = Field(
-        0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge"
+        0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge or weights"
     )
     attack: Literal["random", "flip", "scale"] = Field(
         "random", description="what Byzantine clients send"
     )
-    attack_scale: float = Field(10.0, gt=0, description="logit multiplier of the 'scale' attack")
+    attack_scale: float = Field(
+        10.0,
+        gt=0,
+        le=1e6,
+        description=(
+            "the 'scale' attack's multiplier (of logits, or of the weight update); in weights, "
+            "also the 'random' noise's size relative to the honest update"
+        ),
+    )
 
 
 class MonitoringConfig(_Section):
@@ -338,6 +347,12 @@ class ExperimentConfig(_Section):
                 f"min_clients ({self.min_clients}) exceeds num_clients ({self.num_clients})"
             )
         return self
+
+    def clients_per_round(self, available: int | None = None) -> int:
+        """How many clients a round samples when ``available`` are there (default: all
+        ``num_clients``): ``fraction`` of them, at least ``min_clients``."""
+        n = self.num_clients if available is None else available
+        return min(n, max(self.min_clients, math.ceil(self.fraction * n)))
 
     def _tiers_of_clients(self) -> list[ModelTier]:
         """The tier of each client, in client order (tiers in contiguous blocks)."""

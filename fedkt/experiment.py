@@ -207,18 +207,20 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
                 f"strategy.{what}: strategy {s.name!r} exchanges no knowledge, so it takes no "
                 f"{what}"
             )
-        if cfg.faults.byzantine > 0:
+        if cfg.faults.byzantine > 0 and not method.shares_weights:
             raise ConfigError(
-                f"faults.byzantine: strategy {s.name!r} exchanges no knowledge for attackers to "
-                "corrupt"
+                f"faults.byzantine: strategy {s.name!r} sends neither knowledge nor weights for "
+                "attackers to corrupt"
             )
-        return Experiment(
+        plain = Experiment(
             knowledge=None,
             fusion=None,
             loss=None,
             parts={"knowledge": None, "fusion": None, "loss": None},
             **common,  # type: ignore[arg-type]
         )
+        method.validate(plain)
+        return plain
     if method.fixed_parts:
         changed = [k for k in ("knowledge", "fusion") if getattr(s, k) is not None]
         changed += ["fusion_params"] if s.fusion_params else []

@@ -8,12 +8,21 @@ the very same faults:
 - ``straggle``: probability that a client answers a call only after ``straggle_seconds``
   (by default past the round timeout, so the server goes on without it);
 - ``leave``: fraction of clients that leave for good from round ``leave_round`` on;
-- ``byzantine``: fraction of clients that send hostile (well-formed) knowledge:
-  ``random`` logits, ``flip`` (label-flipped: class c's score moved to class C-1-c) or
-  ``scale`` (logits multiplied by ``attack_scale``: overconfident knowledge).
+- ``byzantine``: fraction of clients that send hostile (well-formed) knowledge and/or
+  weights, whichever their strategy has them send. Knowledge: ``random`` logits,
+  ``flip`` (label-flipped: class c's score moved to class C-1-c) or ``scale`` (logits
+  multiplied by ``attack_scale``: overconfident knowledge). Weights, as an update
+  ``delta = w - w_global`` from the model the client was sent: ``random`` (Gaussian
+  noise, per tensor ``attack_scale`` times the honest update's RMS: Blanchard et al.'s
+  Gaussian attack, scaled to the model), ``flip`` (``-delta``: the sign-flipping
+  attack, a step of gradient *ascent*) or ``scale`` (``attack_scale * delta``: the
+  boosted update of model-replacement attacks, Bagdasaryan et al.). Integer tensors
+  (BatchNorm's step counter) are sent as they are.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -87,3 +96,35 @@ def corrupt_knowledge(
         p = np.exp(z)
         return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
     return logits.astype(np.float32)
+
+
+def corrupt_weights(
+    weights: Mapping[str, np.ndarray],
+    start: Mapping[str, np.ndarray],
+    faults: FaultConfig,
+    generator: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """A Byzantine client's model: its honest ``weights`` after training, turned per
+    ``faults.attack`` into a hostile update from ``start`` (the model it was sent), in
+    the same keys, shapes and dtypes so that the server's checks pass.
+
+    Why on the update and not the weights: a defence such as Krum compares what
+    clients send with each other, and honest clients' models all sit near ``start``;
+    an attack sized to the honest update is the one a defence has to tell apart."""
+    out: dict[str, np.ndarray] = {}
+    for key, w in weights.items():
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating):
+            out[key] = w
+            continue
+        base = np.asarray(start[key], dtype=np.float64)
+        delta = w.astype(np.float64) - base
+        if faults.attack == "random":
+            rms = float(np.sqrt(np.mean(np.square(delta)))) if delta.size else 0.0
+            delta = generator.normal(0.0, faults.attack_scale * rms, size=delta.shape)
+        elif faults.attack == "flip":
+            delta = -delta
+        else:  # scale
+            delta = faults.attack_scale * delta
+        out[key] = (base + delta).astype(w.dtype)
+    return out

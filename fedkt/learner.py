@@ -14,7 +14,7 @@ import torch
 
 from fedkt.data.federation import ClientData
 from fedkt.experiment import Experiment
-from fedkt.faults import corrupt_knowledge
+from fedkt.faults import corrupt_knowledge, corrupt_weights
 from fedkt.models import Classifier, build_model
 from fedkt.seeding import derive_seed, rng, torch_generator
 from fedkt.training import Fit, accuracy, distill, predict, resolve_device, train_supervised
@@ -297,6 +297,24 @@ class Learner:
             out["teacher_accuracy"] = accuracy(self.model, self.data.test_x, self.data.test_y)
             out["student_accuracy"] = accuracy(self.student, self.data.test_x, self.data.test_y)
         return out
+
+    def shared_weights(
+        self, server_round: int, start: OrderedDict[str, torch.Tensor] | None
+    ) -> OrderedDict[str, torch.Tensor]:
+        """The weights this client sends: :meth:`state_dict`, or for a Byzantine client
+        its update from ``start`` (the model it was sent this round) corrupted per
+        ``faults.attack`` (:func:`fedkt.faults.corrupt_weights`)."""
+        state = self.state_dict()
+        if not self.byzantine or start is None:
+            return state
+        attack = rng(self.cfg.seed, "weight-attack", self.partition_id, server_round)
+        hostile = corrupt_weights(
+            {k: v.numpy() for k, v in state.items()},
+            {k: v.detach().cpu().numpy() for k, v in start.items()},
+            self.cfg.faults,
+            attack,
+        )
+        return OrderedDict((k, torch.from_numpy(hostile[k])) for k in state)
 
     def state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """All of this client's weights on CPU: the model's, then the student's under

@@ -93,6 +93,12 @@ class Method:
     def validate(self, exp: Experiment) -> None:
         """Checks of the resolved experiment this method needs (raise ConfigError)."""
 
+    def averaging_params(self, exp: Experiment) -> dict[str, Any]:
+        """Keyword arguments of the Flower strategy named by :attr:`averaging`: the
+        resolved ``strategy.params``, where a method may derive a default (None) from the
+        experiment."""
+        return dict(exp.params)
+
     def transfer_indices(self, exp: Experiment, server_round: int) -> np.ndarray | None:
         """Transfer-set rows used in ``server_round`` by every client and the server
         (with two views: the chosen samples' rows in both). ``None``: every row."""

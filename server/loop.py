@@ -9,7 +9,6 @@ results directory as they come.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -225,7 +224,7 @@ def configure_nodes(
 def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round: int) -> list[int]:
     """Partitions taking part in a round: seeded by partition id, identical for every
     strategy under one seed."""
-    k = min(len(available), max(cfg.min_clients, math.ceil(cfg.fraction * len(available))))
+    k = cfg.clients_per_round(len(available))
     if k == len(available):
         return sorted(available)
     return sorted(

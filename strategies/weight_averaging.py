@@ -41,15 +41,10 @@ _TAKE_EVERY_NODE = dict(
 _FEDOPT_STATE = ("m_t", "v_t")
 
 
-def _same_dtype(arrays: ArrayRecord, replies: list[Message]) -> ArrayRecord:
-    """``arrays`` in the dtype the clients replied with.
-
-    Flower 1.39's FedAdam computes its step with a NumPy float64 scalar, which NumPy 2
-    promotes float32 weights to float64 with: every later round would ship the global
-    model at twice its size (measured: 16.2 MB down per round against FedAvg's 8.5 MB).
-    The server's model is cast back to the clients' dtype, as a PyTorch optimizer keeps
-    parameters in their own dtype; FedOpt's moments stay float64. A no-op for FedAvg."""
-    dtypes = next(
+def _reply_dtypes(replies: list[Message]) -> dict[str, Any]:
+    """The dtype of each array the clients sent (read before aggregation: Flower's
+    FedMedian and FedTrimmedAvg pop the arrays out of the replies they aggregate)."""
+    return next(
         (
             {k: a.numpy().dtype for k, a in m.content[P.ARRAYS].items()}
             for m in replies
@@ -57,6 +52,18 @@ def _same_dtype(arrays: ArrayRecord, replies: list[Message]) -> ArrayRecord:
         ),
         {},
     )
+
+
+def _same_dtype(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
+    """``arrays`` in the dtype the clients replied with.
+
+    Flower 1.39's FedAdam computes its step with a NumPy float64 scalar, which NumPy 2
+    promotes float32 weights to float64 with: every later round would ship the global
+    model at twice its size (measured: 16.2 MB down per round against FedAvg's 8.5 MB).
+    The median of an integer tensor (FedMedian, Bulyan: BatchNorm's step counter) is a
+    float. The server's model is cast back to the clients' dtype, as a PyTorch
+    optimizer keeps parameters in their own dtype; FedOpt's moments stay float64. A
+    no-op for FedAvg."""
     return ArrayRecord(
         OrderedDict(
             (k, Array(a.numpy().astype(dtypes[k], copy=False)) if k in dtypes else a)
@@ -73,7 +80,7 @@ class WeightAveraging(RoundStrategy):
         cls = getattr(flower_strategies, name or "", None)
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise ConfigError(f"strategy {exp.name!r}: Flower has no strategy class {name!r}")
-        self.flower: Strategy = cls(**_TAKE_EVERY_NODE, **exp.params)
+        self.flower: Strategy = cls(**_TAKE_EVERY_NODE, **exp.method.averaging_params(exp))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
         return list(self.flower.configure_train(server_round, arrays, ConfigRecord(), grid))
@@ -81,13 +88,14 @@ class WeightAveraging(RoundStrategy):
     def aggregate_train(
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, RoundReport]:
+        dtypes = _reply_dtypes(replies)
         arrays, _ = self.flower.aggregate_train(server_round, replies)
         report = RoundReport(
             participants=sorted(
                 p for m in replies if not m.has_error() and (p := partition_of(m)) >= 0
             )
         )
-        return (None if arrays is None else _same_dtype(arrays, replies)), report
+        return (None if arrays is None else _same_dtype(arrays, dtypes)), report
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, grid: Grid

@@ -20,8 +20,9 @@ from fedkt.experiment import resolve
         (["num_clients=ten"], "num_clients: Input should be a valid integer"),
         (
             ["strategy=nope"],
-            "unknown strategy 'nope' (choose one of: dsfl, fd, fedadam, fedavg, feddf, fedmd, "
-            "fedproto, fedprox, fkd, knfu, knfu_rel, local)",
+            "unknown strategy 'nope' (choose one of: bulyan, dsfl, fd, fedadam, fedavg, feddf, "
+            "fedmd, fedmedian, fedproto, fedprox, fedtrimmedavg, fkd, knfu, knfu_rel, krum, local, "
+            "multikrum)",
         ),
         (
             [

@@ -13,6 +13,7 @@ from fedkt.faults import (
     ClientCrash,
     byzantine_clients,
     corrupt_knowledge,
+    corrupt_weights,
     injected_delay,
     leaving_clients,
 )
@@ -86,11 +87,98 @@ def test_corrupted_knowledge_hand_computed_and_well_formed():
     KNOWLEDGE.create("soft_labels").validate(bad, None, 50, 10)  # passes the server's format checks
 
 
-def test_byzantine_needs_a_knowledge_strategy():
+def test_corrupted_weights_hand_computed_and_well_formed():
+    """Attacks on the update from the model the client was sent: start (1, 2 | 0), after
+    honest training (2, 0 | 1), so delta = (1, -2 | 1)."""
+    start = {"w": np.array([1.0, 2.0], np.float32), "b": np.array([0.0], np.float32)}
+    trained = {
+        "w": np.array([2.0, 0.0], np.float32),
+        "b": np.array([1.0], np.float32),
+        "steps": np.array([5], np.int64),  # BatchNorm's counter: sent as it is
+    }
+    start["steps"] = np.array([3], np.int64)
+
+    def attacked(*overrides, seed=0):
+        faults = load_config(None, list(overrides)).faults
+        return corrupt_weights(trained, start, faults, np.random.default_rng(seed))
+
+    flipped = attacked("faults.attack=flip")  # start - delta
+    np.testing.assert_array_equal(flipped["w"], [0.0, 4.0])
+    np.testing.assert_array_equal(flipped["b"], [-1.0])
+    scaled = attacked("faults.attack=scale", "faults.attack_scale=3")  # start + 3 delta
+    np.testing.assert_array_equal(scaled["w"], [4.0, -4.0])
+    np.testing.assert_array_equal(scaled["b"], [3.0])
+    for out in (flipped, scaled):
+        assert {k: v.dtype for k, v in out.items()} == {k: v.dtype for k, v in trained.items()}
+        assert out["steps"].tolist() == [5]
+    # random: N(0, (scale * rms(delta))^2) per tensor; rms(w's delta) = sqrt(5/2), b's = 1
+    noisy = attacked("faults.attack=random", "faults.attack_scale=2", seed=7)
+    draw = np.random.default_rng(7)
+    np.testing.assert_allclose(noisy["w"], start["w"] + draw.normal(0, 2 * np.sqrt(2.5), 2))
+    np.testing.assert_allclose(noisy["b"], start["b"] + draw.normal(0, 2.0, 1))
+    assert noisy["w"].dtype == np.float32
+
+
+def test_byzantine_needs_a_strategy_that_sends_something():
     with pytest.raises(
-        ConfigError, match="faults.byzantine: strategy 'fedavg' exchanges no knowledge"
+        ConfigError,
+        match="faults.byzantine: strategy 'local' sends neither knowledge nor weights",
     ):
-        resolve(load_config(None, ["strategy=fedavg", "faults.byzantine=0.2"]))
+        resolve(load_config(None, ["strategy=local", "faults.byzantine=0.2"]))
+    resolve(load_config(None, ["strategy=fedavg", "faults.byzantine=0.2"]))  # poisoned weights
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["strategy=krum", "num_clients=4", "strategy.params.num_malicious_nodes=1"],
+            "strategy.params.num_malicious_nodes: krum withstands 1 attacker(s) only with at "
+            "least 5 clients per round; this run samples 4",
+        ),
+        (
+            ["strategy=bulyan", "num_clients=10", "strategy.params.num_malicious_nodes=2"],
+            "withstands 2 attacker(s) only with at least 11 clients per round; this run samples 10",
+        ),
+        (
+            [
+                "strategy=krum",
+                "num_clients=10",
+                "fraction=0.4",
+                "strategy.params.num_malicious_nodes=1",
+            ],
+            "only with at least 5 clients per round; this run samples 4",
+        ),
+        (
+            ["strategy=krum", "strategy.params.num_malicious_nodes=1.5"],
+            "strategy.params.num_malicious_nodes: num_malicious_nodes must be an integer >= 0",
+        ),
+        (
+            ["strategy=multikrum", "strategy.params.num_nodes_to_select=0"],
+            "num_nodes_to_select must be an integer >= 1, got 0",
+        ),
+        (
+            ["strategy=fedtrimmedavg", "strategy.params.beta=0.5"],
+            "strategy.params.beta: beta (the fraction cut at each end) must be in [0, 0.5)",
+        ),
+    ],
+)
+def test_a_defence_not_in_force_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        resolve(load_config(None, overrides))
+    assert message in str(info.value)
+
+
+def test_multikrum_keeps_every_client_krum_can_by_default():
+    exp = resolve(load_config(None, ["strategy=multikrum", "num_clients=10"]))
+    assert exp.method.averaging_params(exp) == {"num_malicious_nodes": 0, "num_nodes_to_select": 10}
+    f2 = ["strategy=multikrum", "num_clients=10", "strategy.params.num_malicious_nodes=2"]
+    exp = resolve(load_config(None, f2))
+    assert exp.method.averaging_params(exp)["num_nodes_to_select"] == 8
+    exp = resolve(
+        load_config(None, ["strategy=multikrum", "strategy.params.num_nodes_to_select=3"])
+    )
+    assert exp.method.averaging_params(exp)["num_nodes_to_select"] == 3
 
 
 def _lines(path):
@@ -153,3 +241,29 @@ def test_stragglers_past_the_timeout_are_left_behind(tiny_cfg, tmp_path):
     assert len(rounds) == 2 and sum(r["failed"] for r in rounds) >= 1
     assert all(r["participants"] >= 1 for r in rounds)
     assert all(r["replied"] + r["failed"] == r["sampled"] == 4 for r in rounds)
+
+
+@pytest.mark.slow
+def test_poisoned_weights_break_fedavg_and_not_the_defences(tiny_cfg, tmp_path):
+    """2 of 7 clients send their update boosted 10x (model replacement). Measured on
+    digits, alpha 5, 3 rounds (honest clients' ALMA): FedAvg 0.91 clean -> 0.34
+    attacked; coordinate-wise median 0.91, Multi-Krum (f = 2) 0.89 attacked."""
+    from fedkt.server.shared_engine import shared_engine
+    from fedkt.server.simulation import simulate
+
+    setting = ["num_clients=7", "rounds=3", "partition.alpha=5"]
+    attack = ["faults.byzantine=0.3", "faults.attack=scale", "faults.attack_scale=10"]
+
+    def honest_alma(name, *overrides):
+        summary = simulate(tiny_cfg(*setting, *overrides), str(tmp_path / name))
+        return summary.get("honest_alma", summary["alma"])
+
+    with shared_engine():  # one Ray start for the four runs
+        clean = honest_alma("clean", "strategy=fedavg")
+        poisoned = honest_alma("fedavg", "strategy=fedavg", *attack)
+        median = honest_alma("median", "strategy=fedmedian", *attack)
+        krum = honest_alma(
+            "multikrum", "strategy=multikrum", "strategy.params.num_malicious_nodes=2", *attack
+        )
+    assert poisoned < clean - 0.3, (clean, poisoned)
+    assert median > poisoned + 0.3 and krum > poisoned + 0.3, (poisoned, median, krum)
