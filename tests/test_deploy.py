@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loopback import SCRIPTS, MissingTools, loopback_deployment
+from benchmarks.loopback import ROOT, SCRIPTS, MissingTools, loopback_deployment, wait_for
 from benchmarks.processes import processes_mentioning
 
 pytestmark = pytest.mark.slow
@@ -75,14 +75,29 @@ def deployment(tmp_path_factory):
         pytest.skip(str(exc))
 
 
-def test_secure_deployment_runs_knfu_over_grpc(deployment):
+OVERRIDES = (
+    "rounds=2,num_clients=3,wait_for_nodes=60,train.epochs=1,distill.epochs=1,"
+    "evaluation.client_test_size=100"
+)
+
+
+@pytest.fixture(scope="module")
+def knfu_run(deployment):
+    """The two-round KnFu experiment, run once over the deployment."""
+    out = deployment.tmp / "results"
+    return deployment.flwr_run(OVERRIDES, out, timeout=240), out
+
+
+def _without_timings(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "wall_seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
     d = deployment
-    out = d.tmp / "results"
-    overrides = (
-        "rounds=2,num_clients=3,wait_for_nodes=60,train.epochs=1,distill.epochs=1,"
-        "evaluation.client_test_size=100"
-    )
-    proc = d.flwr_run(overrides, out, timeout=240)
+    proc, out = knfu_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_id = re.search(r"started run (\d+)", proc.stdout).group(1)
     status = json.loads(
@@ -111,6 +126,50 @@ def test_secure_deployment_runs_knfu_over_grpc(deployment):
         assert _established_to(d.fleet, node.pid), (
             f"SuperNode {node.pid} has no gRPC connection to the Fleet API"
         )
+
+
+def test_a_stopped_deployed_run_resumes_to_the_uninterrupted_results(deployment, knfu_run):
+    """``flwr stop`` after round 1 (as an operator stops a run), then ``flwr run`` with
+    ``resume=true`` into the same folder: the server continues from its checkpoint, the
+    SuperNodes from theirs, and the results equal the uninterrupted run's."""
+    d = deployment
+    out = d.tmp / "stopped"
+    run = subprocess.Popen(
+        ["flwr", "run", ".", d.connection, "--stream", "--run-config",
+         f"overrides='{OVERRIDES}' out='{out}'"],
+        cwd=ROOT, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        said = ""
+        while (found := re.search(r"started run (\d+)", said)) is None:
+            line = run.stdout.readline()
+            assert line, said
+            said += line
+        rounds = out / "rounds.jsonl"
+        wait_for(lambda: rounds.exists() and rounds.read_text().strip(), 240, "round 1")
+        stop = d.run("flwr", "stop", found.group(1), d.connection)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        run.wait(60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait()
+        run.stdout.close()
+    assert len(rounds.read_text().splitlines()) == 1 and not (out / "summary.json").exists()
+    resumed = subprocess.run(
+        ["flwr", "run", ".", d.connection, "--stream", "--run-config",
+         f"overrides='{OVERRIDES}' out='{out}' resume=true"],
+        cwd=ROOT, env=d.env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0 and "resuming after round 1" in resumed.stdout, (
+        resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    )
+    _, whole = knfu_run
+    for name in ("metrics.jsonl", "rounds.jsonl", "fusion_weights.jsonl"):
+        assert _without_timings(out / name) == _without_timings(whole / name), name
+    assert json.loads((out / "summary.json").read_text())["alma"] == json.loads(
+        (whole / "summary.json").read_text()
+    )["alma"]
 
 
 def test_unregistered_node_and_node_without_ca_are_refused(deployment):
