@@ -15,13 +15,24 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from fedkt import protocol as P
 from fedkt.checkpoint import load_client, save_client
+from fedkt.errors import MissedHandshake
 from fedkt.experiment import Experiment, experiment_from_json
-from fedkt.faults import injected_delay
+from fedkt.faults import injected_delay, node_restarts
 from fedkt.learner import Learner, ModelPool
 
 app = ClientApp()
@@ -47,7 +58,7 @@ def _data_folder(context: Context) -> str | None:
 
 def _learner(context: Context) -> Learner:
     if P.STATE_CONFIG not in context.state:
-        raise RuntimeError("this node has no experiment config: it missed the server's handshake")
+        raise MissedHandshake("it missed the server's handshake (restarted since?)")
     exp = experiment_from_json(str(context.state[P.STATE_CONFIG][P.EXPERIMENT_KEY]))
     state = (
         context.state[P.STATE_MODEL].to_torch_state_dict()
@@ -149,6 +160,14 @@ def train(msg: Message, context: Context) -> Message:
     """Local training on private data; share knowledge and/or weights per the strategy."""
     learner = _learner(context)
     server_round = _round(msg)
+    if node_restarts(learner.cfg, learner.partition_id, server_round):
+        # Replied, not raised: an engine keeps a node's state only from calls that return.
+        context.state.pop(P.STATE_CONFIG, None)
+        context.state.pop(P.STATE_MODEL, None)
+        lost = MissedHandshake(f"client {learner.partition_id}'s node restarted (injected fault)")
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(lost)), reply_to=msg
+        )
     _inject_faults(learner, server_round, "train")
     start = _adopt_global(msg, learner)
     mu = float(msg.content[P.CONFIG].get(P.PROXIMAL_MU, 0.0))

@@ -47,6 +47,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fedkt.protocol import MISSED_HANDSHAKE
+
 logger = logging.getLogger("fedkt.warm_worker")
 
 #: Seconds between two polls for a task while the node is idle (Flower's SuperExec: 1 s).
@@ -123,7 +125,10 @@ class WarmClientApps:
             if isinstance(exc, LoadClientAppError):
                 code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
                 details = "An exception was raised when attempting to load `ClientApp`"
-            logger.exception("ClientApp raised an exception")
+            if MISSED_HANDSHAKE in str(exc):  # an event the server handles
+                logger.warning("ClientApp: %s", exc)
+            else:
+                logger.exception("ClientApp raised an exception")
             if message is not None:
                 reply = Message(Error(code=code, reason=details), reply_to=message)
         finally:

@@ -252,6 +252,12 @@ class FaultConfig(_Section):
     leave_round: int = Field(
         1, ge=1, le=MAX_ROUNDS, description="round from which the leaving clients are gone"
     )
+    restart: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability a client's node restarts before a round (loses its state)",
+    )
     byzantine: float = Field(
         0.0, ge=0, le=1, description="fraction of clients sending hostile knowledge or weights"
     )

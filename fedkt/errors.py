@@ -56,3 +56,14 @@ class KnowledgeError(FedktError):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class MissedHandshake(RuntimeError):
+    """A client asked to train or evaluate without the experiment config: its node
+    restarted after the server's handshake (the server then sends it again). The message
+    starts with :data:`fedkt.protocol.MISSED_HANDSHAKE`, which the server looks for."""
+
+    def __init__(self, detail: str) -> None:
+        from fedkt.protocol import MISSED_HANDSHAKE
+
+        super().__init__(f"{MISSED_HANDSHAKE}: {detail}")

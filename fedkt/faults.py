@@ -8,6 +8,10 @@ the very same faults:
 - ``straggle``: probability that a client answers a call only after ``straggle_seconds``
   (by default past the round timeout, so the server goes on without it);
 - ``leave``: fraction of clients that leave for good from round ``leave_round`` on;
+- ``restart``: probability that a client's node restarts before its train call, losing
+  the experiment and its model (as a SuperNode restarted mid-run): it fails that round,
+  the server sends it the experiment again when next sampled, and it restores its own
+  newest checkpoint;
 - ``byzantine``: fraction of clients that send hostile (well-formed) knowledge and/or
   weights, whichever their strategy has them send. Knowledge: ``random`` logits,
   ``flip`` (label-flipped: class c's score moved to class C-1-c) or ``scale`` (logits
@@ -72,6 +76,12 @@ def injected_delay(
     if draw[1] < f.straggle:
         return f.straggle_seconds if f.straggle_seconds is not None else cfg.round_timeout + 2.0
     return 0.0
+
+
+def node_restarts(cfg: ExperimentConfig, partition_id: int, server_round: int) -> bool:
+    """Whether this client's node restarts (loses its state) before its train call."""
+    f = cfg.faults.restart
+    return f > 0 and rng(cfg.seed, "restart", partition_id, server_round).random() < f
 
 
 def corrupt_knowledge(

@@ -15,6 +15,10 @@ FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
   ``METRICS``, plus ``KNOWLEDGE`` and/or ``ARRAYS`` as its strategy shares them.
 - ``evaluate``: ``CONFIG``, optionally ``ARRAYS`` (a global model to adopt) and/or the
   client's personalised ``TARGET``; the client adopts/distils, evaluates, replies ``METRICS``.
+- A node that lost its state (its SuperNode restarted mid-run) answers ``train`` with an
+  error whose reason holds ``MISSED_HANDSHAKE``; the server sends it the handshake again
+  when it is next sampled, with ``RESUME_ROUND`` the last finished round, so it restores
+  its own newest checkpoint and takes part again.
 """
 
 EXPERIMENT = "fedkt"
@@ -36,6 +40,9 @@ NUM_EXAMPLES = "num-examples"
 CHECKPOINT_DIR = "checkpoint-dir"
 RESUME_ROUND = "resume-round"
 RESUMED_ROUND = "resumed-round"
+#: in the error reason of a node without the experiment (Flower's engines pass the
+#: exception's message on, not its class)
+MISSED_HANDSHAKE = "no experiment config on this node"
 
 STATE_MODEL = "fedkt.model"
 STATE_CONFIG = "fedkt.config"

@@ -221,6 +221,19 @@ def configure_nodes(
     return mapping, archs, sent + total_bytes(replies)
 
 
+def _lost_state(replies: list[Message], nodes: dict[int, int]) -> set[int]:
+    """Partitions whose train reply says their node has no experiment (it restarted
+    after its handshake): the ClientApp raised :class:`fedkt.errors.MissedHandshake`."""
+    partition = {n: p for p, n in nodes.items()}
+    return {
+        partition[m.metadata.src_node_id]
+        for m in replies
+        if m.has_error()
+        and P.MISSED_HANDSHAKE in (m.error.reason or "")
+        and m.metadata.src_node_id in partition
+    }
+
+
 def sample_partitions(cfg: ExperimentConfig, available: list[int], server_round: int) -> list[int]:
     """Partitions taking part in a round: seeded by partition id, identical for every
     strategy under one seed."""
@@ -338,6 +351,7 @@ def _rounds(
     else:  # the engine knows who is who: configure each node when it is first sampled
         nodes, setup_bytes, configured = known, 0, set()
         archs = {pid: Learner.describe(exp, pid) for pid in nodes}  # what each would reply
+    lost: set[int] = set()  # configured partitions whose node has since lost its state
     strategy, arrays = build_strategy(exp, nodes)
     if saved:
         arrays = _arrays_from_numpy(saved["arrays"])
@@ -350,13 +364,17 @@ def _rounds(
         if stopped():
             raise RunStopped
         picked = sample_partitions(cfg, list(nodes), server_round)
-        new = [p for p in picked if p not in configured]
-        if new:
-            got, _, nbytes = configure_nodes(
-                grid, cfg, [nodes[p] for p in new], checkpoints, first - 1
-            )
-            setup_bytes += nbytes
-            configured |= {p for p, n in got.items() if nodes.get(p) == n}
+        for group, resume_from in (
+            ([p for p in picked if p not in configured and p not in lost], first - 1),
+            ([p for p in picked if p in lost], server_round - 1),  # from its own checkpoint
+        ):
+            if group:
+                got, _, nbytes = configure_nodes(
+                    grid, cfg, [nodes[p] for p in group], checkpoints, resume_from
+                )
+                setup_bytes += nbytes
+                configured |= {p for p, n in got.items() if nodes.get(p) == n}
+                lost -= set(got)
         t_round = time.perf_counter()
         sampled = [nodes[p] for p in picked]
         ready = [nodes[p] for p in picked if p in configured]  # the others count as failed
@@ -382,6 +400,17 @@ def _rounds(
             if new_arrays is not None:
                 arrays = new_arrays
         answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
+        restarted = _lost_state(replies, nodes)
+        if restarted:
+            log(
+                WARNING,
+                "round %d: client(s) %s lost their state (node restarted?): they get the "
+                "experiment again when next sampled",
+                server_round,
+                ", ".join(map(str, sorted(restarted))),
+            )
+            configured -= restarted
+            lost |= restarted
         ev_out: list[Message] = []
         ev_replies: list[Message] = []
         if valid >= cfg.min_clients:

@@ -267,3 +267,32 @@ def test_poisoned_weights_break_fedavg_and_not_the_defences(tiny_cfg, tmp_path):
         )
     assert poisoned < clean - 0.3, (clean, poisoned)
     assert median > poisoned + 0.3 and krum > poisoned + 0.3, (poisoned, median, krum)
+
+
+@pytest.mark.slow
+def test_a_client_whose_node_restarts_rejoins_from_its_checkpoint(tiny_cfg, tmp_path, caplog):
+    """A SuperNode restarted mid-run has lost the experiment and its model. It fails the
+    round it restarts in; the server sends it the experiment again when next sampled, with
+    the last finished round, and it takes part again from its own newest checkpoint
+    (seed 0: client 0 restarts in round 1, client 1 in round 2)."""
+    from fedkt.faults import node_restarts
+    from fedkt.server.simulation import simulate
+
+    cfg = tiny_cfg("rounds=3", "faults.restart=0.25")
+    restarts = [(p, r) for r in (1, 2, 3) for p in range(4) if node_restarts(cfg, p, r)]
+    assert restarts == [(0, 1), (1, 2)]
+    summary = simulate(cfg, str(tmp_path), verbose=True)  # (the server's warnings too)
+    rounds = _lines(tmp_path / "rounds.jsonl")
+    clients = {
+        r: {row["client"] for row in _lines(tmp_path / "metrics.jsonl") if row["round"] == r}
+        for r in (1, 2, 3)
+    }
+    assert [r["failed"] for r in rounds] == [1, 1, 0]
+    assert clients == {1: {1, 2, 3}, 2: {0, 2, 3}, 3: {0, 1, 2, 3}}  # back the next round
+    assert summary["rounds"] == 3
+    said = caplog.text
+    assert "round 1: client(s) 0 lost their state" in said
+    assert "round 2: client(s) 1 lost their state" in said
+    # client 0 had saved nothing yet; client 1 restores its round-1 checkpoint
+    assert "client 0 has no checkpoint up to round 1" in said
+    assert "client 1 has no checkpoint" not in said
