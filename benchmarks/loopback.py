@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class Deployment:
     keys: Path
     logs: Path
     superlink: subprocess.Popen
+    #: starts SuperNode i (its key, partition and data folder) on a local port
+    start_node: Callable[[int, int], subprocess.Popen]
     nodes: list[subprocess.Popen] = field(default_factory=list)
     spare_ports: list[int] = field(default_factory=list)
     connection: str = CONNECTION
@@ -104,7 +107,7 @@ def loopback_deployment(
         # spin against each other (measured: a 0.2 s digits message took 4-5 s).
         "OMP_NUM_THREADS": "1",
     }
-    fleet, control, *node_ports = free_ports(2 + nodes + 2)
+    fleet, control, *node_ports = free_ports(2 + nodes + 3)  # 3 spare ports
     certs, keys, logs = tmp_path / "certs", tmp_path / "keys", tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen] = []
@@ -157,22 +160,34 @@ def loopback_deployment(
             *[keys / f"node{i}.key.pub" for i in range(nodes)],
         )
         assert reg.returncode == 0, reg.stdout + reg.stderr
-        deployment = Deployment(
-            tmp_path, env, fleet, certs, keys, logs, superlink, spare_ports=node_ports[nodes:]
-        )
-        deployment.nodes = [
-            start(
-                f"node{i}",
+        launched = Counter[int]()
+
+        def start_node(i: int, port: int) -> subprocess.Popen:
+            """SuperNode ``i`` (again, after it died: a log of its own per start)."""
+            launched[i] += 1
+            return start(
+                f"node{i}" if launched[i] == 1 else f"node{i}-{launched[i]}",
                 SCRIPTS / "supernode.sh",
                 f"127.0.0.1:{fleet}",
                 certs / "ca.crt",
                 keys / f"node{i}.key",
                 i,
                 data_dir or tmp_path / f"data{i}",
-                CLIENTAPPIO_PORT=str(node_ports[i]),
+                CLIENTAPPIO_PORT=str(port),
             )
-            for i in range(nodes)
-        ]
+
+        deployment = Deployment(
+            tmp_path,
+            env,
+            fleet,
+            certs,
+            keys,
+            logs,
+            superlink,
+            start_node,
+            spare_ports=node_ports[nodes:],
+        )
+        deployment.nodes = [start_node(i, node_ports[i]) for i in range(nodes)]
 
         def online() -> bool:
             out = run("flwr", "supernode", "list", CONNECTION, "--format", "json")

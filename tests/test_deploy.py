@@ -128,34 +128,50 @@ def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
         )
 
 
-def test_a_stopped_deployed_run_resumes_to_the_uninterrupted_results(deployment, knfu_run):
-    """``flwr stop`` after round 1 (as an operator stops a run), then ``flwr run`` with
-    ``resume=true`` into the same folder: the server continues from its checkpoint, the
-    SuperNodes from theirs, and the results equal the uninterrupted run's."""
-    d = deployment
-    out = d.tmp / "stopped"
+def _start_run(d, overrides: str, out: Path) -> tuple[subprocess.Popen, str]:
+    """``flwr run`` in the background; returns it and its run ID once started."""
     run = subprocess.Popen(
         ["flwr", "run", ".", d.connection, "--stream", "--run-config",
-         f"overrides='{OVERRIDES}' out='{out}'"],
+         f"overrides='{overrides}' out='{out}'"],
         cwd=ROOT, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    said = ""
+    while (found := re.search(r"started run (\d+)", said)) is None:
+        line = run.stdout.readline()
+        if not line:
+            run.wait()
+            raise AssertionError(said)
+        said += line
+    return run, found.group(1)
+
+
+def _end(run: subprocess.Popen) -> None:
+    if run.poll() is None:
+        run.kill()
+    run.wait()
+    run.stdout.close()
+
+
+def _rounds_done(out: Path) -> int:
+    path = out / "rounds.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knfu_run):
+    """kill -9 of the run's ServerApp process after round 1 (the SuperLink's run dies
+    mid-way), then ``flwr run`` with ``resume=true`` into the same folder: the server
+    continues from its checkpoint, the SuperNodes from theirs, and the results equal the
+    uninterrupted deployed run's."""
+    d = deployment
+    out = d.tmp / "killed"
+    run, _ = _start_run(d, OVERRIDES, out)
     try:
-        said = ""
-        while (found := re.search(r"started run (\d+)", said)) is None:
-            line = run.stdout.readline()
-            assert line, said
-            said += line
-        rounds = out / "rounds.jsonl"
-        wait_for(lambda: rounds.exists() and rounds.read_text().strip(), 240, "round 1")
-        stop = d.run("flwr", "stop", found.group(1), d.connection)
-        assert stop.returncode == 0, stop.stdout + stop.stderr
-        run.wait(60)
+        wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
+        (server,) = processes_mentioning("flwr-serverapp")
+        os.kill(server, signal.SIGKILL)
     finally:
-        if run.poll() is None:
-            run.kill()
-        run.wait()
-        run.stdout.close()
-    assert len(rounds.read_text().splitlines()) == 1 and not (out / "summary.json").exists()
+        _end(run)
+    assert _rounds_done(out) == 1 and not (out / "summary.json").exists()
     resumed = subprocess.run(
         ["flwr", "run", ".", d.connection, "--stream", "--run-config",
          f"overrides='{OVERRIDES}' out='{out}' resume=true"],
@@ -170,6 +186,52 @@ def test_a_stopped_deployed_run_resumes_to_the_uninterrupted_results(deployment,
     assert json.loads((out / "summary.json").read_text())["alma"] == json.loads(
         (whole / "summary.json").read_text()
     )["alma"]
+
+
+def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
+    """kill -9 of one SuperNode (and its warm worker) after round 1: the rounds go on
+    with the survivors and record the failure. Restarted, the node is refused until the
+    SuperLink has let its old session go (two 30 s heartbeats in Flower 1.39), then it
+    is activated under the same node ID; the server sends it the experiment again and
+    it takes part from its own checkpoint. The run is stopped once it has."""
+    d = deployment
+    out = d.tmp / "node-killed"
+    overrides = OVERRIDES.replace("rounds=2", "rounds=60") + ",round_timeout=20"
+    run, run_id = _start_run(d, overrides, out)
+    victim = 0
+    try:
+        wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
+        os.killpg(d.nodes[victim].pid, signal.SIGKILL)  # the SuperNode and its warm worker
+        d.nodes[victim].wait()
+        killed_after = _rounds_done(out)
+        deadline = time.monotonic() + 180
+        while True:  # as a process manager restarts a node that exits
+            node = d.start_node(victim, d.spare_ports[2])
+            try:
+                node.wait(10)  # refused: exits at once; activated: keeps running
+            except subprocess.TimeoutExpired:
+                break
+            assert time.monotonic() < deadline, "the restarted SuperNode was never activated"
+            time.sleep(5)
+        d.nodes[victim] = node
+
+        def back() -> bool:
+            path = out / "metrics.jsonl"
+            return path.exists() and any(
+                row["client"] == victim and row["round"] > killed_after + 1
+                for row in map(json.loads, path.read_text().splitlines())
+            )
+
+        wait_for(back, 180, f"client {victim} back in a round")
+        stop = d.run("flwr", "stop", run_id, d.connection)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+    finally:
+        _end(run)
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["failed"] == 0 and rounds[0]["participants"] == 3
+    assert any(r["failed"] == 1 and r["participants"] == 2 for r in rounds[1:])
+    assert all(r["replied"] + r["failed"] == r["sampled"] == 3 for r in rounds)
+    assert any(r["participants"] == 3 for r in rounds[killed_after + 1 :])  # all 3 again
 
 
 def test_unregistered_node_and_node_without_ca_are_refused(deployment):
