@@ -88,13 +88,6 @@ def knfu_run(deployment):
     return deployment.flwr_run(OVERRIDES, out, timeout=240), out
 
 
-def _without_timings(path: Path) -> list[dict]:
-    return [
-        {k: v for k, v in json.loads(line).items() if k != "wall_seconds"}
-        for line in path.read_text().splitlines()
-    ]
-
-
 def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
     d = deployment
     proc, out = knfu_run
@@ -155,37 +148,6 @@ def _end(run: subprocess.Popen) -> None:
 def _rounds_done(out: Path) -> int:
     path = out / "rounds.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knfu_run):
-    """kill -9 of the run's ServerApp process after round 1 (the SuperLink's run dies
-    mid-way), then ``flwr run`` with ``resume=true`` into the same folder: the server
-    continues from its checkpoint, the SuperNodes from theirs, and the results equal the
-    uninterrupted deployed run's."""
-    d = deployment
-    out = d.tmp / "killed"
-    run, _ = _start_run(d, OVERRIDES, out)
-    try:
-        wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
-        (server,) = processes_mentioning("flwr-serverapp")
-        os.kill(server, signal.SIGKILL)
-    finally:
-        _end(run)
-    assert _rounds_done(out) == 1 and not (out / "summary.json").exists()
-    resumed = subprocess.run(
-        ["flwr", "run", ".", d.connection, "--stream", "--run-config",
-         f"overrides='{OVERRIDES}' out='{out}' resume=true"],
-        cwd=ROOT, env=d.env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert resumed.returncode == 0 and "resuming after round 1" in resumed.stdout, (
-        resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    )
-    _, whole = knfu_run
-    for name in ("metrics.jsonl", "rounds.jsonl", "fusion_weights.jsonl"):
-        assert _without_timings(out / name) == _without_timings(whole / name), name
-    assert json.loads((out / "summary.json").read_text())["alma"] == json.loads(
-        (whole / "summary.json").read_text()
-    )["alma"]
 
 
 def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
