@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def _start_run(d, overrides: str, out: Path) -> tuple[subprocess.Popen, str]:
             run.wait()
             raise AssertionError(said)
         said += line
+    # keep reading what it streams: a full pipe would block it
+    threading.Thread(target=run.stdout.read, daemon=True).start()
     return run, found.group(1)
 
 
@@ -142,7 +145,6 @@ def _end(run: subprocess.Popen) -> None:
     if run.poll() is None:
         run.kill()
     run.wait()
-    run.stdout.close()
 
 
 def _rounds_done(out: Path) -> int:
@@ -155,11 +157,14 @@ def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
     with the survivors and record the failure. Restarted, the node is refused until the
     SuperLink has let its old session go (two 30 s heartbeats in Flower 1.39), then it
     is activated under the same node ID; the server sends it the experiment again and
-    it takes part from its own checkpoint. The run is stopped once it has."""
+    it takes part from its own checkpoint. The run ends by itself: stopping it while
+    messages are in flight can leave a warm worker stuck pulling them (an open defect)."""
     d = deployment
     out = d.tmp / "node-killed"
-    overrides = OVERRIDES.replace("rounds=2", "rounds=60") + ",round_timeout=20"
-    run, run_id = _start_run(d, overrides, out)
+    # ~60 s of rounds waiting round_timeout for the dead node, then fast rounds (2-8 s):
+    # 30 rounds leave the restarted node many rounds to come back in
+    overrides = OVERRIDES.replace("rounds=2", "rounds=30") + ",round_timeout=20"
+    run, _ = _start_run(d, overrides, out)
     victim = 0
     try:
         wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
@@ -177,18 +182,11 @@ def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
             time.sleep(5)
         d.nodes[victim] = node
 
-        def back() -> bool:
-            path = out / "metrics.jsonl"
-            return path.exists() and any(
-                row["client"] == victim and row["round"] > killed_after + 1
-                for row in map(json.loads, path.read_text().splitlines())
-            )
-
-        wait_for(back, 180, f"client {victim} back in a round")
-        stop = d.run("flwr", "stop", run_id, d.connection)
-        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert run.wait(600) == 0, "flwr run failed"
     finally:
         _end(run)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["client"] == victim and r["round"] > killed_after + 1 for r in rows)
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["failed"] == 0 and rounds[0]["participants"] == 3
     assert any(r["failed"] == 1 and r["participants"] == 2 for r in rounds[1:])
