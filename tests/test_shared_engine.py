@@ -84,8 +84,8 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_after_round_one, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        simulate(tiny_cfg_module("strategy=knfu"), str(first))
+    with pytest.raises(KeyboardInterrupt):  # 20 rounds: the stop lands mid-run, however fast
+        simulate(tiny_cfg_module("strategy=knfu", "rounds=20"), str(first))
     assert engine._STATE.disconnecting is not None
     engine._STATE.disconnecting.join(60)
     assert not ray.is_initialized()  # the driver no longer waits on the dead GCS
