@@ -69,6 +69,27 @@ class Deployment:
     spare_ports: list[int] = field(default_factory=list)
     connection: str = CONNECTION
 
+    def node_log(self, i: int) -> Path:
+        """The log of SuperNode ``i``'s latest start (``node{i}.log``, ``node{i}-2.log``...)."""
+        starts = [p for p in self.logs.glob(f"node{i}-*.log") if p.stem.split("-")[1].isdigit()]
+        if not starts:
+            return self.logs / f"node{i}.log"
+        return max(starts, key=lambda p: int(p.stem.split("-")[1]))
+
+    def activated(self, i: int, node: subprocess.Popen, timeout: float = 120) -> bool:
+        """Wait until the SuperLink has activated SuperNode ``i`` (started as ``node``:
+        its log names its node ID) or refused it (the process exits). Waits on the event,
+        not on a fixed time: a node's start takes seconds on a loaded machine."""
+        log = self.node_log(i)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log.exists() and "SuperNode ID:" in log.read_text(errors="replace"):
+                return True
+            if node.poll() is not None:
+                return False
+            time.sleep(0.2)
+        raise AssertionError(f"SuperNode {i} neither activated nor refused in {timeout:.0f} s")
+
     def run(self, *cmd: Any, **kw: Any) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(c) for c in cmd], env=self.env, capture_output=True, text=True, timeout=120, **kw

@@ -43,13 +43,17 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fedkt.protocol import MISSED_HANDSHAKE
 
 logger = logging.getLogger("fedkt.warm_worker")
+
+#: Why a task's message pull stopped (see :class:`_TaskClient`).
+GAVE_UP = "the SuperNode gave this message up (its run ended)"
 
 #: Seconds between two polls for a task while the node is idle (Flower's SuperExec: 1 s).
 POLL_SECONDS = 0.1
@@ -80,6 +84,78 @@ def _client(address: str, component: str, token: str | None, certificates: bytes
     )
 
 
+def _task_heartbeat(client: Any, ended: threading.Event) -> Callable[[], bool]:
+    """The task's heartbeat, as Flower's (``make_task_heartbeat_fn_http``) except what it
+    does when the SuperNode answers that the task is over (its run was stopped or its
+    ServerApp died, and the SuperNode gave up the message): Flower's raises SIGINT, which
+    ends a one-task ``flwr-clientapp`` process but would end this worker and every later
+    task of the node with it. Here it sets ``ended``, and the task stops waiting."""
+    import httpx
+    from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
+
+    request = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        try:
+            response = client.SendTaskHeartbeat(request)
+        except httpx.TransportError:
+            return False  # retried by the HeartbeatSender
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code in (httpx.codes.SERVICE_UNAVAILABLE, 504):
+                return False
+            ended.set()  # e.g. the task's token is revoked: the task is over
+            return True
+        if not response.success:
+            ended.set()
+        return True
+
+    return beat
+
+
+class _TaskClient:
+    """A task's Runtime API client whose object pulls give up once the message is lost.
+
+    Why: the SuperNode hands a task out *before* it has pulled the message's objects from
+    the SuperLink. If the run ends meanwhile (its ServerApp killed or stopped), the
+    SuperNode drops the message (in Flower 1.39 without ending the task: its
+    ``RunNotRunningException`` is a BaseException that skips the cleanup), and the
+    objects stay "not yet available" to the task, whose pull waits for them up to two
+    hours (``PULL_MAX_TIME``): every later message of the node would queue behind it.
+    The message is lost when the SuperNode says the task is over (``ended``, from the
+    heartbeat), or when the SuperNode has queued a newer task: it takes one message at a
+    time, so it has given up on this one's objects (``superseded``)."""
+
+    def __init__(
+        self, client: Any, ended: threading.Event, superseded: Callable[[], bool]
+    ) -> None:
+        self._client = client
+        self._ended = ended
+        self._superseded = superseded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def PullObject(self, request: Any) -> Any:  # noqa: N802 - Flower's RPC name
+        from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
+
+        response = self._client.PullObject(request)
+        if response.object_found and not response.object_available:
+            if self._ended.is_set() or self._superseded():
+                raise ObjectPullError(request.object_id, GAVE_UP)
+        return response
+
+
+def _newer_task_pending(acquire: Any, task: Any) -> Callable[[], bool]:
+    """Whether the SuperNode has queued a task after ``task`` (see :class:`_TaskClient`)."""
+    from flwr.proto.runtime_pb2 import PullPendingTasksRequest
+
+    def check() -> bool:
+        pending = acquire.PullPendingTasks(PullPendingTasksRequest()).tasks
+        return any(t.task_id != task.task_id and t.pending_at >= task.pending_at for t in pending)
+
+    return check
+
+
 class WarmClientApps:
     """Runs ClientApp tasks of one SuperNode in this process."""
 
@@ -92,14 +168,16 @@ class WarmClientApps:
         self.installed: set[str] = set()  # app bundles (FAB hashes) installed so far
         self.tasks = 0
 
-    def run_task(self, token: str) -> None:
-        """Run one task to its end (its reply, or Flower's error reply, and its status)."""
+    def run_task(self, token: str, superseded: Callable[[], bool] = lambda: False) -> None:
+        """Run one task to its end (its reply, or Flower's error reply, and its status).
+        ``superseded`` says whether the SuperNode has moved on to a newer message (then
+        this one's objects are not coming: see :class:`_TaskClient`)."""
         from flwr.app import Message
         from flwr.app.error import Error
         from flwr.cli.install import install_from_fab
         from flwr.clientapp.utils import LoadClientAppError
         from flwr.common.constant import ErrorCode, SubStatus
-        from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+        from flwr.supercore.heartbeat import HeartbeatSender
         from flwr.supernode.runtime.run_clientapp import (
             pull_task_input,
             push_message,
@@ -107,12 +185,13 @@ class WarmClientApps:
         )
 
         client = _client(self.address, "flwr-clientapp", token, self.certificates)
-        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        ended = threading.Event()  # the SuperNode says the task is over
+        heartbeat = HeartbeatSender(_task_heartbeat(client, ended))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         try:
-            message, context, run, fab = pull_task_input(client)
+            message, context, run, fab = pull_task_input(_TaskClient(client, ended, superseded))
             if fab.hash_str not in self.installed:
                 install_from_fab(fab.content, skip_prompt=True)
                 self.installed.add(fab.hash_str)
@@ -127,6 +206,8 @@ class WarmClientApps:
                 details = "An exception was raised when attempting to load `ClientApp`"
             if MISSED_HANDSHAKE in str(exc):  # an event the server handles
                 logger.warning("ClientApp: %s", exc)
+            elif message is None and GAVE_UP in str(exc):  # its run is over: nobody waits
+                logger.warning("task given up: %s", exc)
             else:
                 logger.exception("ClientApp raised an exception")
             if message is not None:
@@ -135,10 +216,17 @@ class WarmClientApps:
             try:
                 if reply is not None and context is not None:
                     push_message(client, reply, context)
-            finally:
                 if heartbeat.is_running:
                     heartbeat.stop()  # before the token is revoked by the status push
                 push_task_output(client=client, context=context, sub_status=status, details=details)
+            except Exception as exc:  # noqa: BLE001 - the node's next tasks must still run
+                if ended.is_set():
+                    logger.warning("task ended by the SuperNode before its reply (%s)", exc)
+                else:
+                    logger.exception("pushing the task's reply or status failed")
+            finally:
+                if heartbeat.is_running:
+                    heartbeat.stop()
                 client.close()
         self.tasks += 1
 
@@ -166,7 +254,10 @@ def serve(
             )
             return 2
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: Any) -> None:
+        stopping.set()
         raise _Stop
 
     signal.signal(signal.SIGTERM, stop)
@@ -185,7 +276,7 @@ def serve(
             )
             if res.HasField("task") and res.token:
                 started = time.perf_counter()
-                worker.run_task(res.token)
+                worker.run_task(res.token, _newer_task_pending(acquire, res.task))
                 logger.info(
                     "task %d done in %.2fs (worker %d, %d tasks)",
                     res.task.task_id,
@@ -195,7 +286,11 @@ def serve(
                 )
             else:
                 time.sleep(POLL_SECONDS)
-    except _Stop:
+    except BaseException:
+        # _Stop, or what the code it interrupted raised on its way out (e.g. "release
+        # unlocked lock" from a Condition.wait in Flower's retry of a dead SuperNode)
+        if not stopping.is_set():
+            raise
         logger.info("warm ClientApp worker %d stopped after %d tasks", os.getpid(), worker.tasks)
     finally:
         acquire.close()

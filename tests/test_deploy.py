@@ -89,6 +89,13 @@ def knfu_run(deployment):
     return deployment.flwr_run(OVERRIDES, out, timeout=240), out
 
 
+def _without_timings(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "wall_seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
 def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
     d = deployment
     proc, out = knfu_run
@@ -152,19 +159,58 @@ def _rounds_done(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knfu_run):
+    """kill -9 of the run's ServerApp process after round 1 (the SuperLink's run dies
+    mid-way, maybe with messages on their way), then ``flwr run`` with ``resume=true`` into
+    the same folder: the server continues from its checkpoint, the SuperNodes from theirs
+    (their warm workers give up the dead run's tasks: tests/test_warm_worker.py), and the
+    results equal the uninterrupted deployed run's."""
+    d = deployment
+    out = d.tmp / "killed"
+    run, _ = _start_run(d, OVERRIDES, out)
+    try:
+        wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
+        (server,) = processes_mentioning("flwr-serverapp")
+        os.kill(server, signal.SIGKILL)
+    finally:
+        _end(run)
+    assert _rounds_done(out) == 1 and not (out / "summary.json").exists()
+    resumed = subprocess.run(
+        ["flwr", "run", ".", d.connection, "--stream", "--run-config",
+         f"overrides='{OVERRIDES}' out='{out}' resume=true"],
+        cwd=ROOT, env=d.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0 and "resuming after round 1" in resumed.stdout, (
+        resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    )
+    _, whole = knfu_run
+    for name in ("metrics.jsonl", "rounds.jsonl", "fusion_weights.jsonl"):
+        assert _without_timings(out / name) == _without_timings(whole / name), name
+    assert json.loads((out / "summary.json").read_text())["alma"] == json.loads(
+        (whole / "summary.json").read_text()
+    )["alma"]
+
+
+def _rejoined(out: Path, client: int, after: int) -> bool:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return False
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return any(r["client"] == client and r["round"] > after + 1 for r in rows)
+
+
 def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
     """kill -9 of one SuperNode (and its warm worker) after round 1: the rounds go on
     with the survivors and record the failure. Restarted, the node is refused until the
     SuperLink has let its old session go (two 30 s heartbeats in Flower 1.39), then it
     is activated under the same node ID; the server sends it the experiment again and
-    it takes part from its own checkpoint. The run ends by itself: stopping it while
-    messages are in flight can leave a warm worker stuck pulling them (an open defect)."""
+    it takes part from its own checkpoint. Then the run is stopped (``flwr stop``)."""
     d = deployment
     out = d.tmp / "node-killed"
-    # ~60 s of rounds waiting round_timeout for the dead node, then fast rounds (2-8 s):
-    # 30 rounds leave the restarted node many rounds to come back in
-    overrides = OVERRIDES.replace("rounds=2", "rounds=30") + ",round_timeout=20"
-    run, _ = _start_run(d, overrides, out)
+    # rounds wait round_timeout for the dead node, then are fast (2-8 s); the run is
+    # stopped once the node is back, long before its last round
+    overrides = OVERRIDES.replace("rounds=2", "rounds=40") + ",round_timeout=20"
+    run, run_id = _start_run(d, overrides, out)
     victim = 0
     try:
         wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
@@ -174,24 +220,29 @@ def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
         deadline = time.monotonic() + 180
         while True:  # as a process manager restarts a node that exits
             node = d.start_node(victim, d.spare_ports[2])
-            try:
-                node.wait(10)  # refused: exits at once; activated: keeps running
-            except subprocess.TimeoutExpired:
+            if d.activated(victim, node):  # else refused: the old session is still held
                 break
             assert time.monotonic() < deadline, "the restarted SuperNode was never activated"
             time.sleep(5)
         d.nodes[victim] = node
-
-        assert run.wait(600) == 0, "flwr run failed"
+        wait_for(lambda: _rejoined(out, victim, killed_after), 300, "the node's return")
+        wait_for(lambda: _rounds_done(out) > killed_after + 2, 120, "a round after it")
+        assert run.poll() is None, "the run ended before it was stopped"
+        stop = d.run("flwr", "stop", run_id, d.connection)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        run.wait(120)
     finally:
         _end(run)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any(r["client"] == victim and r["round"] > killed_after + 1 for r in rows)
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["failed"] == 0 and rounds[0]["participants"] == 3
     assert any(r["failed"] == 1 and r["participants"] == 2 for r in rounds[1:])
     assert all(r["replied"] + r["failed"] == r["sampled"] == 3 for r in rounds)
     assert any(r["participants"] == 3 for r in rounds[killed_after + 1 :])  # all 3 again
+    # the stop left no node stuck on the stopped run's messages: a new run goes through
+    again = d.flwr_run(OVERRIDES.replace("rounds=2", "rounds=1"), d.tmp / "after-stop", 240)
+    assert again.returncode == 0 and _rounds_done(d.tmp / "after-stop") == 1, (
+        again.stdout[-2000:] + again.stderr[-2000:]
+    )
 
 
 def test_unregistered_node_and_node_without_ca_are_refused(deployment):
