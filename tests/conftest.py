@@ -21,3 +21,15 @@ def tiny_cfg():
         return load_config(None, TINY + list(overrides))
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_engine():
+    """One shared simulation engine for a whole module (one Ray start and one pool of warm
+    workers instead of one per ``simulate``): results are bit-identical either way
+    (tests/test_shared_engine.py), and each Ray start costs seconds on a 2-core machine.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_engine")``."""
+    from fedkt.server.shared_engine import shared_engine
+
+    with shared_engine():
+        yield

@@ -11,7 +11,7 @@ import pytest
 from fedkt.results import read_fusion_weights
 from fedkt.server.simulation import simulate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_engine")]
 
 C, M, N = 10, 200, 4  # classes, transfer samples, clients (see tiny_cfg)
 

@@ -19,6 +19,8 @@ from fedkt.faults import (
 )
 from fedkt.transfer import KNOWLEDGE
 
+pytestmark = pytest.mark.usefixtures("one_engine")  # the whole runs share one engine
+
 
 def test_attackers_and_leavers_are_seeded_fractions():
     cfg = load_config(None, ["faults.byzantine=0.2", "faults.leave=0.3"])

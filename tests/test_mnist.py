@@ -21,7 +21,7 @@ from fedkt.data.sources import data_dir
 from fedkt.models import build_model, count_parameters
 from fedkt.server.simulation import simulate
 
-pytestmark = [pytest.mark.slow, pytest.mark.network]
+pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.usefixtures("one_engine")]
 N, M, C = 4, 200, 10
 
 

@@ -8,6 +8,8 @@ import pytest
 from fedkt.server import node_directory
 from fedkt.server.simulation import simulate
 
+pytestmark = pytest.mark.usefixtures("one_engine")
+
 
 class _Grid:
     def __init__(self, nodes):

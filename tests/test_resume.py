@@ -154,7 +154,7 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
 
 
 @pytest.mark.slow
-def test_kill_9_ctrl_c_or_sigterm_then_resume_equals_uninterrupted(tmp_path):
+def test_kill_9_ctrl_c_or_sigterm_then_resume_equals_uninterrupted(tmp_path, one_engine):
     from fedkt.config import load_config
     from fedkt.server.simulation import simulate
 
