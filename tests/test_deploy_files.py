@@ -1,7 +1,10 @@
 """The Docker and compose files cannot be built here (no Docker): check that they stay
-consistent with the deployment scripts the loopback integration test runs."""
+consistent with the deployment scripts the loopback integration test runs. And the
+scripts' own checks of the files they are given."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -53,3 +56,42 @@ def test_compose_services_match_script_arguments():
     prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["superlink:9100"]
     assert "9100:9100" in services["superlink"]["ports"]
+
+
+def _script(name: str, *args: object, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLWR_HOME": str(home), "WARM_CLIENTAPP": "0"}
+    return subprocess.run(
+        [str(DEPLOY / "scripts" / name), *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_garbled_certificates_and_keys_are_one_line_errors_naming_the_file(tmp_path):
+    """A deploy script given a certificate that is not one (or a key that does not match
+    it) stops before Flower starts, with one line naming the file; gRPC would report a
+    garbled CA file as a refused connection after a page of C-core log lines."""
+    certs = tmp_path / "certs"
+    assert _script("make-certs.sh", certs, "127.0.0.1", home=tmp_path).returncode == 0
+    junk = tmp_path / "junk.crt"
+    junk.write_bytes(bytes(range(256)))
+    other = tmp_path / "other"
+    assert _script("make-certs.sh", other, "127.0.0.1", home=tmp_path).returncode == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name, source in (("ca.crt", certs), ("server.crt", certs), ("server.key", other)):
+        (mixed / name).write_bytes((source / name).read_bytes())
+    cases = [
+        (("supernode.sh", "127.0.0.1:9", junk, certs / "server.key", 0), str(junk)),
+        (("connection.sh", "x", "127.0.0.1:9", junk), str(junk)),
+        (("superlink.sh", mixed), f"{mixed}/server.crt / {mixed}/server.key"),
+    ]
+    for args, names in cases:
+        done = _script(*args, home=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+        assert names in lines[0] and "not a usable PEM certificate" in lines[0], lines[0]
+    # the files make-certs.sh wrote pass the same check
+    check = f'source {DEPLOY}/scripts/env.sh; check_cert CA {certs}/ca.crt && ' + (
+        f"check_cert server {certs}/server.crt {certs}/server.key"
+    )
+    assert subprocess.run(["bash", "-c", check]).returncode == 0

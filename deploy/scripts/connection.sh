@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 [ $# -eq 3 ] || die "usage: connection.sh NAME CONTROL_ADDRESS CA_CERT"
-[ -r "$3" ] || die "CA certificate $3 not found"
+check_cert "CA certificate" "$3"
 mkdir -p "$FLWR_HOME"
 ca=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 python3 - "$FLWR_HOME/config.toml" "$1" "$2" "$ca" <<'PY'

@@ -9,6 +9,8 @@ source "$(dirname "$0")/env.sh"
 [ $# -eq 1 ] || die "usage: superlink.sh CERT_DIR"
 certs=$1
 for f in ca.crt server.crt server.key; do [ -r "$certs/$f" ] || die "missing $certs/$f (run make-certs.sh)"; done
+check_cert "CA certificate" "$certs/ca.crt"
+check_cert "server certificate" "$certs/server.crt" "$certs/server.key"
 mkdir -p "$FLWR_HOME"
 exec flower-superlink \
   --ssl-ca-certfile "$certs/ca.crt" --ssl-certfile "$certs/server.crt" --ssl-keyfile "$certs/server.key" \

@@ -10,7 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 [ $# -ge 4 ] && [ $# -le 5 ] || die "usage: supernode.sh FLEET_ADDRESS CA_CERT NODE_KEY PARTITION_ID [DATA_DIR]"
-[ -r "$2" ] || die "CA certificate $2 not found"
+check_cert "CA certificate" "$2"
 [ -r "$3" ] || die "node key $3 not found"
 [[ $4 =~ ^[0-9]+$ ]] || die "PARTITION_ID must be a non-negative integer, got '$4'"
 config="partition-id=$4"
