@@ -222,8 +222,9 @@ def configure_nodes(
 
 
 def _lost_state(replies: list[Message], nodes: dict[int, int]) -> set[int]:
-    """Partitions whose train reply says their node has no experiment (it restarted
-    after its handshake): the ClientApp raised :class:`fedkt.errors.MissedHandshake`."""
+    """Partitions whose train or evaluate reply says their node has no experiment (it
+    restarted after its handshake, maybe between the round's train and evaluate calls):
+    the ClientApp raised :class:`fedkt.errors.MissedHandshake`."""
     partition = {n: p for p, n in nodes.items()}
     return {
         partition[m.metadata.src_node_id]
@@ -400,17 +401,6 @@ def _rounds(
             if new_arrays is not None:
                 arrays = new_arrays
         answered = [m.metadata.src_node_id for m in replies if not m.has_error()]
-        restarted = _lost_state(replies, nodes)
-        if restarted:
-            log(
-                WARNING,
-                "round %d: client(s) %s lost their state (node restarted?): they get the "
-                "experiment again when next sampled",
-                server_round,
-                ", ".join(map(str, sorted(restarted))),
-            )
-            configured -= restarted
-            lost |= restarted
         ev_out: list[Message] = []
         ev_replies: list[Message] = []
         if valid >= cfg.min_clients:
@@ -421,6 +411,17 @@ def _rounds(
             ev_replies = _ordered(exchange(grid, ev_out, cfg.round_timeout, tick, stopped))
             down += total_bytes(ev_out)
             up += total_bytes(ev_replies)
+        restarted = _lost_state([*replies, *ev_replies], nodes)
+        if restarted:
+            log(
+                WARNING,
+                "round %d: client(s) %s lost their state (node restarted?): they get the "
+                "experiment again when next sampled",
+                server_round,
+                ", ".join(map(str, sorted(restarted))),
+            )
+            configured -= restarted
+            lost |= restarted
         failed = {m.metadata.src_node_id for m in [*replies, *ev_replies] if m.has_error()}
         failed |= set(sampled) - {m.metadata.src_node_id for m in replies}
         failed |= {m.metadata.dst_node_id for m in ev_out} - {

@@ -33,3 +33,14 @@ def one_engine():
 
     with shared_engine():
         yield
+
+
+@pytest.fixture
+def task_identity():
+    """Flower creates messages only inside a task (the simulation sets its identity)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    before = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before

@@ -271,6 +271,33 @@ def test_poisoned_weights_break_fedavg_and_not_the_defences(tiny_cfg, tmp_path):
     assert median > poisoned + 0.3 and krum > poisoned + 0.3, (poisoned, median, krum)
 
 
+def test_a_lost_experiment_is_read_from_train_and_evaluate_replies(task_identity):
+    """A node can restart between a round's train and evaluate calls: its evaluate reply
+    then says it has lost the experiment, and the server must hear that too."""
+    from flwr.app import Message, RecordDict
+    from flwr.app.error import Error
+
+    from fedkt.errors import MissedHandshake
+    from fedkt.server.loop import _lost_state
+
+    def reply(node: int, kind: str, reason: str | None) -> Message:
+        sent = Message(RecordDict(), dst_node_id=node, message_type=kind)
+        if reason is None:
+            return Message(RecordDict(), reply_to=sent)
+        return Message(Error(code=0, reason=reason), reply_to=sent)
+
+    nodes = {0: 10, 1: 11, 2: 12, 3: 13}  # partition -> node
+    lost = str(MissedHandshake("restarted"))
+    replies = [
+        reply(10, "train", None),
+        reply(11, "train", lost),  # restarted before train
+        reply(12, "evaluate", lost),  # restarted between train and evaluate
+        reply(13, "evaluate", "ClientApp raised an exception"),  # another failure
+        reply(99, "evaluate", lost),  # not a node of this run
+    ]
+    assert _lost_state(replies, nodes) == {1, 2}
+
+
 @pytest.mark.slow
 def test_a_client_whose_node_restarts_rejoins_from_its_checkpoint(tiny_cfg, tmp_path, caplog):
     """A SuperNode restarted mid-run has lost the experiment and its model. It fails the

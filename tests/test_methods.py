@@ -109,17 +109,6 @@ def test_plugin_method_registers_and_runs_in_the_simulation(tmp_path, plugins):
     assert len(rows) == 8 and all(np.isfinite(r["distill_loss"]) for r in rows)
 
 
-@pytest.fixture
-def task_identity():
-    """Flower creates messages only inside a task (the simulation sets its identity)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    before = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
-
-
 def test_client_messages_resolve_once_and_build_each_model_once(monkeypatch, task_identity):
     """Per process, the experiment is resolved once for all messages, and each model is
     built once (then reused, weights loaded per client)."""
