@@ -83,9 +83,16 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module)
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_after_round_one, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):  # 20 rounds: the stop lands mid-run, however fast
-        simulate(tiny_cfg_module("strategy=knfu", "rounds=20"), str(first))
+    # Python's own Ctrl-C handler, as in a notebook or terminal: a suite started in the
+    # background (`cmd &` in a CI script) runs with SIGINT ignored, and then no signal
+    # would reach the run at all
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_after_round_one, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):  # 20 rounds: the stop lands mid-run
+            simulate(tiny_cfg_module("strategy=knfu", "rounds=20"), str(first))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert engine._STATE.disconnecting is not None
     engine._STATE.disconnecting.join(60)
     assert not ray.is_initialized()  # the driver no longer waits on the dead GCS
