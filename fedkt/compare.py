@@ -443,8 +443,13 @@ def tuning_markdown(record: list[dict[str, Any]], tune: TuneConfig | None) -> st
         "## Tuned values",
         "",
         "Chosen per strategy and partition setting by mean ALMA on validation data held out of "
-        f"each client's training data{where}; the test split was never used for a choice. All "
-        "trials' scores: `tuning.json`.",
+        f"each client's training data{where}; the test split was never used for a choice. "
+        + (
+            "Trials ran with the cells' faults (`tune.under_faults`). "
+            if tune and tune.under_faults
+            else "Trials ran fault-free (no attackers, stragglers or dropouts). "
+        )
+        + "All trials' scores: `tuning.json`.",
         "",
         "| strategy | partition | chosen | validation ALMA | combinations |",
         "|---|---|---|---|---|",

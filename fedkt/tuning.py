@@ -6,6 +6,12 @@ runs on the tuning seeds with ``evaluation.split: validation`` (a fraction of ea
 client's *training* data held out and scored; the test split is never read); the
 combination with the best mean validation ALMA is then used for that strategy's test
 cells. The choices and every trial's score go into ``tuning.json`` and the report.
+
+Trials run on a fault-free federation unless ``under_faults`` is set: a defender picks
+hyperparameters before knowing who will attack or drop out, and tuning under the very
+attack a table then measures would let the attack choose the defence. It also makes a
+robustness study cheap: every attack setting of one comparison has the same trials, so
+``--reuse`` of the clean comparison's folder skips them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ class TuneConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [1000], min_length=1)
     grid: dict[str, dict[str, list[Any]]] = Field(min_length=1)
     validation_fraction: float = Field(0.2, gt=0, lt=1)
+    under_faults: bool = Field(
+        False,
+        description="tune with the cells' faults (attackers, stragglers, dropouts); by default "
+        "trials run fault-free, as a defender who does not know the attack would tune",
+    )
 
     @field_validator("grid")
     @classmethod
@@ -96,8 +107,11 @@ def trials(tune: TuneConfig, cells: list[Any]) -> list[Trial]:
             for seed in tune.seeds:
                 evaluation = {**json.loads(cfg.evaluation.model_dump_json()), "split": "validation",
                               "validation_fraction": tune.validation_fraction}  # fmt: skip
+                fields: dict[str, Any] = {"seed": seed, "evaluation": evaluation}
+                if not tune.under_faults:
+                    fields["faults"] = {}  # every fault at its default: none
                 try:
-                    trial_cfg = with_values(cfg, values, seed=seed, evaluation=evaluation)
+                    trial_cfg = with_values(cfg, values, **fields)
                     resolve(trial_cfg)
                 except ConfigError as exc:
                     raise ConfigError(f"tune.grid ({strategy}, {dict(values)}): {exc}") from None

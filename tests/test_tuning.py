@@ -106,3 +106,39 @@ def test_tuning_may_not_change_what_is_compared(tmp_path):
     path.write_text("strategies: [fkd]\ntune: {grid: {fkd: {strategy.fusion_params.betta: [1]}}}\n")
     with pytest.raises(ConfigError, match="no parameter 'betta'"):
         load_compare(path)
+
+
+def test_tuning_trials_run_fault_free_unless_asked(tmp_path):
+    """A defender tunes before knowing the attack: trials drop the cells' faults (so every
+    attack setting of a robustness study shares them), unless ``under_faults`` is set."""
+    path = tmp_path / "c.yaml"
+    body = """
+name: robust
+set: [rounds=2, num_clients=5, faults.byzantine=0.2, faults.attack=flip]
+strategies: [fkd]
+seeds: [0]
+tune:
+  seeds: [100]
+  grid: {fkd: {distill.lr: [0.05, 0.01]}}
+"""
+    path.write_text(body)
+    comp, cells = load_compare(path)
+    calls: list = []
+    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=lambda m: None)
+    tuning, testing = calls[:2], calls[2:]
+    assert all(c.faults.byzantine == 0 and c.evaluation.split == "validation" for c in tuning)
+    assert all(c.faults.byzantine == 0.2 and c.faults.attack == "flip" for c in testing)
+
+    # Another attack, reusing the first folder: its trials are the same runs, copied.
+    path.write_text(body.replace("attack=flip", "attack=scale"))
+    comp, cells = load_compare(path)
+    again: list = []
+    run_compare(comp, cells, tmp_path / "out2", in_order(_fake(again)), log=lambda m: None,
+                reuse=[tmp_path / "out"])  # fmt: skip
+    assert [c.evaluation.split for c in again] == ["test"]
+
+    path.write_text(body.replace("  seeds: [100]", "  seeds: [100]\n  under_faults: true"))
+    comp, cells = load_compare(path)
+    under: list = []
+    run_compare(comp, cells, tmp_path / "out3", in_order(_fake(under)), log=lambda m: None)
+    assert all(c.faults.byzantine == 0.2 for c in under)
