@@ -1,0 +1,49 @@
+"""What scripts/keep_evidence.py keeps is enough for ``fedkt compare --reuse`` to stand in
+for every finished cell and tuning trial, and leaves checkpoints out."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+from test_tuning import _fake
+from tiny import in_order
+
+from fedkt.compare import finished_runs, load_compare, run_compare
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "keep_evidence.py"
+
+
+def test_kept_evidence_stands_in_for_every_finished_run(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: kept\nset: [rounds=2, num_clients=3]\nstrategies: [local, fkd]\nseeds: [0, 1]\n"
+        "tune: {seeds: [100], grid: {fkd: {distill.lr: [0.05, 0.01]}}}\n"
+    )
+    comp, cells = load_compare(path)
+    out = tmp_path / "runs"
+    run_compare(comp, cells, out, in_order(_fake([])), log=lambda m: None)
+    some_cell = next(out.glob("cells/*/*/*"))
+    (some_cell / "checkpoint").mkdir()
+    (some_cell / "checkpoint" / "server.safetensors").write_bytes(b"weights")
+
+    keep = runpy.run_path(str(SCRIPT))["keep"]
+    kept = tmp_path / "evidence"
+    assert keep(out, kept) == 4 + 3  # 4 test cells, 3 tuning trials
+    assert finished_runs([kept]).keys() == finished_runs([out]).keys()
+    assert len(finished_runs([kept])) == 7
+    assert (kept / "report.md").is_file() and (kept / "results.csv").is_file()
+    assert not list(kept.rglob("checkpoint"))
+
+    # A rerun that reuses the kept folder runs nothing.
+    calls: list = []
+    run_compare(comp, cells, tmp_path / "again", in_order(_fake(calls)), log=lambda m: None,
+                reuse=[kept])  # fmt: skip
+    assert calls == []
+
+
+def test_keeping_a_folder_that_is_not_a_comparison_is_one_line(tmp_path):
+    keep = runpy.run_path(str(SCRIPT))["keep"]
+    with pytest.raises(SystemExit, match="is not a comparison folder"):
+        keep(tmp_path, tmp_path / "evidence")
