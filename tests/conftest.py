@@ -8,6 +8,8 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedkt-flwr-home-"))
+# Data layouts cached for this test run only (subprocesses and Ray workers inherit it).
+os.environ.setdefault("FEDKT_LAYOUT_CACHE", tempfile.mkdtemp(prefix="fedkt-layouts-"))
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from fedkt.config import ExperimentConfig
-from fedkt.data.partition import partition_labels
+from fedkt.data import layout_cache
+from fedkt.data.layout_cache import Layout
 from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir
 from fedkt.data.views import augmented_view
 from fedkt.errors import ConfigError
@@ -132,9 +133,11 @@ class Federation:
 
 
 def _client_test_indices(
-    test_y: np.ndarray, hist: np.ndarray, size: int, generator: np.random.Generator
+    pools: list[np.ndarray], hist: np.ndarray, size: int, generator: np.random.Generator
 ) -> np.ndarray:
-    """``size`` test indices whose label mix follows ``hist`` (largest-remainder rounding)."""
+    """``size`` test indices whose label mix follows ``hist`` (largest-remainder rounding);
+    ``pools[c]``: the test indices of class ``c``, found once for every client (10,000
+    clients each scanning the whole test split per class took seconds in every process)."""
     num_classes = len(hist)
     share = hist / max(hist.sum(), 1)
     exact = share * size
@@ -144,28 +147,24 @@ def _client_test_indices(
     for c in range(num_classes):
         if counts[c] == 0:
             continue
-        pool = np.flatnonzero(test_y == c)
+        pool = pools[c]
         picked.append(generator.choice(pool, size=min(counts[c], len(pool)), replace=False))
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
+#: The config fields a layout depends on (with the labels it is drawn from: see
+#: :func:`fedkt.data.layout_cache.layout_key`).
+LAYOUT_FIELDS = ("dataset", "seed", "num_clients", "partition", "transfer", "evaluation")
+
+
 def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) -> Federation:
-    """Derive the whole data layout from ``cfg`` (deterministic in ``cfg.seed``)."""
+    """Derive the whole data layout from ``cfg`` (deterministic in ``cfg.seed``), or load
+    the one an earlier process of this machine derived (:mod:`fedkt.data.layout_cache`)."""
     root = data_dir(folder_override or cfg.data_dir)
     ds = cached_dataset(cfg.dataset, str(root / cfg.dataset))
-    n_train = len(ds.train_y)
     t = cfg.transfer
     if t.source == "train":
         tds = ds
-        if t.size >= n_train:
-            raise ConfigError(
-                f"transfer.size: {t.size} leaves no private data ({cfg.dataset} has {n_train} "
-                "training samples)"
-            )
-        transfer_idx = np.sort(
-            rng(cfg.seed, "transfer").choice(n_train, size=t.size, replace=False)
-        )
-        remaining = np.setdiff1d(np.arange(n_train), transfer_idx)
     else:
         from fedkt.data.sources import DATASETS
 
@@ -180,6 +179,51 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
                 f"transfer.source: {t.source} images are {tds.input_shape}, {cfg.dataset} images "
                 f"are {ds.input_shape}"
             )
+    fields = json.loads(cfg.to_json())
+    key = layout_cache.layout_key(
+        json.dumps({k: fields[k] for k in LAYOUT_FIELDS}, sort_keys=True),
+        ds.train_y,
+        ds.test_y,
+        *([] if t.source == "train" else [tds.train_y]),
+    )
+    n_eval = len(ds.train_y) if cfg.evaluation.split == "validation" else len(ds.test_y)
+    layout = layout_cache.load(key, cfg.num_clients, len(ds.train_y), n_eval, len(tds.train_y))
+    if layout is None:
+        layout = _derive_layout(cfg, ds, tds)
+        layout_cache.store(key, layout)
+    return Federation(
+        ds,
+        tds,
+        layout.transfer_idx,
+        layout.client_idx,
+        layout.client_test_idx,
+        layout.global_test_idx,
+        cfg.architecture_names(),
+        t.labelled,
+        t.views,
+        cfg.seed,
+        eval_split=cfg.evaluation.split,
+    )
+
+
+def _derive_layout(cfg: ExperimentConfig, ds: ArrayDataset, tds: ArrayDataset) -> Layout:
+    """Who holds what: the transfer set, each client's private and evaluation indices and
+    the global evaluation subset; a layout the config cannot produce is a ConfigError."""
+    from fedkt.data.partition import partition_labels  # (Flower Datasets: only when needed)
+
+    n_train = len(ds.train_y)
+    t = cfg.transfer
+    if t.source == "train":
+        if t.size >= n_train:
+            raise ConfigError(
+                f"transfer.size: {t.size} leaves no private data ({cfg.dataset} has {n_train} "
+                "training samples)"
+            )
+        transfer_idx = np.sort(
+            rng(cfg.seed, "transfer").choice(n_train, size=t.size, replace=False)
+        )
+        remaining = np.setdiff1d(np.arange(n_train), transfer_idx)
+    else:
         if t.size > len(tds.train_y):
             raise ConfigError(
                 f"transfer.size: {t.size} exceeds the {len(tds.train_y)} samples of {t.source}"
@@ -219,19 +263,7 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
         client_idx, client_test_idx, global_idx = _validation_split(cfg, client_idx)
     else:
         client_test_idx, global_idx = _test_split(cfg, ds, client_idx)
-    return Federation(
-        ds,
-        tds,
-        transfer_idx,
-        client_idx,
-        client_test_idx,
-        global_idx,
-        cfg.architecture_names(),
-        t.labelled,
-        t.views,
-        cfg.seed,
-        eval_split=cfg.evaluation.split,
-    )
+    return Layout(transfer_idx, client_idx, client_test_idx, global_idx)
 
 
 def _test_split(
@@ -240,9 +272,10 @@ def _test_split(
     """Each client's test indices, drawn from the test split with its label distribution,
     and the global test subset."""
     n_test = len(ds.test_y)
+    pools = [np.flatnonzero(ds.test_y == c) for c in range(ds.num_classes)]
     client_test_idx = [
         _client_test_indices(
-            ds.test_y,
+            pools,
             np.bincount(ds.train_y[idx], minlength=ds.num_classes),
             min(cfg.evaluation.client_test_size, n_test),
             rng(cfg.seed, "client-test", i),
