@@ -36,33 +36,44 @@ def config(base: str | None, overrides: Sequence[str]) -> ExperimentConfig:
     return load_config(base, list(overrides))
 
 
-def _tree_pss(root: psutil.Process) -> int:
-    total = 0
+def _tree_usage(root: psutil.Process) -> tuple[int, dict[tuple[int, float], float]]:
+    """(PSS of the tree, CPU seconds so far of each of its processes by (pid, start time):
+    a pid the system reuses is another process)."""
+    total, cpu = 0, {}
     try:
         tree = [root, *root.children(recursive=True)]
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return 0  # the tree has exited
+        return 0, cpu  # the tree has exited
     for proc in tree:
         try:
             info = proc.memory_full_info()
-            total += getattr(info, "pss", info.rss)
+            times = proc.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return total
+        total += getattr(info, "pss", info.rss)
+        cpu[(proc.pid, proc.create_time())] = times.user + times.system
+    return total, cpu
 
 
 class PeakMemory:
-    """Samples the PSS of a process tree (default: this process) in a background
-    thread while the ``with`` block runs; ``peak`` is the largest sum seen, ``baseline``
-    the sum when the block started."""
+    """Samples a process tree (default: this process) in a background thread while the
+    ``with`` block runs: ``peak`` is the largest sum of PSS seen, ``baseline`` the sum
+    when the block started, ``cpu_seconds`` the user + system time of every process seen
+    in the tree (as last sampled: a process that exits between two samples loses at most
+    one interval of it)."""
 
     def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
         self.root = psutil.Process(pid or os.getpid())
         self.interval = interval
         self.peak = 0
         self.baseline = 0
+        self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -70,7 +81,8 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def sample(self) -> int:
-        now = _tree_pss(self.root)
+        now, cpu = _tree_usage(self.root)
+        self._cpu.update(cpu)
         self.peak = max(self.peak, now)
         return now
 

@@ -255,3 +255,75 @@ def test_pfl_export_holds_fedkts_clients_and_needs_no_pickle(tmp_path):
             assert z["y_train"][partition[str(c)]].tolist() == fed.dataset.train_y[idx].tolist()
         assert len(z["y_test"]) == len(fed.global_test_idx)
     assert sorted(i for r in partition.values() for i in r) == list(range(rows))
+
+
+_FAKE_MAIN = """
+import argparse
+def run(args):
+    raise SystemExit("the runner must not call main.py's run()")
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument('-go', "--goal", type=str, default="test")
+    parser.add_argument('-dev', "--device", type=str, default="cuda")
+    parser.add_argument('-data', "--dataset", type=str, default="MNIST")
+    parser.add_argument('-ncl', "--num_classes", type=int, default=10)
+    parser.add_argument('-lbs', "--batch_size", type=int, default=10)
+    parser.add_argument('-lr', "--local_learning_rate", type=float, default=0.01)
+    parser.add_argument('-gr', "--global_rounds", type=int, default=2000)
+    parser.add_argument('-ls', "--local_epochs", type=int, default=1)
+    parser.add_argument('-algo', "--algorithm", type=str, default="FedAvg")
+    parser.add_argument('-jr', "--join_ratio", type=float, default=1)
+    parser.add_argument('-nc', "--num_clients", type=int, default=2)
+    parser.add_argument('-fd', "--feature_dim", type=int, default=512)
+    args = parser.parse_args()
+    run(args)
+"""
+
+_FAKE_SERVER = """
+import numpy as np, torch
+from flcore.trainmodel import models
+class FD:
+    def __init__(self, args, times):
+        self.args = args
+        self.data = [
+            np.load(f"../dataset/{args.dataset}/{split}/{i}.npz", allow_pickle=True)["data"].item()
+            for split in ("train", "test") for i in range(args.num_clients)
+        ]
+        self.model = eval(args.models[0], vars(models))
+        self.rs_test_acc = []
+    def train(self):
+        x = torch.from_numpy(self.data[0]["x"][:4])
+        assert x.dtype == torch.float32 and self.data[0]["y"].dtype == np.int64
+        assert self.model(x).shape == (4, self.args.num_classes)
+        assert self.args.device == "cpu" and self.args.feature_dim == 512
+        self.rs_test_acc = [0.0] + [0.5] * self.args.global_rounds
+"""
+
+
+@pytest.mark.slow
+def test_htfllib_benchmark_runs_a_checkout_on_fedkts_partition(tmp_path):
+    """A stand-in HtFLlib checkout (main.py's flags, an FD server class): the benchmark
+    writes fedkt's partition in HtFLlib's layout, runs the checkout's algorithm with
+    fedkt's model and prints both libraries' rows."""
+    htfl = tmp_path / "HtFLlib" / "system"
+    (htfl / "flcore" / "servers").mkdir(parents=True)
+    (htfl / "flcore" / "trainmodel").mkdir()
+    (htfl / "main.py").write_text(_FAKE_MAIN)
+    (htfl / "flcore" / "servers" / "serverfd.py").write_text(_FAKE_SERVER)
+    (htfl / "flcore" / "trainmodel" / "models.py").write_text("")
+    proc = _bench(
+        "benchmarks.htfllib", "--htfllib", str(htfl.parent), "--methods", "fd",
+        "--dataset", "digits", "--clients", "3", "--rounds", "1", "--samples-per-client", "60",
+        "--client-test-size", "20", "--global-test-size", "50", "--transfer-size", "100",
+        "--work", str(tmp_path / "work"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "│ fd" in line]
+    assert len(rows) == 2 and "HtFLlib" in rows[1] and "50.0" in rows[1], proc.stdout
+    assert len(list((tmp_path / "work" / "dataset").rglob("*.npz"))) == 6
+
+
+def test_htfllib_benchmark_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    proc = _bench("benchmarks.htfllib", "--htfllib", str(tmp_path))
+    assert proc.returncode == 2 and "is not an HtFLlib checkout" in proc.stderr
+    assert "Traceback" not in proc.stderr
