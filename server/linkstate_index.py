@@ -21,6 +21,9 @@ polls every node every sweep) or when its reply is pulled.
 The engine's sweep itself (``add_messages_to_queue``) is replaced by one that polls
 only the nodes the index holds messages for (same order, one message per node per
 sweep): at 10,000 nodes, 10,000 polls every 0.1 s cost a third of the process's CPU.
+It also sweeps as soon as a message is stored instead of at its next 0.1 s tick: each
+phase of a round waited 50 ms on average for that tick, which on small federations
+(the default comparison's cells) was a tenth of a round's wall time.
 
 Installed by :func:`install` in the simulation process only (deployed SuperLinks run
 Flower's own code). It patches two methods of a class of the pinned Flower version and
@@ -37,6 +40,7 @@ from collections.abc import Iterable
 from flwr.app import Message
 
 _INDEX = "_fedkt_ins_by_node"
+_ARRIVED = "_fedkt_ins_arrived"
 _MARK = "_fedkt_indexed"
 _logger = logging.getLogger(__name__)
 _install_lock = threading.Lock()
@@ -88,6 +92,14 @@ def indexed_get_message_ins(
     return found
 
 
+def _arrived(state) -> threading.Event:
+    """Set whenever a message is stored: wakes the sweep."""
+    event = state.__dict__.get(_ARRIVED)
+    if event is None:
+        event = state.__dict__.setdefault(_ARRIVED, threading.Event())
+    return event
+
+
 def pending_nodes(state, nodes: Iterable[int]) -> list[int]:
     """The nodes among ``nodes`` (in their order) that have indexed, undelivered
     messages: the only ones a poll can return anything for."""
@@ -102,12 +114,16 @@ def indexed_add_messages_to_queue(state, queue, nodes_mapping, f_stop) -> None:
     Flower's sweep calls ``get_message_ins`` for every node every 0.1 s; with 10,000
     virtual nodes that was a third of the simulation process's CPU in a profile even
     with the index, taken from the workers. Same order (the mapping's), same
-    ``limit=1`` per node per sweep, same pause."""
+    ``limit=1`` per node per sweep; the pause between sweeps ends early when a message
+    is stored (cleared before each sweep, so a message stored during one is never
+    missed) and at most 0.1 s after a stop, as Flower's."""
+    arrived = _arrived(state)
     while not f_stop.is_set():
+        arrived.clear()
         for node_id in pending_nodes(state, nodes_mapping.keys()):
             for msg in state.get_message_ins(node_id=node_id, limit=1):
                 queue.put(msg)
-        f_stop.wait(0.1)
+        arrived.wait(0.1)
 
 
 def _now_iso() -> str:
@@ -146,6 +162,8 @@ def install() -> bool:
                 msg_id = original_store(self, message)
                 if msg_id is not None and not known:
                     index.setdefault(message.metadata.dst_node_id, []).append(msg_id)
+            if msg_id is not None:
+                _arrived(self).set()
             return msg_id
 
         InMemoryLinkState.store_message_ins = store_message_ins
