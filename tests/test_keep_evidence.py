@@ -4,6 +4,7 @@ for every finished cell and tuning trial, and leaves checkpoints out."""
 from __future__ import annotations
 
 import runpy
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,16 +32,23 @@ def test_kept_evidence_stands_in_for_every_finished_run(tmp_path):
     keep = runpy.run_path(str(SCRIPT))["keep"]
     kept = tmp_path / "evidence"
     assert keep(out, kept) == 4 + 3  # 4 test cells, 3 tuning trials
-    assert finished_runs([kept]).keys() == finished_runs([out]).keys()
-    assert len(finished_runs([kept])) == 7
     assert (kept / "report.md").is_file() and (kept / "results.csv").is_file()
-    assert not list(kept.rglob("checkpoint"))
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(kept / "runs.tar.xz") as tar:
+        names = tar.getnames()
+        tar.extractall(unpacked, filter="data")
+    assert not [n for n in names if "checkpoint" in n]
+    assert finished_runs([unpacked]).keys() == finished_runs([out]).keys()
+    assert len(finished_runs([unpacked])) == 7
 
-    # A rerun that reuses the kept folder runs nothing.
+    # A rerun that reuses the unpacked runs runs nothing, and keeping *its* folder archives
+    # none of the copies (they are kept where they were computed).
     calls: list = []
-    run_compare(comp, cells, tmp_path / "again", in_order(_fake(calls)), log=lambda m: None,
-                reuse=[kept])  # fmt: skip
+    again = tmp_path / "again"
+    run_compare(comp, cells, again, in_order(_fake(calls)), log=lambda m: None,
+                reuse=[unpacked])  # fmt: skip
     assert calls == []
+    assert keep(again, tmp_path / "evidence2") == 0
 
 
 def test_keeping_a_folder_that_is_not_a_comparison_is_one_line(tmp_path):

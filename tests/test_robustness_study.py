@@ -46,8 +46,9 @@ def test_table_pairs_each_attacked_setting_with_the_clean_one(study, tmp_path):
     _results(tmp_path / "scale-30pct", [("fedavg", 0, 0.40, 0.30), ("fedavg", 1, 0.50, 0.30)])
     text = study["table"](tmp_path, ["scale"], [0.1, 0.3])
     fedavg = next(line for line in text.splitlines() if line.startswith("| fedavg"))
-    # clean 91.0 ± 1.4; 10%: 87.0 ± 2.8; 30%: 45.0 ± 7.1; paired 30% - 0%: -46 on both seeds
-    assert fedavg.startswith("| fedavg | 91.0 ± 1.4 | 87.0 ± 2.8 | 45.0 ± 7.1 | -46.0 [-")
-    assert "(n=2)" in fedavg
+    # clean 91.0 ± 1.4; 10%: 87.0 ± 2.8, paired differences -5 and -3: mean -4, standard
+    # error 1, t(1 df) 12.706 -> [-16.7, +8.7]; 30%: 45.0 ± 7.1, -50 and -42 -> -46 ± 50.8
+    assert fedavg.startswith("| fedavg | 91.0 ± 1.4 | 87.0 ± 2.8 (-4.0 [-16.7, +8.7]) | ")
+    assert fedavg.endswith("| 45.0 ± 7.1 (-46.0 [-96.8, +4.8]) |")
     local = next(line for line in text.splitlines() if line.startswith("| local"))
     assert "81.0 ± 1.4" in local and "sends nothing" in local

@@ -12,7 +12,7 @@ a fault-free federation, so every setting reuses the clean setting's trials and 
 values (``--reuse``). Resumable: run the same command again after an interruption.
 
 The table (``<out>/table.md``) gives mean ± sd over seeds and, per attacked setting, the
-paired difference to the same strategy without attackers with a 95% interval.
+paired difference (by seed) to the same strategy without attackers with a 95% interval.
 """
 
 from __future__ import annotations
@@ -81,8 +81,14 @@ def _cell(values: dict[int, float]) -> str:
     return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
+def _diff(attacked: dict[int, float], clean: dict[int, float]) -> str:
+    p = paired(attacked, clean)
+    return f" ({100 * p.mean:+.1f} [{100 * p.lo:+.1f}, {100 * p.hi:+.1f}])" if p.n > 1 else ""
+
+
 def table(out: Path, attacks: Sequence[str], fractions: Sequence[float]) -> str:
-    """One markdown table per attack: strategies x fraction of attackers."""
+    """One markdown table per attack: strategies x fraction of attackers; each attacked
+    cell also gives the paired difference to the same strategy without attackers."""
     clean = read_honest(out / "clean" / "results.csv")
     strategies = list(clean)
     lines: list[str] = []
@@ -91,23 +97,18 @@ def table(out: Path, attacks: Sequence[str], fractions: Sequence[float]) -> str:
                        for f in fractions}  # fmt: skip
         for res in by_fraction.values():
             strategies += [s for s in res if s not in strategies]
-        head = " | ".join(f"{round(100 * f)}%" for f in fractions)
-        lines += [f"### `{attack}`", "",
-                  f"| strategy | 0% | {head} | {round(100 * fractions[-1])}% vs 0% [95% CI] |",
-                  "|---|---|" + "---|" * len(fractions) + "---|"]  # fmt: skip
+        head = " | ".join(f"{round(100 * f)}% (vs 0% [95% CI])" for f in fractions)
+        lines += [f"### `{attack}`", "", f"| strategy | 0% | {head} |",
+                  "|---|---|" + "---|" * len(fractions)]  # fmt: skip
         for s in strategies:
-            if s == FLOOR:
-                cols = ["(sends nothing)"] * len(fractions)
-                diff = "-"
-            else:
-                cols = [_cell(by_fraction[f].get(s, {})) for f in fractions]
-                p = paired(by_fraction[fractions[-1]].get(s, {}), clean.get(s, {}))
-                diff = (
-                    f"{100 * p.mean:+.1f} [{100 * p.lo:+.1f}, {100 * p.hi:+.1f}] (n={p.n})"
-                    if p.n
-                    else "-"
-                )
-            lines.append(f"| {s} | {_cell(clean.get(s, {}))} | {' | '.join(cols)} | {diff} |")
+            cols = [
+                "(sends nothing)"
+                if s == FLOOR
+                else _cell(by_fraction[f].get(s, {}))
+                + _diff(by_fraction[f].get(s, {}), clean.get(s, {}))
+                for f in fractions
+            ]
+            lines.append(f"| {s} | {_cell(clean.get(s, {}))} | {' | '.join(cols)} |")
         lines.append("")
     return "\n".join(lines)
 
