@@ -18,10 +18,12 @@ config="partition-id=$4"
 port="${CLIENTAPPIO_PORT:-9094}"
 isolation=()
 if [ "${WARM_CLIENTAPP:-1}" = 1 ]; then
-  # $$ becomes flower-supernode's PID at the exec below: the worker exits with it.
+  # $$ becomes the SuperNode's PID at the exec below: the worker exits with it.
   fedkt-clientapp-worker --runtime-api-address "127.0.0.1:$port" --parent-pid $$ &
   isolation=(--isolation process)
 fi
-exec flower-supernode --grpc-rere --superlink "$1" --root-certificates "$2" \
+# fedkt-supernode is Flower's flower-supernode polling the SuperLink every
+# ${FEDKT_SUPERNODE_POLL:-0.25} s instead of every 3 s (clients/supernode.py).
+exec fedkt-supernode --grpc-rere --superlink "$1" --root-certificates "$2" \
   --auth-supernode-private-key "$3" --node-config "$config" "${isolation[@]}" \
   --host 127.0.0.1 --port "$port" --max-retries "${MAX_RETRIES:-100}"

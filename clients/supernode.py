@@ -1,0 +1,86 @@
+"""``fedkt-supernode``: Flower's own ``flower-supernode``, asking its SuperLink for work more
+often.
+
+Why: Flower 1.39's SuperNode loop (``flwr/supernode/start_client_internal.py``) sleeps a fixed
+3 s whenever the SuperLink has no message for it, and checks for its ClientApp's reply every
+0.5 s. A round of fedkt sends each client two messages (train, then fine-tune + evaluate), each
+sent only once every client has answered the one before, so almost every message waits for a
+node's next poll: about 7 s per round whatever the work (measured on loopback: a deployed KnFu
+round took 8.6 s against 1.1 s simulated). There is no option for it.
+
+This command runs Flower's ``flower-supernode`` unchanged (same arguments, same code path)
+after giving that one module a ``time`` whose ``sleep`` waits at most
+``FEDKT_SUPERNODE_POLL`` seconds (default 0.25). The price is more requests to the SuperLink
+from an idle node: 4 per second instead of one every 3 s, negligible for tens of nodes; set
+``FEDKT_SUPERNODE_POLL=3`` to get Flower's pace back for a large federation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from types import ModuleType
+from typing import Any
+
+DEFAULT_POLL = 0.25
+
+
+def poll_seconds() -> float:
+    """``FEDKT_SUPERNODE_POLL`` (seconds, > 0), or the default; a bad value is one line."""
+    raw = os.environ.get("FEDKT_SUPERNODE_POLL", "")
+    if not raw:
+        return DEFAULT_POLL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60:
+        raise SystemExit(
+            f"fedkt-supernode: FEDKT_SUPERNODE_POLL must be seconds in (0, 60], got {raw!r}"
+        )
+    return value
+
+
+class CappedSleepTime:
+    """The ``time`` module, except that ``sleep`` waits at most ``cap`` seconds."""
+
+    def __init__(self, cap: float, base: ModuleType = time) -> None:
+        self.cap = cap
+        self._base = base
+
+    def sleep(self, seconds: float) -> None:
+        self._base.sleep(min(seconds, self.cap))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
+def install(cap: float) -> bool:
+    """Give Flower's SuperNode loop the capped ``time`` (True when it looks as expected)."""
+    from flwr.supernode import start_client_internal as loop
+
+    current = getattr(loop, "time", None)
+    if isinstance(current, CappedSleepTime):
+        current.cap = cap
+        return True
+    if current is not time:
+        return False  # another Flower than the one this was written against: leave it
+    loop.time = CappedSleepTime(cap)  # type: ignore[attr-defined]
+    return True
+
+
+def main() -> int:
+    cap = poll_seconds()
+    if not install(cap):
+        print("fedkt-supernode: Flower's SuperNode loop changed; polling at Flower's pace",
+              file=sys.stderr)  # fmt: skip
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv[0] = "flower-supernode"
+    flower_supernode()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
