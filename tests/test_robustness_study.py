@@ -11,7 +11,7 @@ import yaml
 
 from fedkt.compare import load_compare
 
-STUDY = Path(__file__).resolve().parents[1] / "simulations" / "robustness" / "digits.yaml"
+STUDY = Path(__file__).resolve().parents[1] / "simulations" / "robustness" / "compare_digits.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Run the robustness study and write its table: honest clients' final ALMA with 0%, 10%,
 20% and 30% of clients attacking, for each attack, each strategy, over the seeds.
 
-    python simulations/robustness/run.py                        # digits.yaml, every setting
+    python simulations/robustness/run.py                        # compare_digits.yaml, every setting
     python simulations/robustness/run.py --attacks scale --fractions 0.2
     python simulations/robustness/run.py --table-only           # only rewrite the table
 
@@ -115,7 +115,7 @@ def table(out: Path, attacks: Sequence[str], fractions: Sequence[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", default=str(ROOT / "simulations/robustness/digits.yaml"))
+    parser.add_argument("--study", default=str(ROOT / "simulations/robustness/compare_digits.yaml"))
     parser.add_argument("--out", default=str(ROOT / "runs/robustness-digits"))
     parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
