@@ -48,6 +48,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fedkt.errors import FedktError
+from fedkt.object_pulls import install as fast_object_pulls
 from fedkt.protocol import MISSED_HANDSHAKE
 
 logger = logging.getLogger("fedkt.warm_worker")
@@ -318,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--parent-pid", type=int, help="exit when this process (the SuperNode) exits"
     )
     args = parser.parse_args(argv)
+    try:
+        fast_object_pulls()  # a task's objects arrive after the task: fedkt/object_pulls.py
+    except FedktError as exc:
+        print(f"fedkt-clientapp-worker: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Runtime API request
     return serve(args.runtime_api_address, args.root_certificates, args.parent_pid)

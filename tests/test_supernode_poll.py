@@ -24,6 +24,10 @@ def test_sleep_is_capped_and_the_rest_of_time_is_the_real_module():
     start = time.perf_counter()
     t.sleep(0.01)  # shorter waits are kept as they are
     assert time.perf_counter() - start >= 0.009
+    start = time.perf_counter()
+    t.sleep(0.5)  # its wait for its own ClientApp's reply: at most LOCAL_WAIT
+    assert time.perf_counter() - start < 0.3
+    assert supernode.CappedSleepTime(3.0, local=0.2).local == 0.2
     assert t.time is time.time and t.monotonic is time.monotonic
 
 
@@ -46,6 +50,15 @@ def test_a_bad_poll_interval_is_one_line(value):
     )  # fmt: skip
     assert proc.returncode != 0
     assert proc.stderr.strip().endswith(f"got {value!r}") and "Traceback" not in proc.stderr
+
+
+def test_a_bad_pull_backoff_is_one_line():
+    proc = subprocess.run(
+        COMMAND, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "FEDKT_PULL_BACKOFF": "soon"},
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "fedkt-supernode: FEDKT_PULL_BACKOFF must be seconds in (0, 10], got 'soon'"
 
 
 def test_the_command_runs_flowers_supernode():
