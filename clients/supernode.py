@@ -3,7 +3,8 @@ often.
 
 Why: Flower 1.39's SuperNode loop (``flwr/supernode/start_client_internal.py``) sleeps a fixed
 3 s whenever the SuperLink has no message for it, checks for its ClientApp's reply every
-0.5 s, and retries a pull of a message's objects after 1 s (``fedkt/object_pulls.py``). A round of fedkt sends each client two messages (train, then fine-tune + evaluate), each
+0.5 s, and retries a pull of a message's objects after 1 s (``clients/object_pulls.py``).
+A round of fedkt sends each client two messages (train, then fine-tune + evaluate), each
 sent only once every client has answered the one before, so almost every message waits for a
 node's next poll: about 7 s per round whatever the work (measured on loopback: a deployed KnFu
 round took 8.6 s against 1.1 s simulated). There is no option for it.
@@ -12,8 +13,9 @@ This command runs Flower's ``flower-supernode`` unchanged (same arguments, same 
 after giving that one module a ``time`` whose ``sleep`` waits at most
 ``FEDKT_SUPERNODE_POLL`` seconds (default 0.25) for the SuperLink, and at most
 ``LOCAL_WAIT`` (0.02 s) for what happens on the node itself (the ClientApp's reply: a lookup
-in the node's own memory), and with fedkt's object-pull pace. The price is more requests to the SuperLink
-from an idle node: 4 per second instead of one every 3 s, negligible for tens of nodes; set
+in the node's own memory), and with fedkt's object-pull pace. The price is more requests to
+the SuperLink from an idle node: 4 per second instead of one every 3 s, negligible for tens
+of nodes; set
 ``FEDKT_SUPERNODE_POLL=3`` to get Flower's pace back for a large federation.
 """
 
@@ -81,8 +83,8 @@ def install(cap: float) -> bool:
 
 
 def main() -> int:
+    from fedkt.clients.object_pulls import install as fast_object_pulls
     from fedkt.errors import FedktError
-    from fedkt.object_pulls import install as fast_object_pulls
 
     cap = poll_seconds()
     try:

@@ -48,8 +48,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fedkt.clients.object_pulls import install as fast_object_pulls
 from fedkt.errors import FedktError
-from fedkt.object_pulls import install as fast_object_pulls
 from fedkt.protocol import MISSED_HANDSHAKE
 
 logger = logging.getLogger("fedkt.warm_worker")
@@ -127,9 +127,7 @@ class _TaskClient:
     heartbeat), or when the SuperNode has queued a newer task: it takes one message at a
     time, so it has given up on this one's objects (``superseded``)."""
 
-    def __init__(
-        self, client: Any, ended: threading.Event, superseded: Callable[[], bool]
-    ) -> None:
+    def __init__(self, client: Any, ended: threading.Event, superseded: Callable[[], bool]) -> None:
         self._client = client
         self._ended = ended
         self._superseded = superseded
@@ -321,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        fast_object_pulls()  # a task's objects arrive after the task: fedkt/object_pulls.py
+        fast_object_pulls()  # a task's objects arrive after the task: clients/object_pulls.py
     except FedktError as exc:
         print(f"fedkt-clientapp-worker: error: {exc}", file=sys.stderr)
         return 2

@@ -234,7 +234,9 @@ def _missing_data(cfg: Any) -> list[str]:
     return sorted(
         name
         for name in {cfg.dataset, cfg.transfer.source} - {"train"}
-        if DATASETS.create(name).files and verify_files(DATASETS.create(name), root / name)
+        if name in DATASETS  # a named one (hf:, csv:, ...) is read where it is
+        and DATASETS.create(name).files
+        and verify_files(DATASETS.create(name), root / name)
     )
 
 
@@ -431,6 +433,10 @@ def _cmd_data(args: argparse.Namespace, simulator: Callable[[], Simulate]) -> in
             else ("present" if not verify_files(spec, root / name) else "not fetched")
         )
         print(f"{name:<14} {state:<12} {spec.description}")
+    print(
+        "also by name: hf:NAME (Hugging Face), csv:PATH, parquet:PATH, imagefolder:DIR "
+        "(see `data:` in the config reference)"
+    )
     print(f"data directory: {root}")
     return 0
 

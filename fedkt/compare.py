@@ -398,8 +398,7 @@ def _tune(
         )
     run(tasks)
     done: list[tuple[Trial, float | None]] = [
-        (trial, _alma(task.cdir / "summary.json"))
-        for trial, task in zip(todo, tasks, strict=True)
+        (trial, _alma(task.cdir / "summary.json")) for trial, task in zip(todo, tasks, strict=True)
     ]
     chosen = choose(done)
     record = [
@@ -464,9 +463,9 @@ def tuning_markdown(record: list[dict[str, Any]], tune: TuneConfig | None) -> st
 
 
 def _num_classes(cfg: ExperimentConfig) -> int:
-    from fedkt.data.sources import DATASETS
+    from fedkt.data.sources import describe
 
-    return DATASETS.create(cfg.dataset).num_classes
+    return describe(cfg).num_classes
 
 
 def provenance_markdown(summaries: list[dict[str, Any]]) -> str:

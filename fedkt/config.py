@@ -52,6 +52,48 @@ class PartitionConfig(_Section):
         None, ge=1, le=MAX_SAMPLES, description="average private samples per client (None: use all)"
     )
     min_partition_size: int = Field(10, ge=0, le=MAX_SAMPLES)
+    by: str | None = Field(
+        None,
+        description=(
+            "natural partition: each client is one value of this column (writer, user, "
+            "speaker); the transfer set comes from the values no client holds"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _natural(self) -> "PartitionConfig":
+        if self.by is not None and self.name != "dirichlet" and "name" in self.model_fields_set:
+            raise ValueError(
+                f"partition.by partitions by a column; it cannot be combined with "
+                f"partition.name: {self.name}"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    """How a dataset given by name (``hf:``, ``csv:``, ``parquet:``, ``imagefolder:``) is
+    read; see :mod:`fedkt.data.named`. Built-in datasets ignore it."""
+
+    label: str = Field("label", description="the label column")
+    features: list[str] | None = Field(
+        None, description="tabular: the feature columns (default: every numeric column)"
+    )
+    image: str | None = Field(None, description="the image column (default: the first one)")
+    text: str | None = Field(None, description="the text column (default: the first string column)")
+    train_split: str | None = Field(None, description="default: train")
+    test_split: str | None = Field(
+        None, description="default: test, else validation, else a held-out share of train"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of train held out as test when there is no test split"
+    )
+    image_size: tuple[int, int] | None = Field(
+        None, description="[H, W] to resize images to (needed when their sizes differ)"
+    )
+    max_length: int = Field(64, ge=1, le=100_000, description="text: tokens per row")
+    vocab_size: int = Field(
+        10_000, ge=3, le=10_000_000, description="text: words kept, padding and unknown included"
+    )
 
 
 class TransferConfig(_Section):
@@ -305,6 +347,7 @@ class ExperimentConfig(_Section):
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="every random choice derives from it")
     dataset: str = "digits"
+    data: DataConfig = Field(default_factory=DataConfig)
     data_dir: str | None = None
     num_clients: int = Field(10, ge=1, le=MAX_CLIENTS)
     rounds: int = Field(10, ge=1, le=MAX_ROUNDS)
@@ -333,16 +376,28 @@ class ExperimentConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _prefix_alone(cls, value: Any) -> Any:
+        """``--set dataset=csv:`` reads as the YAML mapping {csv: None}: say what is missing."""
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value.values())) is None:
+            return f"{next(iter(value))}:"
+        return value
+
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
+        from fedkt.data.named import check_name
         from fedkt.data.sources import DATASETS
 
-        if name not in DATASETS:
-            raise ValueError(
-                f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS.names())})"
-            )
-        return name
+        if name in DATASETS:
+            return name
+        if ":" in name:
+            return check_name(name)
+        raise ValueError(
+            f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS.names())}, or "
+            "hf:NAME, csv:PATH, parquet:PATH, imagefolder:DIR)"
+        )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ExperimentConfig":

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedkt.config import ExperimentConfig, config_from_json
-from fedkt.errors import ConfigError
+from fedkt.errors import ConfigError, DataError
 from fedkt.faults import byzantine_clients
 from fedkt.method import METHODS, Method
-from fedkt.models import MODELS, embedding_dim
+from fedkt.models import MODELS, embedding_dim, model_modalities
 from fedkt.registry import Registry
 from fedkt.transfer import FUSIONS, KNOWLEDGE, LOSSES
 from fedkt.transfer.fusion import Fusion
@@ -49,7 +49,7 @@ class Experiment:
     student_loss: DistillationLoss | None
     parts: dict[str, str | None]  #: knowledge / fusion / loss names, for reports
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     architectures: tuple[str, ...]  #: each client's (teacher) architecture
     students: tuple[str | None, ...]  #: each client's student architecture, or None
     attackers: frozenset[int] = field(default_factory=frozenset)
@@ -165,14 +165,24 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
     """Build the experiment ``cfg`` describes; a one-line ConfigError on any bad name,
     parameter or pairing."""
     import fedkt.methods  # noqa: F401 - registers the built-in methods
-    from fedkt.data.sources import DATASETS
+    from fedkt.data.sources import describe
 
     _load_plugins(cfg)
     s = cfg.strategy
     method = METHODS.create(s.name)
     archs, students = tuple(cfg.architecture_names()), tuple(cfg.student_names())
     _check_models(cfg, archs, students)
-    spec = DATASETS.create(cfg.dataset)
+    try:
+        spec = describe(cfg)
+    except DataError as exc:
+        raise ConfigError(f"dataset: {exc}") from None
+    for arch in sorted(set(archs) | {a for a in students if a is not None}):
+        if spec.modality not in model_modalities(arch):
+            raise ConfigError(
+                f"model: {arch!r} reads {' or '.join(model_modalities(arch))} data; "
+                f"{cfg.dataset} is {spec.modality} (models for it: "
+                f"{', '.join(n for n in MODELS.names() if spec.modality in model_modalities(n))})"
+            )
     params = _params(s.name, method, s.params)
     has_student = any(a is not None for a in students)
     if method.shares_weights and has_student:

@@ -2,11 +2,17 @@
 so one config runs on 8x8 digits, 28x28 MNIST or 32x32 CIFAR-10 unchanged, and clients
 may use different architectures (knowledge exchange never looks inside a model).
 
+Each entry says which data it reads (``modalities``: image, tabular, text; see
+:class:`fedkt.data.sources.ArrayDataset`): a config pairing a model with data it cannot
+read is refused in one line when the experiment is resolved.
+
 Every model is ``head(embed(x))``: ``embed`` gives the penultimate representation that
 prototype-based methods (FedProto) share; ``head`` is a linear classifier.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -34,23 +40,30 @@ class Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
+def model_modalities(name: str) -> tuple[str, ...]:
+    """The kinds of data model ``name`` reads (an entry without the attribute: images)."""
+    return tuple(getattr(MODELS.get(name), "modalities", ("image",)))
+
+
 @MODELS.register("mlp")
 class MLP(Classifier):
-    """Two hidden layers (128, 64); the cheapest model, default for the built-in digits."""
+    """Two hidden layers (128, 64); the cheapest model, default for the built-in digits, and
+    the model for tables (a row of features is its input as it is)."""
+
+    modalities = ("image", "tabular")
 
     def __init__(
         self,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         num_classes: int,
         hidden: int = 128,
         embedding_dim: int = 64,
     ) -> None:
         super().__init__()
-        c, h, w = input_shape
         self.embedding_dim = embedding_dim
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c * h * w, hidden),
+            nn.Linear(math.prod(input_shape), hidden),
             nn.ReLU(),
             nn.Linear(hidden, embedding_dim),
             nn.ReLU(),
@@ -148,8 +161,76 @@ class ResNet8(Classifier):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
 
 
+class _TextClassifier(Classifier):
+    """Token ids (N, L), 0 = padding -> word embeddings -> a sequence encoder -> the mean
+    (``pool="mean"``) or maximum (``"max"``) over the non-padding positions -> a dense
+    embedding layer -> a linear head. ``input_shape`` is (L, vocabulary size)."""
+
+    modalities = ("text",)
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        encoder: nn.Module,
+        width: int,
+        pool: str,
+        embedding_dim: int = 64,
+        words: int = 64,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"a text model reads (tokens, vocabulary), got {input_shape}")
+        self.words = nn.Embedding(int(input_shape[1]), words, padding_idx=0)
+        self.encoder = encoder
+        self.pool = pool
+        self.embedding_dim = embedding_dim
+        self.dense = nn.Sequential(nn.Linear(width, embedding_dim), nn.ReLU())
+        self.head = nn.Linear(embedding_dim, num_classes)
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor:  # (N, L, words) -> (N, L, width)
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.long()
+        mask = (tokens != 0).unsqueeze(-1)  # (N, L, 1)
+        h = self.encode(self.words(tokens))
+        if self.pool == "max":
+            h = h.masked_fill(~mask, float("-inf")).amax(dim=1)
+            h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))  # an empty text: 0
+        else:
+            h = (h * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return self.dense(h)
+
+
+@MODELS.register("text-cnn")
+class TextCNN(_TextClassifier):
+    """Kim-style text CNN: 64-d word embeddings, a width-3 convolution (64 filters), max
+    over positions, a 64-unit layer and a linear head."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> None:
+        super().__init__(input_shape, num_classes, nn.Conv1d(64, width, 3, padding=1), width, "max")
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.encoder(e.transpose(1, 2))).transpose(1, 2)
+
+
+@MODELS.register("text-gru")
+class TextGRU(_TextClassifier):
+    """A one-layer GRU (64 units) over 64-d word embeddings, its outputs averaged over the
+    words, a 64-unit layer and a linear head."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> None:
+        super().__init__(
+            input_shape, num_classes, nn.GRU(64, width, batch_first=True), width, "mean"
+        )
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor:
+        return self.encoder(e)[0]
+
+
 def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None
+    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None
 ) -> Classifier:
     """Instantiate architecture ``name``; ``seed`` makes the initial weights reproducible."""
     factory = MODELS.get(name)
@@ -160,7 +241,7 @@ def build_model(
         return factory(input_shape, num_classes)
 
 
-def embedding_dim(name: str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+def embedding_dim(name: str, input_shape: tuple[int, ...], num_classes: int) -> int:
     """The embedding size of architecture ``name``, from a weightless copy built on the
     meta device (no memory, no initialisation): config checks cost no real model."""
     with torch.device("meta"):

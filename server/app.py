@@ -15,10 +15,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedkt.clients.object_pulls import install as fast_object_pulls
 from fedkt.config import load_config
 from fedkt.errors import FedktError
 from fedkt.experiment import resolve
-from fedkt.object_pulls import install as fast_object_pulls
 from fedkt.results import default_out_dir
 from fedkt.server.loop import run_experiment
 
@@ -51,7 +51,7 @@ def _resolve(path: str) -> str:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    fast_object_pulls()  # replies' objects: see fedkt/object_pulls.py
+    fast_object_pulls()  # replies' objects: see clients/object_pulls.py
     rc = context.run_config
     path = str(rc.get("config", "default"))
     overrides = [o.strip() for o in str(rc.get("overrides", "")).split(",") if o.strip()]

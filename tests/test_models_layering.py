@@ -6,14 +6,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedkt.models import MODELS, build_model
+from fedkt.models import MODELS, build_model, model_modalities
+
+IMAGE_MODELS = [n for n in MODELS.names() if "image" in model_modalities(n)]
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_models_fit_every_dataset_shape(name, shape):
     model = build_model(name, shape, 10, seed=0)
     assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("modality", "shape", "rows"),
+    [("tabular", (7,), torch.zeros(2, 7)), ("text", (12, 50), torch.ones(2, 12, dtype=torch.long))],
+)
+def test_every_model_for_tables_and_text_fits_them(modality, shape, rows):
+    names = [n for n in MODELS.names() if modality in model_modalities(n)]
+    assert names  # mlp for tables; text-cnn, text-gru for text
+    for name in names:
+        assert build_model(name, shape, 4, seed=0)(rows).shape == (2, 4)
 
 
 def test_model_init_is_seeded():

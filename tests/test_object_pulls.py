@@ -1,4 +1,4 @@
-"""fedkt/object_pulls.py: Flower's object pulls retry a missing object after 0.02 s, not 1 s,
+"""clients/object_pulls.py: Flower's object pulls retry a missing object after 0.02 s, not 1 s,
 in the processes fedkt starts; everything else about the pulls is Flower's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from flwr.supercore.inflatable import inflatable_utils as pulls
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 
-from fedkt import object_pulls
+from fedkt.clients import object_pulls
 from fedkt.errors import FedktError
 
 
@@ -63,7 +63,9 @@ def test_the_environment_sets_the_pace(flower_defaults, monkeypatch):
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "11"])
 def test_a_bad_pace_is_one_line(monkeypatch, value):
     monkeypatch.setenv("FEDKT_PULL_BACKOFF", value)
-    with pytest.raises(FedktError, match=rf"FEDKT_PULL_BACKOFF must be seconds in \(0, 10\], got '{value}'"):
+    with pytest.raises(
+        FedktError, match=rf"FEDKT_PULL_BACKOFF must be seconds in \(0, 10\], got '{value}'"
+    ):
         object_pulls.install()
 
 

@@ -58,7 +58,10 @@ def test_a_bad_pull_backoff_is_one_line():
         env={**os.environ, "FEDKT_PULL_BACKOFF": "soon"},
     )  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "fedkt-supernode: FEDKT_PULL_BACKOFF must be seconds in (0, 10], got 'soon'"
+    assert (
+        proc.stderr.strip()
+        == "fedkt-supernode: FEDKT_PULL_BACKOFF must be seconds in (0, 10], got 'soon'"
+    )
 
 
 def test_the_command_runs_flowers_supernode():

@@ -22,7 +22,7 @@ import torch
 from fedkt.config import ExperimentConfig
 from fedkt.data import layout_cache
 from fedkt.data.layout_cache import Layout
-from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir
+from fedkt.data.sources import ArrayDataset, cached_dataset, data_dir, dataset_of
 from fedkt.data.views import augmented_view
 from fedkt.errors import ConfigError
 from fedkt.seeding import rng, torch_generator
@@ -154,15 +154,25 @@ def _client_test_indices(
 
 #: The config fields a layout depends on (with the labels it is drawn from: see
 #: :func:`fedkt.data.layout_cache.layout_key`).
-LAYOUT_FIELDS = ("dataset", "seed", "num_clients", "partition", "transfer", "evaluation")
+LAYOUT_FIELDS = ("dataset", "data", "seed", "num_clients", "partition", "transfer", "evaluation")
 
 
 def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) -> Federation:
     """Derive the whole data layout from ``cfg`` (deterministic in ``cfg.seed``), or load
     the one an earlier process of this machine derived (:mod:`fedkt.data.layout_cache`)."""
     root = data_dir(folder_override or cfg.data_dir)
-    ds = cached_dataset(cfg.dataset, str(root / cfg.dataset))
+    ds = dataset_of(cfg, folder_override)
     t = cfg.transfer
+    if cfg.partition.by is not None and t.source != "train":
+        raise ConfigError(
+            "transfer.source: a natural partition (partition.by) draws the transfer set from "
+            "the groups no client holds; leave transfer.source: train"
+        )
+    if t.views > 1 and ds.modality != "image":
+        raise ConfigError(
+            f"transfer.views: the second view is a shifted image; {cfg.dataset} is "
+            f"{ds.modality} data (use transfer.views: 1 and a fusion that needs one view)"
+        )
     if t.source == "train":
         tds = ds
     else:
@@ -185,6 +195,7 @@ def build_federation(cfg: ExperimentConfig, folder_override: str | None = None) 
         ds.train_y,
         ds.test_y,
         *([] if t.source == "train" else [tds.train_y]),
+        *([] if ds.train_groups is None else [ds.train_groups]),
     )
     n_eval = len(ds.train_y) if cfg.evaluation.split == "validation" else len(ds.test_y)
     layout = layout_cache.load(key, cfg.num_clients, len(ds.train_y), n_eval, len(tds.train_y))
@@ -213,6 +224,9 @@ def _derive_layout(cfg: ExperimentConfig, ds: ArrayDataset, tds: ArrayDataset) -
 
     n_train = len(ds.train_y)
     t = cfg.transfer
+    if cfg.partition.by is not None:
+        transfer_idx, client_idx = _natural_layout(cfg, ds)
+        return _with_evaluation(cfg, ds, transfer_idx, client_idx)
     if t.source == "train":
         if t.size >= n_train:
             raise ConfigError(
@@ -253,6 +267,48 @@ def _derive_layout(cfg: ExperimentConfig, ds: ArrayDataset, tds: ArrayDataset) -
         classes_per_client=p.classes_per_client,
     )
     client_idx = [remaining[part] for part in parts]
+    return _with_evaluation(cfg, ds, transfer_idx, client_idx)
+
+
+def _natural_layout(cfg: ExperimentConfig, ds: ArrayDataset) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A natural partition: ``num_clients`` groups of the ``partition.by`` column (drawn with
+    the seed) are the clients, each with all of its rows (``samples_per_client``: at most
+    that many, drawn); the transfer set is drawn from the rows of the other groups, so no
+    client's writer, user or speaker is in it."""
+    from fedkt.data.partition import natural_groups
+
+    assert ds.train_groups is not None
+    groups = natural_groups(ds.train_groups)
+    by, n = cfg.partition.by, cfg.num_clients
+    if n >= len(groups):
+        raise ConfigError(
+            f"partition.by: {cfg.dataset} has {len(groups)} distinct {by!r} values; "
+            f"{n} clients need fewer than that (the transfer set comes from the groups left over)"
+        )
+    chosen = rng(cfg.seed, "natural-clients").permutation(len(groups))
+    client_idx = []
+    cap = cfg.partition.samples_per_client
+    for k, g in enumerate(chosen[:n]):
+        rows = groups[g]
+        if cap is not None and len(rows) > cap:
+            rows = np.sort(rng(cfg.seed, "natural-rows", k).choice(rows, size=cap, replace=False))
+        client_idx.append(rows)
+    held_out = np.sort(np.concatenate([groups[g] for g in chosen[n:]]))
+    if cfg.transfer.size > len(held_out):
+        raise ConfigError(
+            f"transfer.size: {cfg.transfer.size} exceeds the {len(held_out)} rows of the "
+            f"{len(groups) - n} {by!r} groups no client holds"
+        )
+    transfer_idx = np.sort(
+        rng(cfg.seed, "transfer").choice(held_out, size=cfg.transfer.size, replace=False)
+    )
+    return transfer_idx, client_idx
+
+
+def _with_evaluation(
+    cfg: ExperimentConfig, ds: ArrayDataset, transfer_idx: np.ndarray, client_idx: list[np.ndarray]
+) -> Layout:
+    """The layout, with each client's evaluation rows and the global ones."""
     empty = [i for i, idx in enumerate(client_idx) if len(idx) == 0]
     if empty:
         raise ConfigError(
@@ -317,6 +373,7 @@ def _validation_split(
 
 _DATA_FIELDS = (
     "dataset",
+    "data",
     "data_dir",
     "seed",
     "num_clients",

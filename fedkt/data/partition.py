@@ -129,3 +129,14 @@ def partition_labels(
     except ValueError as exc:
         raise ConfigError(f"partition: {name} cannot split {len(labels)} samples: {exc}") from None
     return [np.sort(p) for p in parts]
+
+
+def natural_groups(group_ids: np.ndarray) -> list[np.ndarray]:
+    """The rows of each distinct group id, in the order of the sorted ids: what Flower
+    Datasets' ``NaturalIdPartitioner`` gives (partition k = the k-th sorted id), computed
+    with one stable sort instead of its per-row Python loop and per-partition ``select``,
+    which take minutes for the 100,000 groups of a large natural split."""
+    ids = np.asarray(group_ids)
+    order = np.argsort(ids, kind="stable")
+    _, starts = np.unique(ids[order], return_index=True)
+    return [np.sort(part) for part in np.split(order, starts[1:])]

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ import torch
 from fedkt.data.formats import file_digest, read_cifar_batch, read_idx
 from fedkt.errors import DataError
 from fedkt.registry import Registry
+
+if TYPE_CHECKING:
+    from fedkt.config import ExperimentConfig
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -34,7 +38,13 @@ def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """An image-classification dataset held in memory."""
+    """A classification dataset held in memory (or memory-mapped).
+
+    ``modality`` says what a row is: ``image`` (uint8 or small-integer pixels, NCHW,
+    normalised per channel by ``scale``, ``mean``, ``std``), ``tabular`` (float32 features,
+    standardised per feature by ``mean`` and ``std``) or ``text`` (int token ids, 0 =
+    padding, of a vocabulary of ``vocab_size`` words). ``train_groups``: for a natural
+    partition, the group (writer, user, speaker) of every training row."""
 
     name: str
     train_x: np.ndarray
@@ -45,15 +55,30 @@ class ArrayDataset:
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    modality: str = "image"
+    vocab_size: int = 0
+    train_groups: np.ndarray | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train_x.shape[1:]
-        return int(c), int(h), int(w)
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (features,) for tables, (tokens, vocabulary) for text:
+        the shape of one row in the form a model reads it (text: its one-hot form)."""
+        if self.modality == "text":
+            return int(self.train_x.shape[1]), int(self.vocab_size)
+        return tuple(int(d) for d in self.train_x.shape[1:])
 
     def tensor(self, x: np.ndarray) -> torch.Tensor:
-        """Normalised float32 tensor of images ``x`` (a slice of train_x or test_x)."""
-        t = torch.from_numpy(np.ascontiguousarray(x)).float().div_(self.scale)
+        """Model-ready tensor of rows ``x`` (a slice of train_x or test_x): normalised
+        float32 for images and tables, int64 token ids for text."""
+        # np.array copies: the rows may be a view of a read-only memory map
+        if self.modality == "text":
+            return torch.from_numpy(np.array(x, dtype=np.int64))
+        t = torch.from_numpy(np.array(x, dtype=np.float32))
+        if self.modality == "tabular":
+            mean = torch.tensor(self.mean, dtype=torch.float32)
+            std = torch.tensor(self.std, dtype=torch.float32)
+            return t.sub_(mean).div_(std)
+        t.div_(self.scale)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return t.sub_(mean).div_(std)
@@ -179,6 +204,46 @@ def load_dataset(
 def cached_dataset(name: str, folder: str) -> ArrayDataset:
     """Process-wide cache: every simulated client in one worker shares one copy."""
     return load_dataset(name, folder)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_named(name: str, options_json: str, group: str | None, root: str) -> ArrayDataset:
+    from fedkt.config import DataConfig
+    from fedkt.data.named import load_named
+
+    return load_named(name, DataConfig.model_validate_json(options_json), Path(root), group)
+
+
+def dataset_of(cfg: "ExperimentConfig", folder_override: str | None = None) -> ArrayDataset:
+    """The experiment's dataset (built-in, or by name: :mod:`fedkt.data.named`), shared
+    process-wide."""
+    from fedkt.data.named import is_named
+
+    root = data_dir(folder_override or cfg.data_dir)
+    if is_named(cfg.dataset):
+        return _cached_named(cfg.dataset, cfg.data.model_dump_json(), cfg.partition.by, str(root))
+    return cached_dataset(cfg.dataset, str(root / cfg.dataset))
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a config check needs to know of a dataset, without its files where possible."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    modality: str = "image"
+
+
+def describe(cfg: "ExperimentConfig") -> DatasetShape:
+    """Classes, row shape and modality of the experiment's dataset: from the registry for a
+    built-in one (no file is read), by loading (converting once) a named one."""
+    from fedkt.data.named import is_named
+
+    if is_named(cfg.dataset):
+        ds = dataset_of(cfg)
+        return DatasetShape(ds.num_classes, ds.input_shape, ds.modality)
+    spec = DATASETS.create(cfg.dataset)
+    return DatasetShape(spec.num_classes, spec.input_shape)
 
 
 # Digests of the *uncompressed* files, so files from any source (gzip download, npm
