@@ -54,8 +54,11 @@ def overrides(args: argparse.Namespace, clients: int, fraction: float) -> list[s
         f"rounds={args.rounds}",
         f"seed={args.seed}",
         "strategy=knfu",
-        "partition.name=pathological",
-        "partition.classes_per_client=2",
+        *(
+            [f"partition.by={args.partition_by}"]
+            if args.partition_by
+            else ["partition.name=pathological", "partition.classes_per_client=2"]
+        ),
         "partition.samples_per_client=null",
         f"transfer.size={args.transfer_size}",
         "evaluation.client_test_size=20",
@@ -132,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="cnn-small")
     parser.add_argument("--transfer-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--partition-by",
+        metavar="COLUMN",
+        help="a natural partition by this column (e.g. user, with benchmarks.synthetic_table)",
+    )
     parser.add_argument("--run-point", type=_point, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -162,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(args.transfer_size),
             "--seed",
             str(args.seed),
+            *(["--partition-by", args.partition_by] if args.partition_by else []),
         ]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

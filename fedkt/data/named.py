@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 PREFIXES = ("hf", "csv", "parquet", "imagefolder")
 #: Bumped when the conversion changes, so old converted copies are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _WORD = re.compile(r"[a-z0-9']+")
 PAD, UNKNOWN = 0, 1
 
@@ -159,17 +159,26 @@ def _pick_split(dd: Any, wanted: str | None, fallback: Sequence[str], name: str)
     return next((s for s in fallback if s in dd), None)
 
 
-def _numbered_labels(values: list[Any], feature: Any) -> tuple[np.ndarray, list[str]]:
-    """Class ids 0..K-1 and class names: a ClassLabel's own, else sorted distinct values."""
+def _values(table: Any, column: str, name: str) -> np.ndarray:
+    """A column of an Arrow table as one NumPy array (no row-by-row Python); missing
+    values are refused."""
+    col = table.column(column)
+    if col.null_count:
+        raise DataError(f"{name}: column {column!r} has {col.null_count} missing value(s)")
+    return np.asarray(col.to_numpy(zero_copy_only=False))
+
+
+def _numbered(values: np.ndarray, feature: Any = None) -> tuple[np.ndarray, list[str]]:
+    """Ids 0..K-1 and names: a ClassLabel's own, else the sorted distinct values."""
     import datasets
 
     if isinstance(feature, datasets.ClassLabel):
-        return np.asarray(values, dtype=np.int64), list(feature.names)
-    if any(v is None for v in values):
-        raise DataError("some rows have no label")
-    classes = sorted(set(values), key=lambda v: (str(type(v)), v))
-    index = {v: i for i, v in enumerate(classes)}
-    return np.asarray([index[v] for v in values], dtype=np.int64), [str(c) for c in classes]
+        return values.astype(np.int64), list(feature.names)
+    try:
+        distinct, ids = np.unique(values, return_inverse=True)
+    except TypeError:  # values of mixed types: order them by their text
+        distinct, ids = np.unique(values.astype(str), return_inverse=True)
+    return ids.astype(np.int64).reshape(-1), [str(v) for v in distinct]
 
 
 def _holdout(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -206,14 +215,17 @@ def _column(features: Any, wanted: str | None, kind: str, exclude: set[str]) -> 
     return None
 
 
-def _images(column: Any, size: tuple[int, int] | None, name: str) -> np.ndarray:
-    """Decoded images as uint8 (N, C, H, W); grey or RGB decided by the first image."""
-    first = column[0]
+def _images(
+    column: list[Any], decode: Any, size: tuple[int, int] | None, name: str
+) -> np.ndarray:
+    """The images of ``column`` (stored values, decoded one at a time by ``decode``) as uint8
+    (N, C, H, W); grey or RGB decided by the first image."""
+    first = decode(column[0])
     mode = "L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB"
     shape = tuple(size) if size else (first.size[1], first.size[0])
     out = np.empty((len(column), 1 if mode == "L" else 3, *shape), dtype=np.uint8)
-    for i, img in enumerate(column):
-        img = img.convert(mode)
+    for i, value in enumerate(column):
+        img = decode(value).convert(mode)
         if (img.size[1], img.size[0]) != shape:
             if size is None:
                 raise DataError(
@@ -240,12 +252,11 @@ def _token_ids(texts: list[str], vocab: dict[str, int], length: int) -> np.ndarr
     return out
 
 
-def _table(ds: Any, columns: list[str], name: str) -> np.ndarray:
-    table = ds.select_columns(columns).with_format("numpy")[:]
-    out = np.empty((len(ds), len(columns)), dtype=np.float32)
+def _table(table: Any, columns: list[str], name: str) -> np.ndarray:
+    out = np.empty((table.num_rows, len(columns)), dtype=np.float32)
     for j, col in enumerate(columns):
         try:
-            values = np.asarray(table[col], dtype=np.float32)
+            values = _values(table, col, name).astype(np.float32)
         except (TypeError, ValueError):
             raise DataError(f"{name}: column {col!r} is not numeric") from None
         bad = int(np.count_nonzero(~np.isfinite(values)))
@@ -274,17 +285,20 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
             f"{name}: no column {group!r} to partition by (columns: {', '.join(features)})"
         )
     reserved = {options.label} | ({group} if group else set())
+    # Arrow tables, read column-wise: the rows of a million-row table one at a time through
+    # `datasets`' formatters took minutes and gigabytes
+    train = dd[train_split].with_format("arrow")[:]
     if test_split is None:
-        labels_all, _ = _numbered_labels(train[options.label], features[options.label])
+        labels_all, _ = _numbered(_values(train, options.label, name), features[options.label])
         tr_rows, te_rows = _holdout(labels_all, options.test_fraction)
-        test = train.select(te_rows)
-        train = train.select(tr_rows)
+        train, test = train.take(tr_rows), train.take(te_rows)
     else:
-        test = dd[test_split]
-    labels, classes = _numbered_labels(
-        list(train[options.label]) + list(test[options.label]), features[options.label]
+        test = dd[test_split].with_format("arrow")[:]
+    labels, classes = _numbered(
+        np.concatenate([_values(d, options.label, name) for d in (train, test)]),
+        features[options.label],
     )
-    tr_y, te_y = labels[: len(train)], labels[len(train) :]
+    tr_y, te_y = labels[: train.num_rows], labels[train.num_rows :]
 
     tabular = options.features is not None  # listed feature columns: a table, whatever else
     image_col = None if tabular else _column(features, options.image, "image", reserved)
@@ -295,7 +309,10 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
     meta: dict[str, Any] = {"name": name, "classes": classes}
     if image_col is not None:
         size = tuple(options.image_size) if options.image_size else None
-        tr_x, te_x = (_images(d[image_col], size, name) for d in (train, test))
+        decode = features[image_col].decode_example
+        tr_x, te_x = (
+            _images(d.column(image_col).to_pylist(), decode, size, name) for d in (train, test)
+        )
         flat = tr_x[: min(len(tr_x), 10_000)].astype(np.float64) / 255.0
         meta.update(
             modality="image",
@@ -305,10 +322,9 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
             std=np.maximum(flat.std(axis=(0, 2, 3)), 1e-6).tolist(),
         )
     elif text_col is not None:
-        vocab = _vocabulary(list(train[text_col]), options.vocab_size)
-        tr_x, te_x = (
-            _token_ids(list(d[text_col]), vocab, options.max_length) for d in (train, test)
-        )
+        texts = [d.column(text_col).to_pylist() for d in (train, test)]
+        vocab = _vocabulary(texts[0], options.vocab_size)
+        tr_x, te_x = (_token_ids(t, vocab, options.max_length) for t in texts)
         meta.update(modality="text", columns=[text_col], vocab_size=len(vocab) + 2)
     else:
         numeric = [
@@ -337,10 +353,8 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
         )
     arrays = {"train_x": tr_x, "train_y": tr_y, "test_x": te_x, "test_y": te_y}
     if group is not None:
-        values = list(train[group])
-        distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
-        index = {v: i for i, v in enumerate(distinct)}
-        arrays["train_groups"] = np.asarray([index[v] for v in values], dtype=np.int64)
+        ids, distinct = _numbered(_values(train, group, name))
+        arrays["train_groups"] = ids
         meta["groups"] = len(distinct)
     return {"arrays": arrays, "meta": meta}
 
