@@ -22,7 +22,14 @@ from fedkt.config import ExperimentConfig, config_from_json
 from fedkt.errors import ConfigError, DataError
 from fedkt.faults import byzantine_clients
 from fedkt.method import METHODS, Method
-from fedkt.models import MODELS, embedding_dim, model_modalities
+from fedkt.models import (
+    MODELS,
+    TIMM_PREFIX,
+    check_timm,
+    embedding_dim,
+    is_model,
+    model_modalities,
+)
 from fedkt.registry import Registry
 from fedkt.transfer import FUSIONS, KNOWLEDGE, LOSSES
 from fedkt.transfer.fusion import Fusion
@@ -122,16 +129,21 @@ def _check_models(
     cfg: ExperimentConfig, archs: tuple[str, ...], students: tuple[str | None, ...]
 ) -> None:
     for arch in archs:
-        if arch not in MODELS:
+        if not is_model(arch):
             raise ConfigError(
-                f"model: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())})"
+                f"model: unknown model {arch!r} (choose one of: {', '.join(MODELS.names())}, "
+                "or timm:ARCH)"
             )
     for student in students:
-        if student is not None and student not in MODELS:
+        if student is not None and not is_model(student):
             raise ConfigError(
                 f"model.student: unknown model {student!r} (choose one of: "
-                f"{', '.join(MODELS.names())})"
+                f"{', '.join(MODELS.names())}, or timm:ARCH)"
             )
+    for name in sorted({a for a in (*archs, *students) if a and a.startswith(TIMM_PREFIX)}):
+        problem = check_timm(name)
+        if problem:
+            raise ConfigError(f"model: {problem}")
     has_student = any(a is not None for a in students)
     for field_name in ("shares", "evaluates"):
         if getattr(cfg.model, field_name) == "student" and not has_student:

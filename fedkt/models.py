@@ -40,9 +40,42 @@ class Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
+TIMM_PREFIX = "timm:"
+
+
+def is_model(name: str) -> bool:
+    """A registered model, or ``timm:ARCH`` (built by timm when it is installed)."""
+    return name in MODELS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+
+
+def _factory(name: str):  # type: ignore[no-untyped-def]
+    if name.startswith(TIMM_PREFIX):
+        arch = name[len(TIMM_PREFIX) :]
+        return lambda input_shape, num_classes: TimmClassifier(arch, input_shape, num_classes)
+    return MODELS.get(name)
+
+
 def model_modalities(name: str) -> tuple[str, ...]:
     """The kinds of data model ``name`` reads (an entry without the attribute: images)."""
+    if name.startswith(TIMM_PREFIX):
+        return ("image",)
     return tuple(getattr(MODELS.get(name), "modalities", ("image",)))
+
+
+def check_timm(name: str) -> str | None:
+    """Why ``timm:ARCH`` cannot be built here (None: it can): timm missing or broken (it
+    needs a torchvision built for the installed torch), or no such architecture."""
+    arch = name[len(TIMM_PREFIX) :]
+    try:
+        import timm
+    except Exception as exc:  # ImportError, or timm's own import of a broken torchvision
+        return (
+            f"{name!r} needs timm (pip install timm, with a torchvision built for this torch): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+    if not timm.is_model(arch):
+        return f"timm has no model {arch!r} (see timm.list_models())"
+    return None
 
 
 @MODELS.register("mlp")
@@ -161,6 +194,36 @@ class ResNet8(Classifier):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
 
 
+class TimmClassifier(Classifier):
+    """A model of the timm library (``model: timm:resnet18``, ``timm:mobilenetv3_small_100``,
+    ``timm:vit_tiny_patch16_224``...), built untrained for the dataset's channels, image
+    size (where the architecture takes one, as ViTs do) and classes. ``embed`` is timm's
+    pooled pre-logits features, ``head`` its classifier, so prototype methods and shared
+    heads see the same split as in fedkt's own models. timm is optional: it is imported only
+    when such a model is built."""
+
+    modalities = ("image",)
+
+    def __init__(self, arch: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        import timm
+
+        c, h, w = input_shape
+        kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": c}
+        try:
+            self.net = timm.create_model(arch, img_size=(h, w), **kwargs)
+        except TypeError:  # an architecture without an image size (CNNs)
+            self.net = timm.create_model(arch, **kwargs)
+        self.embedding_dim = int(self.net.num_features)
+
+    @property
+    def head(self) -> nn.Module:  # type: ignore[override]
+        return self.net.get_classifier()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+
 class _TextClassifier(Classifier):
     """Token ids (N, L), 0 = padding -> word embeddings -> a sequence encoder -> the mean
     (``pool="mean"``) or maximum (``"max"``) over the non-padding positions -> a dense
@@ -233,7 +296,7 @@ def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None
 ) -> Classifier:
     """Instantiate architecture ``name``; ``seed`` makes the initial weights reproducible."""
-    factory = MODELS.get(name)
+    factory = _factory(name)
     if seed is None:
         return factory(input_shape, num_classes)
     with torch.random.fork_rng(devices=[]):
@@ -245,7 +308,7 @@ def embedding_dim(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
     """The embedding size of architecture ``name``, from a weightless copy built on the
     meta device (no memory, no initialisation): config checks cost no real model."""
     with torch.device("meta"):
-        return int(MODELS.get(name)(input_shape, num_classes).embedding_dim)
+        return int(_factory(name)(input_shape, num_classes).embedding_dim)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -215,9 +215,7 @@ def _column(features: Any, wanted: str | None, kind: str, exclude: set[str]) -> 
     return None
 
 
-def _images(
-    column: list[Any], decode: Any, size: tuple[int, int] | None, name: str
-) -> np.ndarray:
+def _images(column: list[Any], decode: Any, size: tuple[int, int] | None, name: str) -> np.ndarray:
     """The images of ``column`` (stored values, decoded one at a time by ``decode``) as uint8
     (N, C, H, W); grey or RGB decided by the first image."""
     first = decode(column[0])
