@@ -276,6 +276,8 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
         "strategy.knowledge",
         **_with_temperature(KNOWLEDGE, knowledge, s.temperature, {}),
     )
+    if "seed" in FUSIONS.parameters(fusion) and "seed" not in fusion_params:
+        fusion_params["seed"] = cfg.seed  # a fusion with randomness of its own (FedTGP)
     f = FUSIONS.create(fusion, "strategy.fusion_params", **fusion_params)
     lo = LOSSES.create(
         loss, "strategy.loss_params", **_with_temperature(LOSSES, loss, s.temperature, loss_params)

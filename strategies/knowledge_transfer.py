@@ -16,6 +16,7 @@ participant receives its own target (and/or the server's model), distils, evalua
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from logging import WARNING
 
 import numpy as np
@@ -212,6 +213,14 @@ class KnowledgeTransfer(RoundStrategy):
                 Message(content, dst_node_id=self.nodes[pid], message_type=MessageType.EVALUATE)
             )
         return messages
+
+    def state_dict(self) -> dict[str, Any]:
+        """A fusion that learns across rounds (FedTGP's prototype generator) keeps its state."""
+        state = self.fusion.state_dict()
+        return {"fusion": state} if state else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fusion.load_state_dict(state.get("fusion", {}))
 
     def summary(self) -> str:
         parts = self.exp.parts

@@ -12,6 +12,7 @@ produced it, so every run can explain who learned from whom. Pure functions on a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,14 @@ class Fusion:
         diagnosis and the tests all fuse through here."""
         stacked = np.stack([np.atleast_1d(np.asarray(c, dtype=np.float64)) for c in counts])
         return self.fuse(np.stack(values), stacked[:, 0] if stacked.shape[1] == 1 else stacked)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a fusion learns across rounds (arrays and plain values; most learn nothing):
+        kept in the server's checkpoint so a resumed run continues the same fusion."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
