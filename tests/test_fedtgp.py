@@ -75,3 +75,14 @@ def test_same_seed_same_prototypes_and_a_resume_continues():
 def test_bad_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         TrainableGlobalPrototypes(**bad)
+
+
+def test_the_generator_survives_the_server_checkpoint(tmp_path):
+    from fedkt.checkpoint import load_server, save_server
+
+    values, counts, _ = _uploads()
+    a, b = (TrainableGlobalPrototypes(epochs=2, seed=5) for _ in range(2))
+    a.fuse(values, counts)
+    save_server(tmp_path, 1, {"arrays": None, "strategy": {"fusion": a.state_dict()}})
+    b.load_state_dict(load_server(tmp_path)["strategy"]["fusion"])
+    assert np.array_equal(a.fuse(values, counts).targets, b.fuse(values, counts).targets)
