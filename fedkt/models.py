@@ -13,6 +13,7 @@ prototype-based methods (FedProto) share; ``head`` is a linear classifier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ def is_model(name: str) -> bool:
     return name in MODELS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
 
 
-def _factory(name: str):  # type: ignore[no-untyped-def]
+def _factory(name: str) -> Callable[..., Classifier]:
     if name.startswith(TIMM_PREFIX):
         arch = name[len(TIMM_PREFIX) :]
         return lambda input_shape, num_classes: TimmClassifier(arch, input_shape, num_classes)

@@ -16,8 +16,8 @@ participant receives its own target (and/or the server's model), distils, evalua
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 from logging import WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict

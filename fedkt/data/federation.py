@@ -63,7 +63,7 @@ class Federation:
         return self.dataset.num_classes
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return self.dataset.input_shape
 
     @property

@@ -306,7 +306,7 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
             raise DataError(f"{name}: no column {wanted!r} (columns: {', '.join(features)})")
     meta: dict[str, Any] = {"name": name, "classes": classes}
     if image_col is not None:
-        size = tuple(options.image_size) if options.image_size else None
+        size = options.image_size
         decode = features[image_col].decode_example
         tr_x, te_x = (
             _images(d.column(image_col).to_pylist(), decode, size, name) for d in (train, test)
