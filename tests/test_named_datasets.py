@@ -248,14 +248,15 @@ def engine():
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_kind_of_data_learns_under_each_strategy(
-    files, engine, tmp_path, monkeypatch, kind, strategy
-):
+def test_every_kind_of_data_learns_under_each_strategy(files, engine, tmp_path, kind, strategy):
     from fedkt.server.simulation import simulate
 
-    monkeypatch.setenv("FEDKT_DATA", str(files["root"] / "data"))  # one conversion per kind
     name, extra, chance = KINDS[kind]
-    c = cfg(name(files), f"strategy={strategy}", "rounds=3", "transfer.size=150", *extra)
+    data_dir = files["root"] / "data"  # every process (the workers too): one conversion per kind
+    c = cfg(
+        name(files), f"data_dir={data_dir}", f"strategy={strategy}", "rounds=3",
+        "transfer.size=150", *extra,
+    )  # fmt: skip
     summary = simulate(c, str(tmp_path))
     assert summary["alma"] > chance + 0.2, (kind, strategy, summary["alma"])
 
