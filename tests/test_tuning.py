@@ -23,13 +23,13 @@ SMALL = ["num_clients=4", "transfer.size=40", "evaluation.global_test_size=50"]
 
 
 def test_validation_split_never_reads_the_test_split(monkeypatch):
-    real = fed_mod.cached_dataset
+    real = fed_mod.dataset_of
 
-    def poisoned(name, folder):  # a dataset whose test split is all NaN
-        ds = real(name, folder)
+    def poisoned(cfg, folder=None):  # a dataset whose test split is all NaN
+        ds = real(cfg, folder)
         return dataclasses.replace(ds, test_x=np.full_like(ds.test_x, np.nan, dtype=np.float64))
 
-    monkeypatch.setattr(fed_mod, "cached_dataset", poisoned)
+    monkeypatch.setattr(fed_mod, "dataset_of", poisoned)
     plain = fed_mod.build_federation(load_config(None, SMALL))
     held = fed_mod.build_federation(load_config(None, [*SMALL, "evaluation.split=validation"]))
     assert torch.isnan(
