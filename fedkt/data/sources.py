@@ -70,10 +70,13 @@ class ArrayDataset:
     def tensor(self, x: np.ndarray) -> torch.Tensor:
         """Model-ready tensor of rows ``x`` (a slice of train_x or test_x): normalised
         float32 for images and tables, int64 token ids for text."""
-        # np.array copies: the rows may be a view of a read-only memory map
+        # Always a fresh torch-allocated tensor: the rows may be a view of a read-only memory
+        # map, and the in-place ops below must not write to it. (torch's own allocation, not
+        # NumPy's: CPU kernels can round differently with another memory alignment, which
+        # changed a client's accuracy by one test sample in a bit-identity check.)
         if self.modality == "text":
-            return torch.from_numpy(np.array(x, dtype=np.int64))
-        t = torch.from_numpy(np.array(x, dtype=np.float32))
+            return torch.tensor(np.asarray(x), dtype=torch.int64)
+        t = torch.tensor(np.asarray(x), dtype=torch.float32)
         if self.modality == "tabular":
             mean = torch.tensor(self.mean, dtype=torch.float32)
             std = torch.tensor(self.std, dtype=torch.float32)
