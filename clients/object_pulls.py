@@ -20,9 +20,7 @@ Flower's pace back.
 
 from __future__ import annotations
 
-import os
-
-from fedkt.errors import FedktError
+from fedkt.clients.env import env_seconds
 
 DEFAULT_BACKOFF = 0.02
 BACKOFF_CAP = 1.0
@@ -31,16 +29,7 @@ ENV = "FEDKT_PULL_BACKOFF"
 
 def backoff_seconds() -> float:
     """``FEDKT_PULL_BACKOFF`` (seconds, in (0, 10]), or the default; a bad value is one line."""
-    raw = os.environ.get(ENV, "")
-    if not raw:
-        return DEFAULT_BACKOFF
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 10:
-        raise FedktError(f"{ENV} must be seconds in (0, 10], got {raw!r}")
-    return value
+    return env_seconds(ENV, DEFAULT_BACKOFF, 10)
 
 
 def install(initial: float | None = None) -> bool:

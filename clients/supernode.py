@@ -21,7 +21,6 @@ of nodes; set
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from types import ModuleType
@@ -35,19 +34,14 @@ _REMOTE_WAIT = 1.0
 
 
 def poll_seconds() -> float:
-    """``FEDKT_SUPERNODE_POLL`` (seconds, > 0), or the default; a bad value is one line."""
-    raw = os.environ.get("FEDKT_SUPERNODE_POLL", "")
-    if not raw:
-        return DEFAULT_POLL
+    """``FEDKT_SUPERNODE_POLL`` (seconds, in (0, 60]), or the default; a bad value is one line."""
+    from fedkt.clients.env import env_seconds
+    from fedkt.errors import FedktError
+
     try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 60:
-        raise SystemExit(
-            f"fedkt-supernode: FEDKT_SUPERNODE_POLL must be seconds in (0, 60], got {raw!r}"
-        )
-    return value
+        return env_seconds("FEDKT_SUPERNODE_POLL", DEFAULT_POLL, 60)
+    except FedktError as exc:
+        raise SystemExit(f"fedkt-supernode: {exc}") from None
 
 
 class CappedSleepTime:
