@@ -104,7 +104,7 @@ def _adopt_global(msg: Message, learner: Learner) -> OrderedDict[str, Any] | Non
     if P.ARRAYS not in msg.content:
         return None
     state = msg.content[P.ARRAYS].to_torch_state_dict()
-    learner.load_state(state)
+    learner.adopt(state)
     return state
 
 

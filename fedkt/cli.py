@@ -447,7 +447,8 @@ def _cmd_strategies(args: argparse.Namespace, simulator: Callable[[], Simulate])
 
     for name in strategy_names():
         m = METHODS.create(name)
-        parts = [f"knowledge={m.knowledge} fusion={m.fusion} loss={m.loss}"] if m.knowledge else []
+        received = "adopted as it is" if m.adopts_targets else f"loss={m.loss}"
+        parts = [f"knowledge={m.knowledge} fusion={m.fusion} {received}"] if m.knowledge else []
         if m.averaging:
             parts.append(f"weights via Flower {m.averaging}")
         elif m.shares_weights:

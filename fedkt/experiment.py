@@ -59,6 +59,7 @@ class Experiment:
     input_shape: tuple[int, ...]
     architectures: tuple[str, ...]  #: each client's (teacher) architecture
     students: tuple[str | None, ...]  #: each client's student architecture, or None
+    evaluates: str = "teacher"  #: whose accuracy is a client's ("teacher" or "student")
     attackers: frozenset[int] = field(default_factory=frozenset)
     _federations: dict[str | None, Federation] = field(default_factory=dict, repr=False)
 
@@ -69,6 +70,14 @@ class Experiment:
     @property
     def temperature(self) -> float:
         return self.config.strategy.temperature
+
+    @property
+    def shared_architecture(self) -> str:
+        """The architecture whose weights the server averages (a weight-sharing method):
+        every client's model, or every client's student (``Method.weights_of``)."""
+        arch = self.students[0] if self.method.weights_of == "student" else self.architectures[0]
+        assert arch is not None
+        return arch
 
     def transfer_indices(self, server_round: int) -> np.ndarray | None:
         """Transfer rows of ``server_round`` (the method's choice; None: every row)."""
@@ -183,6 +192,9 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
     s = cfg.strategy
     method = METHODS.create(s.name)
     archs, students = tuple(cfg.architecture_names()), tuple(cfg.student_names())
+    companion = method.shares_weights and method.weights_of == "student"
+    if companion and all(a is None for a in students):
+        students = (archs[0],) * len(archs)  # the shared companion defaults to client 0's model
     _check_models(cfg, archs, students)
     try:
         spec = describe(cfg)
@@ -197,13 +209,19 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
             )
     params = _params(s.name, method, s.params)
     has_student = any(a is not None for a in students)
-    if method.shares_weights and has_student:
+    if companion and (None in students or len(set(students)) > 1):
+        raise ConfigError(
+            f"model.student: strategy {s.name!r} averages the students' weights, so every "
+            f"client needs one student architecture (got "
+            f"{', '.join(sorted(str(a) for a in set(students)))})"
+        )
+    if method.shares_weights and has_student and not companion:
         raise ConfigError(
             f"model.student: strategy {s.name!r} averages model weights; teacher/student clients "
             "need a "
             "knowledge-based strategy (e.g. knfu, fkd, dsfl)"
         )
-    if method.shares_weights and len(set(archs)) > 1:
+    if method.shares_weights and not companion and len(set(archs)) > 1:
         raise ConfigError(
             f"model.tiers: strategy {s.name!r} averages model weights, so every client needs the "
             "same "
@@ -219,6 +237,7 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
         input_shape=spec.input_shape,
         architectures=archs,
         students=students,
+        evaluates=cfg.model.evaluates or ("teacher" if companion else cfg.evaluated_model),
         attackers=byzantine_clients(cfg),
     )
     if not method.exchanges_knowledge:
@@ -248,22 +267,27 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
         changed += ["fusion_params"] if s.fusion_params else []
         if changed:
             raise ConfigError(
-                f"strategy.{changed[0]}: {s.name!r} distils the mean of all clients' logits on "
-                "the whole "
-                "transfer set; it cannot be changed"
+                f"strategy.{changed[0]}: the server step of {s.name!r} needs its own parts "
+                f"({method.knowledge} knowledge, {method.fusion} fusion); they cannot be changed"
             )
+    if method.adopts_targets and (s.loss is not None or s.loss_params):
+        raise ConfigError(
+            f"strategy.{'loss' if s.loss is not None else 'loss_params'}: {s.name!r} clients "
+            "adopt what the server sends as it is and distil nothing, so it takes no loss"
+        )
     knowledge, fusion, loss = (
         s.knowledge or method.knowledge,
         s.fusion or method.fusion,
-        s.loss or method.loss,
+        None if method.adopts_targets else s.loss or method.loss,
     )
-    assert knowledge is not None and fusion is not None and loss is not None
+    assert knowledge is not None and fusion is not None
+    assert loss is not None or method.adopts_targets
     for registry, value, field_name in (
         (KNOWLEDGE, knowledge, "knowledge"),
         (FUSIONS, fusion, "fusion"),
         (LOSSES, loss, "loss"),
     ):
-        if value not in registry:
+        if value is not None and value not in registry:
             raise ConfigError(
                 f"strategy.{field_name}: unknown {registry.kind} {value!r} (choose one of: "
                 f"{', '.join(registry.names())})"
@@ -279,18 +303,10 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
     if "seed" in FUSIONS.parameters(fusion) and "seed" not in fusion_params:
         fusion_params["seed"] = cfg.seed  # a fusion with randomness of its own (FedTGP)
     f = FUSIONS.create(fusion, "strategy.fusion_params", **fusion_params)
-    lo = LOSSES.create(
-        loss, "strategy.loss_params", **_with_temperature(LOSSES, loss, s.temperature, loss_params)
-    )
     if k.space not in f.spaces or k.domain not in f.domains:
         raise ConfigError(
             f"strategy.fusion: {fusion!r} cannot fuse {knowledge!r} knowledge ({k.space} per "
             f"{k.domain} row)"
-        )
-    if lo.expects != k.space and not (lo.expects == "probs" and k.space == "logits"):
-        raise ConfigError(
-            f"strategy.loss: {loss!r} needs {lo.expects} targets but {knowledge!r} knowledge "
-            f"gives {k.space}"
         )
     needed_views = f.views
     if k.domain == "transfer" and needed_views > 1 and needed_views != cfg.transfer.views:
@@ -299,14 +315,19 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
             "sample; "
             f"set transfer.views: {needed_views}"
         )
-    if lo.needs_labels and k.domain == "transfer" and not cfg.transfer.labelled:
+    if loss is not None and f.targets_space is not None:
         raise ConfigError(
-            f"strategy.loss: {loss!r} needs labels on the transfer set; set transfer.labelled: true"
+            f"strategy.fusion: {fusion!r} returns a {f.targets_space}, which clients adopt "
+            "instead of distilling; no loss learns from it (use the method it belongs to)"
         )
-    if lo.uses_features and k.space != "embedding":
-        raise ConfigError(
-            f"strategy.loss: {loss!r} distils embeddings; use it with prototype knowledge"
+    lo: DistillationLoss | None = None
+    if loss is not None:  # None: the method adopts its targets (no distillation)
+        lo = LOSSES.create(
+            loss,
+            "strategy.loss_params",
+            **_with_temperature(LOSSES, loss, s.temperature, loss_params),
         )
+        _check_loss(cfg, knowledge, k, loss, lo)
     models = sorted(set(archs) | {a for a in students if a is not None})
     if k.space == "embedding" and len(models) > 1:
         dims = {a: embedding_dim(a, spec.input_shape, spec.num_classes) for a in models}
@@ -324,6 +345,29 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
     )
     method.validate(exp)
     return exp
+
+
+def _check_loss(
+    cfg: ExperimentConfig,
+    knowledge: str,
+    k: Knowledge,
+    loss: str,
+    lo: DistillationLoss,
+) -> None:
+    """The distillation loss fits the knowledge and the transfer set."""
+    if lo.expects != k.space and not (lo.expects == "probs" and k.space == "logits"):
+        raise ConfigError(
+            f"strategy.loss: {loss!r} needs {lo.expects} targets but {knowledge!r} knowledge "
+            f"gives {k.space}"
+        )
+    if lo.needs_labels and k.domain == "transfer" and not cfg.transfer.labelled:
+        raise ConfigError(
+            f"strategy.loss: {loss!r} needs labels on the transfer set; set transfer.labelled: true"
+        )
+    if lo.uses_features and k.space != "embedding":
+        raise ConfigError(
+            f"strategy.loss: {loss!r} distils embeddings; use it with prototype knowledge"
+        )
 
 
 def strategy_names() -> list[str]:

@@ -28,6 +28,15 @@ def initial_model_seed(seed: int, architecture: str) -> int:
     return derive_seed(seed, "init", architecture)
 
 
+def initial_model(exp: Experiment) -> Classifier:
+    """The server's averaged model before round 1 (a weight-sharing method): the initial
+    weights every client's copy of :attr:`Experiment.shared_architecture` starts from."""
+    arch = exp.shared_architecture
+    return build_model(
+        arch, exp.input_shape, exp.num_classes, seed=initial_model_seed(exp.config.seed, arch)
+    )
+
+
 class ModelPool:
     """Models reused across the clients a process serves, one per (role, architecture).
 
@@ -135,9 +144,17 @@ class Learner:
     def evaluated_model(self) -> Classifier:
         return (
             self.student
-            if self.student is not None and self.cfg.evaluated_model == "student"
+            if self.student is not None and self.exp.evaluates == "student"
             else self.model
         )
+
+    @property
+    def averaged_model(self) -> Classifier:
+        """The model whose weights the server averages (``Method.weights_of``)."""
+        if self.exp.method.weights_of == "student":
+            assert self.student is not None
+            return self.student
+        return self.model
 
     def load_state(self, state: OrderedDict[str, torch.Tensor] | None) -> None:
         """Adopt weights (own saved state, or a global model from the server); ``None``:
@@ -159,6 +176,14 @@ class Learner:
                 OrderedDict((k[n:], v) for k, v in state.items() if k.startswith(STUDENT_PREFIX))
             )
 
+    def adopt(self, state: OrderedDict[str, torch.Tensor]) -> None:
+        """Take the server's averaged weights into :attr:`averaged_model`."""
+        if self.exp.method.weights_of == "student":
+            assert self.student is not None
+            self.student.load_state_dict(state)
+        else:
+            self.load_state(state)
+
     def generator(self, phase: str, server_round: int) -> torch.Generator:
         """The seeded generator of one phase of one round of this client."""
         return torch_generator(self.cfg.seed, phase, self.partition_id, server_round)
@@ -171,35 +196,41 @@ class Learner:
         With an exchange budget (``distill.steps``), a client whose method distils
         nothing on the client spends that budget on more local training here, so every
         strategy takes the same optimiser steps per round."""
-        metrics: dict[str, float] = dict(self.exp.method.prepare(self.exp, self, server_round))
-        fit = train_supervised(
-            self.model,
-            self.data.train_x,
-            self.data.train_y,
-            self.cfg.train,
-            self.generator("train", server_round),
-            proximal_mu=proximal_mu,
-        )
+        method = self.exp.method
+        metrics: dict[str, float] = dict(method.prepare(self.exp, self, server_round))
+        fit, own = self._local_training(self.generator("train", server_round), proximal_mu)
         metrics.update(train_loss=fit.loss, train_steps=fit.steps)
         budget = self.cfg.distill.steps
-        if budget is not None and not self.exp.method.distils_on_clients:
-            top_up = train_supervised(
-                self.model,
-                self.data.train_x,
-                self.data.train_y,
-                self.cfg.train,
-                self.generator("top-up", server_round),
-                proximal_mu=proximal_mu,
-                steps=budget,
+        if budget is not None and not method.distils_on_clients:
+            top_up, _ = self._local_training(
+                self.generator("top-up", server_round), proximal_mu, budget
             )
             metrics["exchange_steps"] = top_up.steps
-        if self.student is not None:
+        if self.student is not None and not own:  # a method's own training taught it already
             teach = self._teach_student(server_round)
             metrics.update(student_train_loss=teach.loss, teach_steps=teach.steps)
         metrics["local_accuracy"] = accuracy(
             self.evaluated_model, self.data.test_x, self.data.test_y
         )
         return metrics
+
+    def _local_training(
+        self, generator: torch.Generator, proximal_mu: float, steps: int | None = None
+    ) -> tuple[Fit, bool]:
+        """The method's own local training (True) or cross-entropy on the model (False)."""
+        fit = self.exp.method.local_training(self.exp, self, generator, steps)
+        if fit is not None:
+            return fit, True
+        fit = train_supervised(
+            self.model,
+            self.data.train_x,
+            self.data.train_y,
+            self.cfg.train,
+            generator,
+            proximal_mu=proximal_mu,
+            steps=steps,
+        )
+        return fit, False
 
     def _teach_student(self, server_round: int) -> Fit:
         """Distil the teacher into the student on private data with ``model.student_loss``."""
@@ -253,7 +284,11 @@ class Learner:
         """Distil the fused ``target`` into the receiving model, on the samples its
         knowledge is about (transfer rows, or private data for per-class knowledge), with
         the method's private-data anchor, then whatever the method does after distilling
-        (FedMD's revisit). Returns ``distill_loss`` and ``exchange_steps``."""
+        (FedMD's revisit). Returns ``distill_loss`` and ``exchange_steps``. A method that
+        adopts its targets (FedGH's head) takes the target through its ``receive`` instead."""
+        method = self.exp.method
+        if method.adopts_targets:
+            return dict(method.receive(self.exp, self, np.asarray(target), server_round))
         k, loss = self.exp.knowledge, self.exp.loss
         assert k is not None and loss is not None, "this strategy exchanges no knowledge"
         t = torch.from_numpy(np.asarray(target, dtype=np.float32))
@@ -263,7 +298,6 @@ class Learner:
         t = k.spread(t, labels)
         if len(t) != len(x):
             raise ValueError(f"target has {len(t)} rows for {len(x)} samples")
-        method = self.exp.method
         fit = distill(
             self.receiving_model,
             x,
@@ -301,10 +335,12 @@ class Learner:
     def shared_weights(
         self, server_round: int, start: OrderedDict[str, torch.Tensor] | None
     ) -> OrderedDict[str, torch.Tensor]:
-        """The weights this client sends: :meth:`state_dict`, or for a Byzantine client
-        its update from ``start`` (the model it was sent this round) corrupted per
+        """The weights this client sends: :attr:`averaged_model`'s, or for a Byzantine
+        client its update from ``start`` (the model it was sent this round) corrupted per
         ``faults.attack`` (:func:`fedkt.faults.corrupt_weights`)."""
-        state = self.state_dict()
+        state = OrderedDict(
+            (k, v.detach().cpu().clone()) for k, v in self.averaged_model.state_dict().items()
+        )
         if not self.byzantine or start is None:
             return state
         attack = rng(self.cfg.seed, "weight-attack", self.partition_id, server_round)
@@ -318,7 +354,7 @@ class Learner:
 
     def state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """All of this client's weights on CPU: the model's, then the student's under
-        ``student.`` (weight-averaging strategies never have a student)."""
+        ``student.`` (what the node keeps between rounds and checkpoints)."""
         out = OrderedDict((k, v.detach().cpu().clone()) for k, v in self.model.state_dict().items())
         if self.student is not None:
             out.update(

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from fedkt.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from fedkt.experiment import Experiment
     from fedkt.learner import Learner
+    from fedkt.training import Fit
 
 #: What soft-label methods exchange (used in several method declarations).
 SOFT_LABELS = "soft labels on the transfer set (M x C floats)"
@@ -58,6 +60,16 @@ class Method:
     fixed_parts :
         The method's parts cannot be swapped from the config (its server step
         depends on them).
+    weights_of :
+        Whose weights travel when the method shares weights: each client's own model
+        (FedAvg), or its student (FML's meme, FedKD's mentee): a companion model of one
+        architecture on every client, averaged on the server, while each client's own
+        model, of any architecture, stays private and is the one scored. Without
+        ``model.student`` in the config, every client's student is the first client's
+        architecture.
+    adopts_targets :
+        Clients take the fused target into their model as it is (:meth:`receive`: FedGH's
+        global head) instead of distilling it; such a method names no loss.
     """
 
     description: str
@@ -71,6 +83,8 @@ class Method:
     shares_weights: bool = False
     averaging: str | None = None
     fixed_parts: bool = False
+    weights_of: Literal["model", "student"] = "model"
+    adopts_targets: bool = False
 
     @property
     def exchanges_knowledge(self) -> bool:
@@ -80,7 +94,7 @@ class Method:
     def distils_on_clients(self) -> bool:
         """Clients distil a fused target each round (their exchange phase). Otherwise,
         under an exchange budget, they spend it on local training instead."""
-        return self.exchanges_knowledge
+        return self.exchanges_knowledge and not self.adopts_targets
 
     # ------------------------------------------------------------------ hooks
     def check_param(self, name: str, value: Any) -> Any:
@@ -128,6 +142,22 @@ class Method:
     def prepare(self, exp: Experiment, learner: Learner, server_round: int) -> dict[str, float]:
         """Runs on a client before its local training each round; returns metrics."""
         return {}
+
+    def local_training(
+        self, exp: Experiment, learner: Learner, generator: torch.Generator, steps: int | None
+    ) -> Fit | None:
+        """A client's training on its private data, where the method's differs from
+        cross-entropy on its own model (FML's mutual learning of the model and the
+        student): ``train.epochs`` passes, or exactly ``steps`` optimiser steps. ``None``
+        (the default): plain local training, then the teacher's lesson to a student."""
+        return None
+
+    def receive(
+        self, exp: Experiment, learner: Learner, target: np.ndarray, server_round: int
+    ) -> dict[str, float]:
+        """How a client of an :attr:`adopts_targets` method takes its target into its
+        model (raise ValueError naming what does not fit); returns metrics."""
+        raise NotImplementedError(f"{type(self).__name__} adopts no targets")
 
     def after_distillation(
         self, exp: Experiment, learner: Learner, server_round: int

@@ -138,6 +138,38 @@ def train_supervised(
     )
 
 
+def train_mutual(
+    model: nn.Module,
+    partner: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    pair_loss: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int | None = None,
+) -> Fit:
+    """Two models learning together on the same private batches (FML's model and meme):
+    ``pair_loss(model, partner, xb, yb)`` is the sum of their two losses, each treating
+    the other model's output as a fixed target, so that one backward pass gives each
+    model its own loss's gradient. One optimiser (``cfg``'s) over both models' weights
+    steps each model once per batch, as two optimisers with the same settings would; a
+    batch counts as one step of the budget, and the reported loss is the pair's sum."""
+    device = next(model.parameters()).device
+    pair = nn.ModuleList([model, partner])
+    opt = make_optimizer(pair, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    return _fit(
+        pair,
+        opt,
+        len(x),
+        cfg.epochs,
+        cfg.batch_size,
+        generator,
+        lambda idx: pair_loss(model, partner, x[idx].to(device), y[idx].to(device)),
+        amp=cfg.amp,
+        steps=steps,
+    )
+
+
 def distill(
     model: nn.Module,
     x: torch.Tensor,

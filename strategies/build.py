@@ -10,8 +10,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord
 
 from fedkt.experiment import Experiment
-from fedkt.learner import initial_model_seed
-from fedkt.models import build_model
+from fedkt.learner import initial_model
 from fedkt.strategies.base import LocalOnly, RoundStrategy
 from fedkt.strategies.knowledge_transfer import KnowledgeTransfer
 from fedkt.strategies.weight_averaging import WeightAveraging
@@ -20,11 +19,7 @@ from fedkt.strategies.weight_averaging import WeightAveraging
 def initial_arrays(exp: Experiment) -> ArrayRecord:
     """The global model weight-sharing strategies start from: the same initial weights
     every client of that architecture starts from under any strategy."""
-    arch = exp.architectures[0]
-    model = build_model(
-        arch, exp.input_shape, exp.num_classes, seed=initial_model_seed(exp.config.seed, arch)
-    )
-    return ArrayRecord(model.state_dict())
+    return ArrayRecord(initial_model(exp).state_dict())
 
 
 def build_strategy(exp: Experiment, nodes: dict[int, int]) -> tuple[RoundStrategy, ArrayRecord]:

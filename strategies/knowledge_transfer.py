@@ -28,8 +28,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedkt import protocol as P
 from fedkt.errors import KnowledgeError
 from fedkt.experiment import Experiment
-from fedkt.learner import initial_model_seed
-from fedkt.models import build_model
+from fedkt.learner import initial_model
 from fedkt.rounds import Rejection, RoundReport
 from fedkt.strategies.base import RoundStrategy, round_config
 from fedkt.training import resolve_device
@@ -63,13 +62,7 @@ class KnowledgeTransfer(RoundStrategy):
         # then handed to the method's server step).
         self.model = None
         if self.method.shares_weights:
-            arch = exp.architectures[0]
-            self.model = build_model(
-                arch,
-                exp.input_shape,
-                exp.num_classes,
-                seed=initial_model_seed(exp.config.seed, arch),
-            )
+            self.model = initial_model(exp)
             self.model.to(resolve_device(exp.config.device))
 
     # ------------------------------------------------------------------ train
@@ -226,5 +219,6 @@ class KnowledgeTransfer(RoundStrategy):
         parts = self.exp.parts
         return (
             f"strategy {self.exp.name}: knowledge={parts['knowledge']} fusion={parts['fusion']} "
-            f"loss={parts['loss']}, {len(self.nodes)} clients, min_clients {self.min_clients}"
+            + (f"loss={parts['loss']}" if parts["loss"] else "target adopted as it is")
+            + f", {len(self.nodes)} clients, min_clients {self.min_clients}"
         )

@@ -21,8 +21,8 @@ from fedkt.experiment import resolve
         (
             ["strategy=nope"],
             "unknown strategy 'nope' (choose one of: bulyan, dsfl, fd, fedadam, fedavg, feddf, "
-            "fedmd, fedmedian, fedproto, fedprox, fedtgp, fedtrimmedavg, fkd, knfu, knfu_rel, "
-            "krum, local, multikrum)",
+            "fedgh, fedmd, fedmedian, fedproto, fedprox, fedtgp, fedtrimmedavg, fkd, fml, knfu, "
+            "knfu_rel, krum, local, multikrum)",
         ),
         (
             [
@@ -64,7 +64,7 @@ from fedkt.experiment import resolve
         (["min_clients=20"], "min_clients (20) exceeds num_clients (10)"),
         (["partition.name=weird"], "partition.name: Input should be"),
         (["rounds"], "expected KEY=VALUE"),
-        (["strategy=feddf", "strategy.fusion=kd_dp"], "strategy.fusion: 'feddf' distils the mean"),
+        (["strategy=feddf", "strategy.fusion=kd_dp"], "the server step of 'feddf' needs"),
         (
             ["strategy=feddf", "strategy.params.subset=10"],
             "strategy.params: strategy 'feddf' has no parameter 'subset'",

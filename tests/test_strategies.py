@@ -31,6 +31,10 @@ EXTRA = {
     # alpha 0.5 here ALMA 0.11, as the paper's IID assumption predicts), so it is tried on
     # near-IID clients, where it must learn
     "krum": ["strategy=krum", "partition.alpha=5"],
+    "fml-tiers": [
+        "strategy=fml",
+        "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]",
+    ],
 }
 
 
@@ -175,3 +179,25 @@ def test_knfu_fuses_only_semantic_neighbours(runs):
     soft = read_fusion_weights(runs("knfu-beta1")[0])[ROUNDS][1]
     assert np.diag(sharp).min() > 0.99
     assert np.diag(soft).max() < 0.95 and (soft > 0.01).sum() > N
+
+
+def test_fedgh_sends_every_client_the_same_header(runs):
+    """FedGH's downlink is its header, one (C, D + 1) array per participant, and every
+    participant's fusion weights are the same row (its share of the uploads)."""
+    out, _, _, rounds = runs("fedgh")
+    header = _payload(C * (64 + 1))  # the MLP's 64-d embedding, plus the bias column
+    assert all(header < r["bytes_down"] < header + N * 2000 for r in rounds), rounds
+    w = read_fusion_weights(out)[ROUNDS][1]
+    np.testing.assert_allclose(w, np.tile(w[0], (N, 1)))
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+
+
+def test_fml_ships_only_the_meme_and_keeps_private_models_of_any_architecture(runs):
+    """FML under mixed architectures: what travels is every client's mlp meme (FedAvg's
+    payload for the mlp), while the scored private models (mlp and cnn-small) stay apart."""
+    _, summary, rows, rounds = runs("fml-tiers")
+    assert summary["alma"] > 0.5, summary["alma_per_round"]
+    params = count_parameters(build_model("mlp", (1, 8, 8), C))
+    assert all(N * params * 4 < r["bytes_up"] < N * params * 4 * 1.1 for r in rounds)
+    assert len({r["global_accuracy"] for r in rows if r["round"] == ROUNDS}) > 1
+    assert all(0 <= r["student_accuracy"] <= 1 for r in rows)  # the meme is scored too

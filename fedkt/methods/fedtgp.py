@@ -30,7 +30,14 @@ from fedkt.method import Method, register
 from fedkt.seeding import derive_seed
 from fedkt.transfer.fusion import FUSIONS, Fusion, FusionResult, _check
 from fedkt.transfer.params import count, non_negative, positive
-from fedkt.transfer.prototypes import PrototypeGenerator, adaptive_margin, margin_loss
+from fedkt.transfer.prototypes import (
+    PrototypeGenerator,
+    adaptive_margin,
+    margin_loss,
+    sgd_epochs,
+    upload_shares,
+    uploaded,
+)
 
 
 @FUSIONS.register("tgp")
@@ -70,35 +77,33 @@ class TrainableGlobalPrototypes(Fusion):
     def fuse(self, values: np.ndarray, counts: np.ndarray) -> FusionResult:
         values, counts = _check(values, counts)
         n, c, d = values.shape
-        present = counts > 0 if counts.ndim == 2 else np.ones((n, c), dtype=bool)
-        present &= np.isfinite(values).all(axis=-1)
+        present = uploaded(values, counts)
         margin = self.last_margin = adaptive_margin(values, present, self.margin_cap)
         who, cls = np.nonzero(present)
         protos = torch.as_tensor(values[who, cls], dtype=torch.float32)
         labels = torch.as_tensor(cls, dtype=torch.int64)
         net = self._network(c, d)
         ids = torch.arange(c)
-        if len(labels):
-            opt = torch.optim.SGD(net.parameters(), lr=self.lr)
-            order = torch.Generator().manual_seed(
-                derive_seed(self.seed, "tgp-shuffle", self.rounds) % 2**63
-            )
-            net.train()
-            for _ in range(self.epochs):
-                perm = torch.randperm(len(labels), generator=order)
-                for start in range(0, len(labels), self.batch_size):
-                    batch = perm[start : start + self.batch_size]
-                    loss = margin_loss(protos[batch], labels[batch], net(ids), margin)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+        order = torch.Generator().manual_seed(
+            derive_seed(self.seed, "tgp-shuffle", self.rounds) % 2**63
+        )
+        net.train()
+        sgd_epochs(
+            net.parameters(),
+            len(labels),
+            lambda batch: margin_loss(protos[batch], labels[batch], net(ids), margin),
+            self.epochs,
+            self.lr,
+            self.batch_size,
+            order,
+        )
         self.rounds += 1
         with torch.no_grad():
             centres = net.eval()(ids).numpy().astype(np.float64)
-        share = present.sum(axis=1).astype(np.float64)
-        row = share / share.sum() if share.sum() > 0 else np.full(n, 1.0 / n)
         targets = np.broadcast_to(centres, (n, c, d)).copy()
-        return FusionResult(targets=targets.astype(np.float32), weights=np.tile(row, (n, 1)))
+        return FusionResult(
+            targets=targets.astype(np.float32), weights=np.tile(upload_shares(present), (n, 1))
+        )
 
     def state_dict(self) -> dict[str, Any]:
         if self.generator is None:

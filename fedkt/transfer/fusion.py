@@ -52,6 +52,9 @@ class Fusion:
     spaces: tuple[str, ...] = ("probs", "logits", "embedding")
     domains: tuple[str, ...] = ("transfer", "class")
     views: int = 1  #: views of each transfer sample the fusion learns from
+    #: What the targets are when they are not knowledge of the clients' own kind: "head"
+    #: (FedGH's header, a part of a model that clients adopt; no loss can distil it).
+    targets_space: str | None = None
 
     def weights(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         raise NotImplementedError
