@@ -264,8 +264,7 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
         return plain
     if method.fixed_parts:
         changed = [k for k in ("knowledge", "fusion") if getattr(s, k) is not None]
-        changed += ["fusion_params"] if s.fusion_params else []
-        if changed:
+        if changed:  # the parts' parameters (fusion_params) may still be set
             raise ConfigError(
                 f"strategy.{changed[0]}: the server step of {s.name!r} needs its own parts "
                 f"({method.knowledge} knowledge, {method.fusion} fusion); they cannot be changed"

@@ -58,8 +58,8 @@ class Method:
         aggregates the weights of a weights-only method; ``params`` are its keyword
         arguments.
     fixed_parts :
-        The method's parts cannot be swapped from the config (its server step
-        depends on them).
+        The method's knowledge and fusion cannot be swapped from the config (its server
+        step or its clients depend on them); their parameters can be set.
     weights_of :
         Whose weights travel when the method shares weights: each client's own model
         (FedAvg), or its student (FML's meme, FedKD's mentee): a companion model of one

@@ -134,3 +134,10 @@ def test_its_parts_are_fixed_and_it_takes_no_loss(override, message):
     overrides = [*tiny.TINY, "strategy=fedgh", override, "strategy.fusion=global_head"]
     with pytest.raises(ConfigError, match=message):
         resolve(load_config(None, overrides if override == "strategy=fedproto" else overrides[:-1]))
+
+
+def test_its_servers_parameters_can_be_set():
+    exp = resolve(
+        load_config(None, [*tiny.TINY, "strategy=fedgh", "strategy.fusion_params.lr=0.1"])
+    )
+    assert exp.fusion.lr == 0.1 and exp.fusion.epochs == 100
