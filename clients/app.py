@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -100,12 +101,29 @@ def _round(msg: Message) -> int:
 
 
 def _adopt_global(msg: Message, learner: Learner) -> OrderedDict[str, Any] | None:
-    """Load the server's model when the message carries one; returns it (or None)."""
+    """Load the server's model when the message carries one (decoded by the method's
+    weight codec, FedKD's SVD factors); returns it (or None)."""
     if P.ARRAYS not in msg.content:
         return None
-    state = msg.content[P.ARRAYS].to_torch_state_dict()
+    record = msg.content[P.ARRAYS]
+    codec = learner.exp.method.weight_codec(learner.exp, _round(msg))
+    if codec is None:
+        state = record.to_torch_state_dict()
+    else:
+        decoded = codec.decode({k: a.numpy() for k, a in record.items()})
+        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in decoded.items())
     learner.adopt(state)
     return state
+
+
+def _weights_record(learner: Learner, server_round: int, start: Any) -> ArrayRecord:
+    """The weights this client sends, through the method's weight codec if it has one."""
+    weights = learner.shared_weights(server_round, start)
+    codec = learner.exp.method.weight_codec(learner.exp, server_round)
+    if codec is None:
+        return ArrayRecord(weights)
+    encoded = codec.encode({k: t.numpy() for k, t in weights.items()})
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in encoded.items()})
 
 
 @app.query()
@@ -181,7 +199,7 @@ def train(msg: Message, context: Context) -> Message:
             record[P.COUNTS] = Array(np.asarray(counts, dtype=np.float64))
         content[P.KNOWLEDGE] = record
     if learner.exp.method.shares_weights:
-        content[P.ARRAYS] = ArrayRecord(learner.shared_weights(server_round, start))
+        content[P.ARRAYS] = _weights_record(learner, server_round, start)
     _save(learner, context, server_round)
     return Message(content, reply_to=msg)
 

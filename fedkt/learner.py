@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedkt.data.federation import ClientData
 from fedkt.experiment import Experiment
 from fedkt.faults import corrupt_knowledge, corrupt_weights
 from fedkt.models import Classifier, build_model
 from fedkt.seeding import derive_seed, rng, torch_generator
-from fedkt.training import Fit, accuracy, distill, predict, resolve_device, train_supervised
+from fedkt.training import (
+    Fit,
+    accuracy,
+    distill,
+    predict,
+    resolve_device,
+    train_mutual,
+    train_supervised,
+)
 
 STUDENT_PREFIX = "student."
+EXTRA_PREFIX = "extra."  #: a method's own client modules (``Method.client_modules``)
 
 
 def initial_model_seed(seed: int, architecture: str) -> int:
@@ -101,6 +112,10 @@ class Learner:
         self.student = (
             self._model("student", self.student_architecture) if self.student_architecture else None
         )
+        self.extras = {
+            name: module.to(self.device)
+            for name, module in exp.method.client_modules(exp, self).items()
+        }  #: the method's own modules, kept across rounds like the models (never sent)
         self.byzantine = partition_id in exp.attackers
         self.fresh = state is None  #: no saved state: this client's first round
         self.load_state(state)
@@ -168,7 +183,16 @@ class Learner:
                 init = self.pool.get(self.exp, "student", self.student_architecture, self.device)[1]
                 self.student.load_state_dict(init)
             return
-        own = OrderedDict((k, v) for k, v in state.items() if not k.startswith(STUDENT_PREFIX))
+        for name, module in self.extras.items():
+            prefix = f"{EXTRA_PREFIX}{name}."
+            module.load_state_dict(
+                OrderedDict((k[len(prefix) :], v) for k, v in state.items() if k.startswith(prefix))
+            )
+        own = OrderedDict(
+            (k, v)
+            for k, v in state.items()
+            if not k.startswith(STUDENT_PREFIX) and not k.startswith(EXTRA_PREFIX)
+        )
         self.model.load_state_dict(own)
         if self.student is not None:
             n = len(STUDENT_PREFIX)
@@ -231,6 +255,28 @@ class Learner:
             steps=steps,
         )
         return fit, False
+
+    def train_pair(
+        self,
+        generator: torch.Generator,
+        pair_loss: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+        steps: int | None,
+        also: nn.Module | None = None,
+    ) -> Fit:
+        """The model and the student learning together on private data (a method's
+        ``local_training``: FML, FedKD), per :func:`fedkt.training.train_mutual`."""
+        assert self.student is not None, "this client has no student"
+        return train_mutual(
+            self.model,
+            self.student,
+            self.data.train_x,
+            self.data.train_y,
+            self.cfg.train,
+            generator,
+            pair_loss,
+            steps=steps,
+            also=also,
+        )
 
     def _teach_student(self, server_round: int) -> Fit:
         """Distil the teacher into the student on private data with ``model.student_loss``."""
@@ -354,11 +400,17 @@ class Learner:
 
     def state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """All of this client's weights on CPU: the model's, then the student's under
-        ``student.`` (what the node keeps between rounds and checkpoints)."""
+        ``student.``, then the method's own modules under ``extra.<name>.`` (what the node
+        keeps between rounds and checkpoints)."""
         out = OrderedDict((k, v.detach().cpu().clone()) for k, v in self.model.state_dict().items())
         if self.student is not None:
             out.update(
                 (STUDENT_PREFIX + k, v.detach().cpu().clone())
                 for k, v in self.student.state_dict().items()
+            )
+        for name, module in self.extras.items():
+            out.update(
+                (f"{EXTRA_PREFIX}{name}.{k}", v.detach().cpu().clone())
+                for k, v in module.state_dict().items()
             )
         return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     from fedkt.experiment import Experiment
     from fedkt.learner import Learner
     from fedkt.training import Fit
+
+class WeightCodec(Protocol):
+    """How weights travel, both ways (FedKD: truncated-SVD factors); arrays by name."""
+
+    def encode(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def decode(self, record: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
 
 #: What soft-label methods exchange (used in several method declarations).
 SOFT_LABELS = "soft labels on the transfer set (M x C floats)"
@@ -150,6 +158,18 @@ class Method:
         cross-entropy on its own model (FML's mutual learning of the model and the
         student): ``train.epochs`` passes, or exactly ``steps`` optimiser steps. ``None``
         (the default): plain local training, then the teacher's lesson to a student."""
+        return None
+
+    def client_modules(self, exp: Experiment, learner: Learner) -> dict[str, nn.Module]:
+        """Modules of the method's own that each client keeps across rounds, beside its
+        models (FedKD's hidden-state map), built with their initial weights; saved with the
+        client's state under ``extra.<name>.`` and never sent."""
+        return {}
+
+    def weight_codec(self, exp: Experiment, server_round: int) -> WeightCodec | None:
+        """How a weight-averaging method's weights travel in ``server_round``, both ways:
+        the clients encode what they send and decode what they receive, the server decodes
+        before averaging and encodes the average. ``None`` (the default): as they are."""
         return None
 
     def receive(

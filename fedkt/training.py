@@ -147,15 +147,17 @@ def train_mutual(
     generator: torch.Generator,
     pair_loss: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
     steps: int | None = None,
+    also: nn.Module | None = None,
 ) -> Fit:
     """Two models learning together on the same private batches (FML's model and meme):
     ``pair_loss(model, partner, xb, yb)`` is the sum of their two losses, each treating
     the other model's output as a fixed target, so that one backward pass gives each
     model its own loss's gradient. One optimiser (``cfg``'s) over both models' weights
     steps each model once per batch, as two optimisers with the same settings would; a
-    batch counts as one step of the budget, and the reported loss is the pair's sum."""
+    batch counts as one step of the budget, and the reported loss is the pair's sum.
+    ``also``: a module the losses use that learns with them (FedKD's hidden-state map)."""
     device = next(model.parameters()).device
-    pair = nn.ModuleList([model, partner])
+    pair = nn.ModuleList([model, partner, *([also] if also is not None else [])])
     opt = make_optimizer(pair, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     return _fit(
         pair,

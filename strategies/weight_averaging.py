@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 import flwr.serverapp.strategy as flower_strategies
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -21,7 +22,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from fedkt import protocol as P
 from fedkt.errors import ConfigError
 from fedkt.experiment import Experiment
-from fedkt.rounds import RoundReport
+from fedkt.rounds import Rejection, RoundReport
 from fedkt.strategies.base import RoundStrategy, partition_of
 
 _TAKE_EVERY_NODE = dict(
@@ -76,6 +77,7 @@ class WeightAveraging(RoundStrategy):
     """A Flower strategy (by class name) driven through fedkt's round interface."""
 
     def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
         name = exp.method.averaging
         cls = getattr(flower_strategies, name or "", None)
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
@@ -83,24 +85,71 @@ class WeightAveraging(RoundStrategy):
         self.flower: Strategy = cls(**_TAKE_EVERY_NODE, **exp.method.averaging_params(exp))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
-        return list(self.flower.configure_train(server_round, arrays, ConfigRecord(), grid))
+        messages = self.flower.configure_train(server_round, arrays, ConfigRecord(), grid)
+        return self._encoded(server_round, list(messages))
+
+    def _encoded(self, server_round: int, messages: list[Message]) -> list[Message]:
+        """The global model in ``messages`` through the method's weight codec (FedKD),
+        encoded once however many messages share it."""
+        codec = self.exp.method.weight_codec(self.exp, server_round)
+        if codec is None:
+            return messages
+        done: dict[int, ArrayRecord] = {}
+        for m in messages:
+            if P.ARRAYS in m.content:
+                record = m.content[P.ARRAYS]
+                if id(record) not in done:
+                    encoded = codec.encode({k: a.numpy() for k, a in record.items()})
+                    new = ArrayRecord(
+                        {k: Array(np.ascontiguousarray(v)) for k, v in encoded.items()}
+                    )
+                    done[id(record)] = done[id(new)] = new
+                m.content[P.ARRAYS] = done[id(record)]
+        return messages
+
+    def _decoded(
+        self, server_round: int, replies: list[Message], report: RoundReport
+    ) -> list[Message]:
+        """Replies with their weights decoded by the method's weight codec; a reply whose
+        weights cannot be decoded is left out and recorded in ``report``."""
+        codec = self.exp.method.weight_codec(self.exp, server_round)
+        if codec is None:
+            return replies
+        kept = []
+        for m in replies:
+            if not m.has_error() and P.ARRAYS in m.content:
+                try:
+                    decoded = codec.decode({k: a.numpy() for k, a in m.content[P.ARRAYS].items()})
+                except (ValueError, TypeError, AttributeError) as exc:
+                    report.rejected.append(
+                        Rejection(
+                            m.metadata.src_node_id, f"undecodable weights ({exc})", "malformed"
+                        )
+                    )
+                    continue
+                m.content[P.ARRAYS] = ArrayRecord(
+                    {k: Array(np.ascontiguousarray(v)) for k, v in decoded.items()}
+                )
+            kept.append(m)
+        return kept
 
     def aggregate_train(
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, RoundReport]:
+        report = RoundReport()
+        replies = self._decoded(server_round, replies, report)
         dtypes = _reply_dtypes(replies)
         arrays, _ = self.flower.aggregate_train(server_round, replies)
-        report = RoundReport(
-            participants=sorted(
-                p for m in replies if not m.has_error() and (p := partition_of(m)) >= 0
-            )
+        report.participants = sorted(
+            p for m in replies if not m.has_error() and (p := partition_of(m)) >= 0
         )
         return (None if arrays is None else _same_dtype(arrays, dtypes)), report
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, grid: Grid
     ) -> list[Message]:
-        return list(self.flower.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
+        messages = self.flower.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+        return self._encoded(server_round, list(messages))
 
     def state_dict(self) -> dict[str, Any]:
         if not isinstance(self.flower, FedOpt):

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fedkt.method import Method, register
-from fedkt.training import Fit, train_mutual
 from fedkt.transfer.mutual import mutual_losses
 
 if TYPE_CHECKING:
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 
     from fedkt.experiment import Experiment
     from fedkt.learner import Learner
+    from fedkt.training import Fit
 
 
 class FML(Method):
@@ -48,21 +48,11 @@ class FML(Method):
         self, exp: Experiment, learner: Learner, generator: torch.Generator, steps: int | None
     ) -> Fit:
         alpha, beta = exp.params["alpha"], exp.params["beta"]
-        assert learner.student is not None
 
         def pair_loss(private, meme, x, y):
             return sum(mutual_losses(private(x), meme(x), y, alpha, beta))
 
-        return train_mutual(
-            learner.model,
-            learner.student,
-            learner.data.train_x,
-            learner.data.train_y,
-            exp.config.train,
-            generator,
-            pair_loss,
-            steps=steps,
-        )
+        return learner.train_pair(generator, pair_loss, steps)
 
 
 register(

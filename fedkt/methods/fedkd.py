@@ -1,0 +1,97 @@
+"""FedKD (Wu et al., Nature Communications 2022, "Communication-efficient federated learning
+via knowledge distillation"): every client holds a private *mentor* model, of any
+architecture, and a copy of one shared *mentee*. Both learn on private data from the labels
+and from each other, by *adaptive* mutual distillation: the distillation terms weigh more
+when both models are right (``fedkt.transfer.mutual.adaptive_mutual_losses``), with a
+hidden-state term through a learnt map W_h from the mentee's embedding to the mentor's. The
+mentee's weights travel compressed by truncated SVD, keeping a fraction T of each matrix's
+energy, T rising from ``T_start`` to ``T_end`` over the rounds (the "dynamic gradient
+approximation"); the server averages the recovered mentees and sends the average back
+compressed the same way. The mentor is never sent and is the one scored.
+
+In fedkt the mentee is the client's *student* (``model.student``; default: the first
+client's architecture, the same for every client) and W_h a client module kept with the
+client's state (``Method.client_modules``); the server is Flower's FedAvg behind a weight
+codec (``Method.weight_codec``). Defaults as HtFLlib's ``clientkd.py`` / ``serverkd.py``:
+``T_start`` 0.95, ``T_end`` 0.98, W_h a linear map without bias, T of round t (1-based) of
+R: ``T_start + (t - 1) / R * (T_end - T_start)``. fedkt differs in: the reference
+compresses the mentee's *updates*, HtFLlib (and fedkt) its weights; the adaptive weight
+carries no gradient and each model's terms treat the other's output as fixed (see
+``adaptive_mutual_losses``); a convolution is compressed as one matrix (see
+``fedkt.transfer.compression``); mentor, mentee and W_h share one optimiser (HtFLlib has a
+separate mentee learning rate, 0.01 by default, as its main one); no gradient clipping.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from fedkt.method import Method, register
+from fedkt.seeding import derive_seed
+from fedkt.transfer.compression import SVDCodec
+from fedkt.transfer.mutual import adaptive_mutual_losses
+
+if TYPE_CHECKING:
+    from fedkt.experiment import Experiment
+    from fedkt.learner import Learner
+    from fedkt.training import Fit
+
+
+class FedKD(Method):
+    def check_param(self, name: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+        return float(value)
+
+    def averaging_params(self, exp: Experiment) -> dict[str, Any]:
+        return {}  # T_start and T_end drive the codec; the server is Flower's plain FedAvg
+
+    def energy(self, exp: Experiment, server_round: int) -> float:
+        """The fraction of each matrix's energy the weights keep in ``server_round``."""
+        start, end = exp.params["T_start"], exp.params["T_end"]
+        return start + (server_round - 1) / exp.config.rounds * (end - start)
+
+    def weight_codec(self, exp: Experiment, server_round: int) -> SVDCodec:
+        return SVDCodec(self.energy(exp, server_round))
+
+    def client_modules(self, exp: Experiment, learner: Learner) -> dict[str, nn.Module]:
+        assert learner.student is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(exp.config.seed, "fedkd-hidden-map") % 2**63)
+            hidden_map = nn.Linear(
+                learner.student.embedding_dim, learner.model.embedding_dim, bias=False
+            )
+        return {"hidden_map": hidden_map}
+
+    def local_training(
+        self, exp: Experiment, learner: Learner, generator: torch.Generator, steps: int | None
+    ) -> Fit:
+        hidden_map = learner.extras["hidden_map"]
+
+        def pair_loss(mentor, mentee, x, y):
+            h_t, h_s = mentor.embed(x), mentee.embed(x)
+            losses = adaptive_mutual_losses(
+                mentor.head(h_t), mentee.head(h_s), h_t, hidden_map(h_s), y
+            )
+            return sum(losses)
+
+        return learner.train_pair(generator, pair_loss, steps, also=hidden_map)
+
+
+register(
+    "fedkd",
+    FedKD(
+        description=(
+            "FedKD (Wu et al.): a private mentor and a shared mentee learn by adaptive mutual "
+            "distillation; the mentee travels SVD-compressed and is averaged"
+        ),
+        exchanges="the mentee's weights as truncated-SVD factors (both ways)",
+        shares_weights=True,
+        averaging="FedAvg",
+        weights_of="student",
+        params={"T_start": 0.95, "T_end": 0.98},
+    ),
+)

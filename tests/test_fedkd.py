@@ -1,0 +1,128 @@
+"""FedKD (fedkt/methods/fedkd.py): the SVD compression's rank and round trip by hand, the
+energy it keeps, the adaptive mutual losses by hand, the energy schedule, and the client's
+hidden-state map kept with its state but never sent."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tiny
+import torch
+
+from fedkt.config import load_config
+from fedkt.experiment import resolve
+from fedkt.learner import Learner
+from fedkt.transfer.compression import SEP, compress, decompress, rank_for_energy
+from fedkt.transfer.mutual import adaptive_mutual_losses
+
+
+@pytest.mark.parametrize("energy, rank", [(0.6, 1), (0.9, 2), (13 / 14, 2), (0.93, 3), (1.0, 3)])
+def test_rank_for_energy_by_hand(energy, rank):
+    # squared singular values 9, 4, 1 of 14: rank 1 keeps 9/14 = 0.643, rank 2 13/14 = 0.929
+    assert rank_for_energy(np.array([3.0, 2.0, 1.0]), energy) == rank
+
+
+def test_a_zero_matrix_keeps_every_singular_value():
+    assert rank_for_energy(np.zeros(4), 0.9) == 4
+
+
+def test_a_low_rank_matrix_travels_as_its_factors_and_comes_back():
+    a = np.outer(np.arange(1.0, 9.0), np.arange(1.0, 11.0)).astype(np.float32)  # rank 1, 8 x 10
+    state = {"w": a, "b": np.ones(8, np.float32), "steps": np.array(3, np.int64)}
+    record = compress(state, energy=0.95)
+    assert record[f"w{SEP}u"].shape == (8, 1) and record[f"w{SEP}vt"].shape == (1, 10)
+    assert record[f"w{SEP}s"].shape == (1,) and record[f"w{SEP}shape"].tolist() == [8, 10]
+    assert record["b"] is state["b"] and record["steps"] is state["steps"]  # sent as they are
+    back = decompress(record)
+    assert list(back) == ["w", "b", "steps"] and back["w"].dtype == np.float32
+    np.testing.assert_allclose(back["w"], a, rtol=1e-5)
+
+
+def test_a_convolution_is_compressed_as_one_matrix_and_keeps_its_shape():
+    rng = np.random.default_rng(0)
+    low = (rng.normal(size=(16, 2)) @ rng.normal(size=(2, 27))).reshape(16, 3, 3, 3)
+    record = compress({"conv": low.astype(np.float32)}, energy=0.99)
+    assert record[f"conv{SEP}u"].shape == (16, 2)
+    assert decompress(record)["conv"].shape == (16, 3, 3, 3)
+
+
+def test_what_factors_would_not_shrink_is_sent_whole():
+    full_rank = np.eye(3, dtype=np.float32)  # rank 3: 3 * (3 + 3 + 1) > 9
+    assert list(compress({"w": full_rank}, 0.5)) == ["w"]
+
+
+def test_the_energy_kept_bounds_the_error():
+    a = np.random.default_rng(1).normal(size=(40, 30))
+    for energy in (0.5, 0.9, 0.99):
+        back = decompress(compress({"w": a}, energy))["w"]
+        assert np.sum((a - back) ** 2) <= (1 - energy) * np.sum(a**2) + 1e-9
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({f"w{SEP}s": np.ones(1), f"w{SEP}vt": np.ones((1, 3))}, "factors without 'u'"),
+        ({f"w{SEP}u": np.ones((2, 1)), f"w{SEP}s": np.ones(1)}, "weight 'w': unusable"),
+        ({f"w{SEP}q": np.ones(1)}, "unknown factor"),
+    ],
+)
+def test_factors_that_do_not_fit_are_refused(record, message):
+    with pytest.raises(ValueError, match=message):
+        decompress(record)
+
+
+def test_adaptive_mutual_losses_by_hand():
+    # p_t = (1/2, 1/2), p_s = (3/4, 1/4), label 0; hidden states (1, 2) and (0, 0): MSE 2.5
+    t, s = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])
+    ce_t, ce_s = math.log(2.0), -math.log(0.75)
+    w = 1 / (ce_t + ce_s)
+    kl_s_t = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    kl_t_s = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    loss_t, loss_s = adaptive_mutual_losses(
+        t, s, torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    )
+    assert float(loss_t) == pytest.approx(ce_t + w * (kl_s_t + 2.5), rel=1e-6)
+    assert float(loss_s) == pytest.approx(ce_s + w * (kl_t_s + 2.5), rel=1e-6)
+
+
+def test_each_side_of_the_pair_gets_its_own_gradient():
+    g = torch.Generator().manual_seed(0)
+    zt, zs, ht, hs = (torch.randn(5, 4, generator=g, requires_grad=True) for _ in range(4))
+    y = torch.tensor([0, 1, 2, 3, 0])
+    sum(adaptive_mutual_losses(zt, zs, ht, hs, y)).backward()
+    own = [v.detach().clone().requires_grad_() for v in (zt, ht)]
+    adaptive_mutual_losses(own[0], zs.detach(), own[1], hs.detach(), y)[0].backward()
+    assert torch.allclose(zt.grad, own[0].grad) and torch.allclose(ht.grad, own[1].grad)
+
+
+def test_the_energy_rises_from_t_start_to_t_end():
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", "rounds=10"]))
+    energies = [exp.method.energy(exp, r) for r in (1, 6, 10)]
+    assert energies == pytest.approx([0.95, 0.965, 0.977])
+    assert exp.method.weight_codec(exp, 1).energy == 0.95
+
+
+def test_the_hidden_map_is_kept_with_the_client_and_never_sent():
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd"]))
+    learner = Learner(exp, 0)
+    assert exp.evaluates == "teacher" and set(learner.extras) == {"hidden_map"}
+    before = learner.extras["hidden_map"].weight.detach().clone()
+    metrics = learner.train(1)
+    assert metrics["train_steps"] > 0 and "teach_steps" not in metrics
+    assert not torch.equal(before, learner.extras["hidden_map"].weight)  # it learns
+    state = learner.state_dict()
+    assert "extra.hidden_map.weight" in state
+    assert not any(k.startswith("extra.") for k in learner.shared_weights(1, None))
+    again = Learner(exp, 0, state)
+    assert torch.equal(again.extras["hidden_map"].weight, learner.extras["hidden_map"].weight)
+    assert all(torch.equal(v, state[k]) for k, v in again.model.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", ["strategy.params.T_start=0", "strategy.params.T_end=1.5"])
+def test_bad_energies_are_refused(bad):
+    from fedkt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"must be a number in \(0, 1\]"):
+        resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", bad]))
