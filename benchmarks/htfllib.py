@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(one_line(f"benchmarks.htfllib: {method}: {library}: {exc}"),
                               file=sys.stderr)  # fmt: skip
                 rows += _rows(method, got)
+                for row in rows[-2:]:  # as each method finishes: a stopped run keeps them
+                    print("  ".join(row), flush=True)
         except FedktError as exc:
             return fail("benchmarks.htfllib", exc)
         print_table(
