@@ -126,12 +126,13 @@ def _params(name: str, method: Method, given: dict[str, Any]) -> dict[str, Any]:
             f"strategy.params: strategy {name!r} has no parameter {unknown[0]!r}"
             f" (accepts: {', '.join(method.params) or 'none'})"
         )
+    checked = {}
     for key, value in given.items():
         try:
-            method.check_param(key, value)
+            checked[key] = method.check_param(key, value)  # the method's reading of it
         except ValueError as exc:
             raise ConfigError(f"strategy.params.{key}: {exc}") from None
-    return {**method.params, **given}
+    return {**method.params, **checked}
 
 
 def _check_models(
@@ -328,7 +329,7 @@ def resolve(cfg: ExperimentConfig) -> Experiment:
         )
         _check_loss(cfg, knowledge, k, loss, lo)
     models = sorted(set(archs) | {a for a in students if a is not None})
-    if k.space == "embedding" and len(models) > 1:
+    if k.space in ("embedding", "head") and len(models) > 1:
         dims = {a: embedding_dim(a, spec.input_shape, spec.num_classes) for a in models}
         if len(set(dims.values())) > 1:
             raise ConfigError(

@@ -262,6 +262,7 @@ class Learner:
         pair_loss: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
         steps: int | None,
         also: nn.Module | None = None,
+        clip_norm: float | None = None,
     ) -> Fit:
         """The model and the student learning together on private data (a method's
         ``local_training``: FML, FedKD), per :func:`fedkt.training.train_mutual`."""
@@ -276,6 +277,7 @@ class Learner:
             pair_loss,
             steps=steps,
             also=also,
+            clip_norm=clip_norm,
         )
 
     def _teach_student(self, server_round: int) -> Fit:

@@ -106,8 +106,9 @@ class Method:
 
     # ------------------------------------------------------------------ hooks
     def check_param(self, name: str, value: Any) -> Any:
-        """Validate one of :attr:`params` (raise ValueError naming it). Default: a
-        number >= 0, which fits every server-side rate, weight and coefficient."""
+        """Validate one of :attr:`params` (raise ValueError naming it) and return the
+        value the method uses. Default: a number >= 0, which fits every server-side rate,
+        weight and coefficient."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         return value

@@ -67,9 +67,11 @@ def _fit(
     batch_loss: Callable[[torch.Tensor], torch.Tensor],
     amp: bool = False,
     steps: int | None = None,
+    clip_norm: float | None = None,
 ) -> Fit:
     """The one training loop: shuffled mini-batches of row indices, ``batch_loss(idx)``
-    per step (under autocast when ``amp``; float16 gradients are loss-scaled).
+    per step (under autocast when ``amp``; float16 gradients are loss-scaled), the
+    gradient's norm clipped at ``clip_norm`` when one is given.
 
     ``epochs`` full passes, or with ``steps`` exactly that many optimiser steps (as many
     passes as it takes, the last one cut short), so that budgets can be matched in steps."""
@@ -88,6 +90,9 @@ def _fit(
             with autocast(device, amp):
                 loss = batch_loss(idx).float()
             scaler.scale(loss).backward()
+            if clip_norm is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             scaler.step(opt)
             scaler.update()
             total += loss.item() * len(idx)
@@ -106,12 +111,15 @@ def train_supervised(
     generator: torch.Generator,
     proximal_mu: float = 0.0,
     steps: int | None = None,
+    extra: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Fit:
     """Cross-entropy training on private data: ``cfg.epochs`` passes, or exactly
     ``steps`` optimiser steps.
 
     ``proximal_mu > 0`` adds FedProx's mu/2 * ||w - w_start||^2, which keeps a client's
     update close to the global model it started from under heterogeneous data.
+    ``extra(idx)``: a term a method adds to each batch's loss (FedGen's generated
+    embeddings through the head).
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -123,6 +131,8 @@ def train_supervised(
             loss = loss + 0.5 * proximal_mu * sum(
                 ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)
             )
+        if extra is not None:
+            loss = loss + extra(idx)
         return loss
 
     return _fit(
@@ -148,6 +158,7 @@ def train_mutual(
     pair_loss: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
     steps: int | None = None,
     also: nn.Module | None = None,
+    clip_norm: float | None = None,
 ) -> Fit:
     """Two models learning together on the same private batches (FML's model and meme):
     ``pair_loss(model, partner, xb, yb)`` is the sum of their two losses, each treating
@@ -155,7 +166,8 @@ def train_mutual(
     model its own loss's gradient. One optimiser (``cfg``'s) over both models' weights
     steps each model once per batch, as two optimisers with the same settings would; a
     batch counts as one step of the budget, and the reported loss is the pair's sum.
-    ``also``: a module the losses use that learns with them (FedKD's hidden-state map)."""
+    ``also``: a module the losses use that learns with them (FedKD's hidden-state map);
+    ``clip_norm``: the gradient norm of the whole (pair and ``also``) clipped there."""
     device = next(model.parameters()).device
     pair = nn.ModuleList([model, partner, *([also] if also is not None else [])])
     opt = make_optimizer(pair, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -169,6 +181,7 @@ def train_mutual(
         lambda idx: pair_loss(model, partner, x[idx].to(device), y[idx].to(device)),
         amp=cfg.amp,
         steps=steps,
+        clip_norm=clip_norm,
     )
 
 

@@ -126,3 +126,41 @@ def test_bad_energies_are_refused(bad):
 
     with pytest.raises(ConfigError, match=r"must be a number in \(0, 1\]"):
         resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", bad]))
+
+
+def test_weights_that_diverged_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="weight 'w' holds NaN"):
+        compress({"w": np.full((4, 4), np.nan)}, 0.9)
+
+
+def test_the_pair_trains_under_a_gradient_clip():
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.clip_norm=0"]))
+    assert exp.params["clip_norm"] is None  # 0: no clipping
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd"]))
+    assert exp.params["clip_norm"] == 10.0
+    # one plain SGD step at lr 1 on a huge loss moves the pair's weights by exactly the clip
+    from fedkt.config import TrainConfig
+    from fedkt.training import train_mutual
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = torch.cat([p.detach().flatten().clone() for p in (*a.parameters(), *b.parameters())])
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1.0, momentum=0.0)
+    x, y = torch.ones(4, 3), torch.zeros(4, dtype=torch.int64)
+    big = lambda m, p, xb, yb: 1000 * (m(xb).sum() + p(xb).sum())  # noqa: E731
+    train_mutual(a, b, x, y, cfg, torch.Generator(), big, steps=1, clip_norm=0.5)
+    after = torch.cat([p.detach().flatten() for p in (*a.parameters(), *b.parameters())])
+    assert float((after - before).norm()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_the_hidden_terms_weight():
+    g = torch.Generator().manual_seed(3)
+    zt, zs, ht, hs = (torch.randn(5, 4, generator=g) for _ in range(4))
+    y = torch.tensor([0, 1, 2, 3, 0])
+    with_h = adaptive_mutual_losses(zt, zs, ht, hs, y)
+    without = adaptive_mutual_losses(zt, zs, ht, hs, y, hidden_weight=0.0)
+    w = 1 / float(
+        torch.nn.functional.cross_entropy(zt, y) + torch.nn.functional.cross_entropy(zs, y)
+    )
+    mse = float(((ht - hs) ** 2).mean())
+    for a, b in zip(with_h, without):
+        assert float(a - b) == pytest.approx(w * mse, rel=1e-5)

@@ -28,7 +28,14 @@ import torch
 
 from fedkt.method import Method, register
 from fedkt.seeding import derive_seed
-from fedkt.transfer.fusion import FUSIONS, Fusion, FusionResult, _check
+from fedkt.transfer.fusion import (
+    FUSIONS,
+    Fusion,
+    FusionResult,
+    _check,
+    load_module_arrays,
+    module_arrays,
+)
 from fedkt.transfer.params import count, non_negative, positive
 from fedkt.transfer.prototypes import (
     PrototypeGenerator,
@@ -108,21 +115,14 @@ class TrainableGlobalPrototypes(Fusion):
     def state_dict(self) -> dict[str, Any]:
         if self.generator is None:
             return {}
-        net = self.generator.state_dict()
-        return {**{f"net.{k}": v.numpy().copy() for k, v in net.items()}, "rounds": self.rounds}
+        return {**module_arrays(self.generator), "rounds": self.rounds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
         emb = np.asarray(state["net.classes.weight"])
         net = self._network(int(emb.shape[0]), int(emb.shape[1]))
-        net.load_state_dict(
-            {
-                k[4:]: torch.as_tensor(np.asarray(v))
-                for k, v in state.items()
-                if k.startswith("net.")
-            }
-        )
+        load_module_arrays(net, state)
         self.rounds = int(state["rounds"])
 
 

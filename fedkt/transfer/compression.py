@@ -46,6 +46,8 @@ def compress(state: Mapping[str, np.ndarray], energy: float) -> dict[str, np.nda
             out[name] = a
             continue
         m = a.reshape(a.shape[0], -1)
+        if not np.isfinite(m).all():
+            raise ValueError(f"weight {name!r} holds NaN or infinite values (training diverged)")
         u, s, vt = np.linalg.svd(m.astype(np.float64), full_matrices=False)
         r = rank_for_energy(s, energy)
         if r * (m.shape[0] + m.shape[1] + 1) + a.ndim >= m.size:

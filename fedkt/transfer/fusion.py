@@ -42,6 +42,25 @@ def _check(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return values, counts
 
 
+def module_arrays(module: torch.nn.Module, prefix: str = "net.") -> dict[str, np.ndarray]:
+    """A fusion's network as plain arrays for its :meth:`Fusion.state_dict` (FedTGP's
+    prototype generator, FedGen's generator)."""
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_module_arrays(
+    module: torch.nn.Module, state: dict[str, Any], prefix: str = "net."
+) -> None:
+    """Inverse of :func:`module_arrays`."""
+    module.load_state_dict(
+        {
+            k[len(prefix) :]: torch.as_tensor(np.asarray(v))
+            for k, v in state.items()
+            if k.startswith(prefix)
+        }
+    )
+
+
 class Fusion:
     """Base class: subclasses implement :meth:`weights`; the fused target is then the
     weight-normalised mixture of the clients' knowledge (one matrix product).

@@ -5,7 +5,8 @@ transfer samples, or per-class tables. Each kind declares
 
 - ``domain``: ``"transfer"`` (one row per transfer sample) or ``"class"`` (one row per
   class, with per-class counts), which decides where the fused target is distilled;
-- ``space``: ``"probs"``, ``"logits"`` or ``"embedding"``, which losses check against.
+- ``space``: ``"probs"``, ``"logits"``, ``"embedding"`` or ``"head"`` (a model's linear
+  head, FedGen), which losses and fusions check against.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fedkt.errors import KnowledgeError
 from fedkt.registry import Registry
 from fedkt.training import predict
 from fedkt.transfer.params import positive
+from fedkt.transfer.prototypes import head_matrix
 
 if TYPE_CHECKING:
     from fedkt.data.federation import ClientData
@@ -184,5 +186,23 @@ class Prototypes(Knowledge):
 
     def validate(self, values, counts, rows, num_classes):
         return _check_array(values, num_classes, None, "prototypes").astype(
+            np.float32
+        ), _validate_counts(counts, num_classes)
+
+
+@KNOWLEDGE.register("heads")
+class Heads(Knowledge):
+    """FedGen (Zhu et al.): the client's linear head as a (C, D + 1) array (weight, bias
+    column) + its per-class sample counts. Per-class rows, but of weights: only a fusion
+    that reads heads takes it."""
+
+    domain, space = "class", "head"
+
+    def extract(self, model, x, y, num_classes):
+        counts = torch.bincount(y, minlength=num_classes).double().numpy()
+        return head_matrix(model.head).astype(np.float32), counts
+
+    def validate(self, values, counts, rows, num_classes):
+        return _check_array(values, num_classes, None, "heads").astype(
             np.float32
         ), _validate_counts(counts, num_classes)

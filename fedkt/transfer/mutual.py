@@ -37,6 +37,7 @@ def adaptive_mutual_losses(
     hidden_t: torch.Tensor,
     hidden_s: torch.Tensor,
     labels: torch.Tensor,
+    hidden_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FedKD's adaptive mutual distillation (Wu et al. 2022) of a mentor t and a mentee s,
     ``hidden_s`` the mentee's hidden state mapped to the mentor's size (W_h H_s):
@@ -48,12 +49,15 @@ def adaptive_mutual_losses(
     [ours] The weight w carries no gradient (through it, a model would be rewarded for a
     larger task loss), and each model's terms take the other's output as a fixed target,
     so one backward pass of ``L_t + L_s`` gives each model (and W_h, with the mentee) its
-    own loss's gradient."""
+    own loss's gradient. ``hidden_weight`` scales the hidden-state terms (1 in the paper).
+    """
     ce_t = F.cross_entropy(logits_t, labels)
     ce_s = F.cross_entropy(logits_s, labels)
     w = 1.0 / (ce_t + ce_s).detach().clamp(min=1e-8)
     pt = torch.softmax(logits_t, dim=-1).detach()
     ps = torch.softmax(logits_s, dim=-1).detach()
-    loss_t = ce_t + w * (kl_distillation(logits_t, ps) + F.mse_loss(hidden_t, hidden_s.detach()))
-    loss_s = ce_s + w * (kl_distillation(logits_s, pt) + F.mse_loss(hidden_t.detach(), hidden_s))
+    mse_t = F.mse_loss(hidden_t, hidden_s.detach())
+    mse_s = F.mse_loss(hidden_t.detach(), hidden_s)
+    loss_t = ce_t + w * (kl_distillation(logits_t, ps) + hidden_weight * mse_t)
+    loss_s = ce_s + w * (kl_distillation(logits_s, pt) + hidden_weight * mse_s)
     return loss_t, loss_s
