@@ -177,7 +177,9 @@ class Method:
         self, exp: Experiment, learner: Learner, target: np.ndarray, server_round: int
     ) -> dict[str, float]:
         """How a client of an :attr:`adopts_targets` method takes its target into its
-        model (raise ValueError naming what does not fit); returns metrics."""
+        model (raise ValueError naming what does not fit); returns metrics (not
+        ``exchange_steps``: the reply's would replace the train phase's count of the local
+        steps the exchange budget bought)."""
         raise NotImplementedError(f"{type(self).__name__} adopts no targets")
 
     def after_distillation(

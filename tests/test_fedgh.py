@@ -112,7 +112,7 @@ def test_a_client_adopts_the_header_and_distils_nothing():
     values, counts = learner.shared_knowledge(1)
     header = GlobalHead(epochs=2, seed=0).fuse(values[None], counts[None]).targets[0]
     metrics = learner.finetune(header, 1)
-    assert metrics == {"exchange_steps": 0.0}
+    assert metrics == {}
     assert np.array_equal(head_matrix(learner.model.head), header)
     after = learner.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
@@ -141,3 +141,13 @@ def test_its_servers_parameters_can_be_set():
         load_config(None, [*tiny.TINY, "strategy=fedgh", "strategy.fusion_params.lr=0.1"])
     )
     assert exp.fusion.lr == 0.1 and exp.fusion.epochs == 100
+
+
+def test_an_exchange_budget_buys_local_steps_and_the_reply_keeps_their_count():
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedgh", "distill.steps=7"]))
+    learner = Learner(exp, 0)
+    metrics = learner.train(1)
+    assert metrics["exchange_steps"] == 7
+    values, counts = learner.shared_knowledge(1)
+    header = GlobalHead(epochs=1).fuse(values[None], counts[None]).targets[0]
+    assert "exchange_steps" not in learner.finetune(header, 1)

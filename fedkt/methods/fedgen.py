@@ -113,7 +113,7 @@ class FedGen(Method):
         pool.x.copy_(torch.as_tensor(features))
         pool.y.copy_(torch.as_tensor(labels))
         pool.filled.fill_(True)
-        return {"exchange_steps": 0.0}
+        return {}  # its exchange budget went to local training (train phase)
 
     def local_training(self, exp, learner, generator, steps) -> Fit | None:
         pool, model = learner.extras["pool"], learner.model
