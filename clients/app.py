@@ -15,7 +15,6 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -35,6 +34,7 @@ from fedkt.errors import MissedHandshake
 from fedkt.experiment import Experiment, experiment_from_json
 from fedkt.faults import injected_delay, node_restarts
 from fedkt.learner import Learner, ModelPool
+from fedkt.strategies.base import through_codec
 
 app = ClientApp()
 
@@ -107,11 +107,7 @@ def _adopt_global(msg: Message, learner: Learner) -> OrderedDict[str, Any] | Non
         return None
     record = msg.content[P.ARRAYS]
     codec = learner.exp.method.weight_codec(learner.exp, _round(msg))
-    if codec is None:
-        state = record.to_torch_state_dict()
-    else:
-        decoded = codec.decode({k: a.numpy() for k, a in record.items()})
-        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in decoded.items())
+    state = (record if codec is None else through_codec(record, codec.decode)).to_torch_state_dict()
     learner.adopt(state)
     return state
 
@@ -120,10 +116,8 @@ def _weights_record(learner: Learner, server_round: int, start: Any) -> ArrayRec
     """The weights this client sends, through the method's weight codec if it has one."""
     weights = learner.shared_weights(server_round, start)
     codec = learner.exp.method.weight_codec(learner.exp, server_round)
-    if codec is None:
-        return ArrayRecord(weights)
-    encoded = codec.encode({k: t.numpy() for k, t in weights.items()})
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in encoded.items()})
+    record = ArrayRecord(weights)
+    return record if codec is None else through_codec(record, codec.encode)
 
 
 @app.query()

@@ -12,14 +12,22 @@ expose ``state_dict()`` / ``load_state_dict()`` for resuming. Flower's own strat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedkt import protocol as P
 from fedkt.rounds import RoundReport
+
+
+def through_codec(record: ArrayRecord, step: Callable[[dict], dict]) -> ArrayRecord:
+    """``record``'s arrays through one step of a method's weight codec (its ``encode`` or
+    ``decode``, FedKD's SVD): the one conversion the ClientApp and the server share."""
+    out = step({k: a.numpy() for k, a in record.items()})
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in out.items()})
 
 
 def round_config(server_round: int) -> ConfigRecord:

@@ -13,7 +13,6 @@ from collections import OrderedDict
 from typing import Any
 
 import flwr.serverapp.strategy as flower_strategies
-import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -23,7 +22,7 @@ from fedkt import protocol as P
 from fedkt.errors import ConfigError
 from fedkt.experiment import Experiment
 from fedkt.rounds import Rejection, RoundReport
-from fedkt.strategies.base import RoundStrategy, partition_of
+from fedkt.strategies.base import RoundStrategy, partition_of, through_codec
 
 _TAKE_EVERY_NODE = dict(
     fraction_train=1.0,
@@ -99,10 +98,7 @@ class WeightAveraging(RoundStrategy):
             if P.ARRAYS in m.content:
                 record = m.content[P.ARRAYS]
                 if id(record) not in done:
-                    encoded = codec.encode({k: a.numpy() for k, a in record.items()})
-                    new = ArrayRecord(
-                        {k: Array(np.ascontiguousarray(v)) for k, v in encoded.items()}
-                    )
+                    new = through_codec(record, codec.encode)
                     done[id(record)] = done[id(new)] = new
                 m.content[P.ARRAYS] = done[id(record)]
         return messages
@@ -119,7 +115,7 @@ class WeightAveraging(RoundStrategy):
         for m in replies:
             if not m.has_error() and P.ARRAYS in m.content:
                 try:
-                    decoded = codec.decode({k: a.numpy() for k, a in m.content[P.ARRAYS].items()})
+                    decoded = through_codec(m.content[P.ARRAYS], codec.decode)
                 except (ValueError, TypeError, AttributeError) as exc:
                     report.rejected.append(
                         Rejection(
@@ -127,9 +123,7 @@ class WeightAveraging(RoundStrategy):
                         )
                     )
                     continue
-                m.content[P.ARRAYS] = ArrayRecord(
-                    {k: Array(np.ascontiguousarray(v)) for k, v in decoded.items()}
-                )
+                m.content[P.ARRAYS] = decoded
             kept.append(m)
         return kept
 
