@@ -351,6 +351,10 @@ def run_compare(
             )
             for c in cells
         ]
+    # Tuning trials are counted apart from the test cells: the closing line's "already
+    # finished" is test cells only.
+    trials = dict(counts)
+    counts.update(run=0, reused=0)
     # Seed-major order: a comparison stopped part-way holds complete seeds (every strategy
     # and partition under the same seeds), which is what a fair partial report needs.
     order = sorted(cells, key=lambda c: comp.seeds.index(c.seed))
@@ -361,10 +365,15 @@ def run_compare(
         ]
     )
     done = len(cells) - counts["run"] - counts["reused"]
+    tuning = (
+        f"tuning: {trials['run']} trials run, {trials['reused']} reused; "
+        if comp.tune is not None
+        else ""
+    )
     log(
-        f"{counts['run']} cells run, {counts['reused']} reused, {done} already finished"
+        tuning + f"{counts['run']} cells run, {counts['reused']} reused, {done} already finished"
         if reuse
-        else f"{counts['run']} cells run, {done} already finished"
+        else tuning + f"{counts['run']} cells run, {done} already finished"
     )
     return write_report(comp, cells, out)
 

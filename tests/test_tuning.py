@@ -85,7 +85,9 @@ tune:
     )
     comp, cells = load_compare(path)
     calls: list = []
-    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=lambda m: None)
+    logged: list[str] = []
+    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=logged.append)
+    assert "tuning: 3 trials run, 0 reused; 4 cells run, 0 already finished" in logged
     tuning, testing = calls[:3], calls[3:]  # local: 1 combination, fkd: 2
     assert all(c.evaluation.split == "validation" and c.seed == 100 for c in tuning)
     assert all(c.evaluation.split == "test" and c.seed in (0, 1) for c in testing)
@@ -124,7 +126,9 @@ tune:
     path.write_text(body)
     comp, cells = load_compare(path)
     calls: list = []
-    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=lambda m: None)
+    logged: list[str] = []
+    run_compare(comp, cells, tmp_path / "out", in_order(_fake(calls)), log=logged.append)
+    assert "tuning: 2 trials run, 0 reused; 1 cells run, 0 already finished" in logged
     tuning, testing = calls[:2], calls[2:]
     assert all(c.faults.byzantine == 0 and c.evaluation.split == "validation" for c in tuning)
     assert all(c.faults.byzantine == 0.2 and c.faults.attack == "flip" for c in testing)
