@@ -36,28 +36,47 @@ def config(base: str | None, overrides: Sequence[str]) -> ExperimentConfig:
     return load_config(base, list(overrides))
 
 
-def _tree_usage(root: psutil.Process) -> tuple[int, dict[tuple[int, float], float]]:
+def _role(proc: psutil.Process) -> str:
+    """A short name for what a process of the tree is: Ray names its workers and daemons
+    in their titles (``ray::ClientAppActor``, ``raylet``, ``gcs_server``); Python
+    daemons are named by their script (``dashboard.py``, ``log_monitor.py``)."""
+    cmd = proc.cmdline()
+    if not cmd:
+        return proc.name()
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0].split(".")[0]
+    scripts = [Path(a).name for a in cmd[1:3] if a.endswith(".py")]
+    return scripts[0] if scripts else Path(cmd[0]).name
+
+
+def _tree_usage(
+    root: psutil.Process,
+) -> tuple[int, dict[tuple[int, float], float], list[tuple[str, int]]]:
     """(PSS of the tree, CPU seconds so far of each of its processes by (pid, start time):
-    a pid the system reuses is another process)."""
-    total, cpu = 0, {}
+    a pid the system reuses is another process, and each process's (role, PSS))."""
+    total, cpu, parts = 0, {}, []
     try:
         tree = [root, *root.children(recursive=True)]
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return 0, cpu  # the tree has exited
+        return 0, cpu, parts  # the tree has exited
     for proc in tree:
         try:
             info = proc.memory_full_info()
             times = proc.cpu_times()
+            role = "root" if proc is root else _role(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        total += getattr(info, "pss", info.rss)
+        pss = getattr(info, "pss", info.rss)
+        total += pss
+        parts.append((role, pss))
         cpu[(proc.pid, proc.create_time())] = times.user + times.system
-    return total, cpu
+    return total, cpu, parts
 
 
 class PeakMemory:
     """Samples a process tree (default: this process) in a background thread while the
-    ``with`` block runs: ``peak`` is the largest sum of PSS seen, ``baseline`` the sum
+    ``with`` block runs: ``peak`` is the largest sum of PSS seen, ``at_peak`` each
+    process's (role, PSS) in that sample (where the memory goes), ``baseline`` the sum
     when the block started, ``cpu_seconds`` the user + system time of every process seen
     in the tree (as last sampled: a process that exits between two samples loses at most
     one interval of it)."""
@@ -66,6 +85,7 @@ class PeakMemory:
         self.root = psutil.Process(pid or os.getpid())
         self.interval = interval
         self.peak = 0
+        self.at_peak: list[tuple[str, int]] = []
         self.baseline = 0
         self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
@@ -81,10 +101,25 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def sample(self) -> int:
-        now, cpu = _tree_usage(self.root)
+        now, cpu, parts = _tree_usage(self.root)
         self._cpu.update(cpu)
-        self.peak = max(self.peak, now)
+        if now > self.peak:
+            self.peak, self.at_peak = now, parts
         return now
+
+    def composition(self) -> str:
+        """``at_peak`` in one line, largest first, processes of one role summed:
+        ``root 0.66, ClientAppActor 2x0.55, ...`` (GiB)."""
+        roles: dict[str, list[int]] = {}
+        for role, pss in self.at_peak:
+            roles.setdefault(role, []).append(pss)
+        parts = sorted(roles.items(), key=lambda kv: -sum(kv[1]))
+        return ", ".join(
+            f"{role} {len(v)}x{sum(v) / len(v) / GIB:.2f}"
+            if len(v) > 1
+            else f"{role} {v[0] / GIB:.2f}"
+            for role, v in parts
+        )
 
     def __enter__(self) -> PeakMemory:
         self.baseline = self.sample()

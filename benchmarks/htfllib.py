@@ -99,8 +99,7 @@ def _check_python(python: str, work: Path) -> list[str]:
     """PYTHONPATH entries HtFLlib's interpreter needs beyond its checkout (a torchvision
     stub where torchvision is missing); a missing requirement is one line."""
     probe = (
-        "import importlib.util as u, json; "
-        "print(json.dumps([m for m in %r if not u.find_spec(m)]))"
+        "import importlib.util as u, json; print(json.dumps([m for m in %r if not u.find_spec(m)]))"
     )
     needed = ("torch", "fedkt", "torchvision")  # (HtFLlib's own: its import error is shown)
     out = subprocess.run([python, "-c", probe % (needed,)], capture_output=True, text=True)
@@ -135,7 +134,7 @@ def _measure(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict:
     if code:
         tail = log.read_text().strip().splitlines()[-3:]
         raise FedktError(f"{cmd[1]} exited with {code} (log {log}): {' | '.join(tail)}")
-    return {"wall": wall, "cpu": mem.cpu_seconds, "peak": mem.peak}
+    return {"wall": wall, "cpu": mem.cpu_seconds, "peak": mem.peak, "at_peak": mem.composition()}
 
 
 def run_fedkt(args: argparse.Namespace, method: str, work: Path) -> dict:
@@ -235,13 +234,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += _rows(method, got)
                 for row in rows[-2:]:  # as each method finishes: a stopped run keeps them
                     print("  ".join(row), flush=True)
+                for library, r in got.items():  # where each peak went, per process (GiB)
+                    print(f"  {method} {library} peak: {r['at_peak']}", flush=True)
         except FedktError as exc:
             return fail("benchmarks.htfllib", exc)
         print_table(
             f"fedkt vs HtFLlib: {args.dataset}, {args.clients} clients, Dirichlet {args.alpha}, "
             f"{args.rounds} rounds, {args.epochs} local epoch(s), {args.model}",
-            ["method", "library", "wall s", "CPU s", "peak GiB", "final acc %",
-             "CPU fedkt/HtFLlib", "peak fedkt/HtFLlib"],  # fmt: skip
+            [
+                "method",
+                "library",
+                "wall s",
+                "CPU s",
+                "peak GiB",
+                "final acc %",
+                "CPU fedkt/HtFLlib",
+                "peak fedkt/HtFLlib",
+            ],  # fmt: skip
             rows,
         )
     return 0

@@ -33,6 +33,7 @@ def test_peak_memory_sees_a_child_process():
     with PeakMemory(child.pid, interval=0.05) as mem:
         child.wait()
     assert mem.peak > 250 * MIB
+    assert mem.composition().startswith("root 0.") and "root" in dict(mem.at_peak)
 
 
 @pytest.mark.slow
