@@ -80,6 +80,13 @@ class DataConfig(_Section):
     )
     image: str | None = Field(None, description="the image column (default: the first one)")
     text: str | None = Field(None, description="the text column (default: the first string column)")
+    revision: str | None = Field(
+        None,
+        description=(
+            "hf: hub datasets only: the branch, tag or commit to load (pin a commit for "
+            "reproducible runs; each revision is converted and cached apart)"
+        ),
+    )
     train_split: str | None = Field(None, description="default: train")
     test_split: str | None = Field(
         None, description="default: test, else validation, else a held-out share of train"

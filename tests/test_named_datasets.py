@@ -208,6 +208,33 @@ def test_bad_files_are_one_line(files, data_home, tmp_path):
         "num_clients=30", "model=cnn-small",
     )  # fmt: skip
     assert "second view is a shifted image" in refused(f"csv:{files['csv']}", "transfer.views=2")
+    assert "applies to hub datasets (hf:OWNER/NAME) only" in refused(
+        f"csv:{files['csv']}", "data.revision=main"
+    )
+
+
+def test_a_hub_dataset_loads_the_revision_asked_for_and_caches_each_apart(
+    files, data_home, monkeypatch
+):
+    """The hub call is replaced by the FEMNIST-shaped saved dataset (no network here): what
+    is checked is the revision handed to ``datasets.load_dataset`` and the cache key."""
+    import datasets
+
+    asked = []
+
+    def hub(target, cache_dir=None, revision=None):
+        asked.append((target, revision))
+        return datasets.load_from_disk(str(files["femnist"]))
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    options = {"label": "character"}
+    for revision in ("v1", "v2", "v1"):
+        ds = named.load_named(
+            "hf:someone/femnist", DataConfig(**options, revision=revision), data_home
+        )
+        assert len(ds.train_y) > 0
+    assert asked == [("someone/femnist", "v1"), ("someone/femnist", "v2")]  # v1 kept once
+    assert len(list((data_home / "named").iterdir())) == 2
 
 
 def test_text_models_read_token_ids_and_ignore_padding():

@@ -115,12 +115,18 @@ def _splits_of_folder(folder: Path, suffixes: Sequence[str]) -> dict[str, list[s
     return found
 
 
-def _load_raw(name: str, cache: Path) -> Any:
-    """The dataset as a ``datasets.DatasetDict``."""
+def _load_raw(name: str, cache: Path, revision: str | None = None) -> Any:
+    """The dataset as a ``datasets.DatasetDict``; ``revision`` (hub datasets only) is the
+    branch, tag or commit to load."""
     import datasets
 
     prefix, _, target = name.partition(":")
     path = Path(target).expanduser()
+    if revision is not None and (prefix != "hf" or path.exists()):
+        raise DataError(
+            f"{name}: data.revision={revision!r} applies to hub datasets (hf:OWNER/NAME) only, "
+            "not to local files"
+        )
     cache_dir = str(cache / "hf")
     datasets.disable_progress_bars()
     try:
@@ -138,7 +144,7 @@ def _load_raw(name: str, cache: Path) -> Any:
         ):
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(target, cache_dir=cache_dir)
+            loaded = datasets.load_dataset(target, cache_dir=cache_dir, revision=revision)
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -268,7 +274,7 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
     """Arrays and metadata of the converted dataset (see the module docstring)."""
     import datasets
 
-    dd = _load_raw(name, cache)
+    dd = _load_raw(name, cache, options.revision)
     train_split = _pick_split(dd, options.train_split, ("train",), name) or next(iter(dd))
     test_split = _pick_split(dd, options.test_split, ("test", "validation"), name)
     train = dd[train_split]
