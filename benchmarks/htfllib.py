@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "final acc %",
                 "CPU fedkt/HtFLlib",
                 "peak fedkt/HtFLlib",
-            ],  # fmt: skip
+            ],
             rows,
         )
     return 0
