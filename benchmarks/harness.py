@@ -109,7 +109,7 @@ class PeakMemory:
 
     def composition(self) -> str:
         """``at_peak`` in one line, largest first, processes of one role summed:
-        ``root 0.66, ClientAppActor 2x0.55, ...`` (GiB)."""
+        ``ray::ClientAppActor 2x0.55, root 0.66, ...`` (GiB)."""
         roles: dict[str, list[int]] = {}
         for role, pss in self.at_peak:
             roles.setdefault(role, []).append(pss)

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         r = json.loads(stdout.strip().splitlines()[-1])
-        print(f"{n:,} clients, peak: {mem.composition()}", flush=True)
+        print(f"peak with {n:,} clients: {mem.composition()}", flush=True)
         later = r["round_walls"][1:] or r["round_walls"]
         stored = r["clients_with_model"] * r["model_bytes"]
         rows.append(

@@ -75,7 +75,9 @@ def test_scale_benchmark_prints_its_table():
         "100",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("6 "))
+    lines = proc.stdout.splitlines()
+    row = next(line for line in lines if "│" in line and line.strip("│ ").startswith("6 "))
+    assert any(line.startswith("peak with 6 clients: ") and "root 0." in line for line in lines)
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert cells[1] == "0.5" and cells[2] == "3"  # half of the clients per round
     assert 0 < float(cells[5]) < 24  # peak GiB
