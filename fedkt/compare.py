@@ -370,11 +370,8 @@ def run_compare(
         if comp.tune is not None
         else ""
     )
-    log(
-        tuning + f"{counts['run']} cells run, {counts['reused']} reused, {done} already finished"
-        if reuse
-        else tuning + f"{counts['run']} cells run, {done} already finished"
-    )
+    reused = f", {counts['reused']} reused" if reuse else ""
+    log(f"{tuning}{counts['run']} cells run{reused}, {done} already finished")
     return write_report(comp, cells, out)
 
 
