@@ -65,6 +65,26 @@ def test_idx_rejects_garbage_and_truncation(tmp_path):
         read_idx(tmp_path / "trunc")
 
 
+def test_idx_bytes_are_memory_mapped_read_only(tmp_path):
+    """Uncompressed one-byte IDX is mapped, not copied, so the simulation's processes share
+    the file's pages; values match a plain read, and nothing can write through it."""
+    _write_mnist_like(tmp_path)
+    path = tmp_path / IDX_NAMES[0]
+    mapped = read_idx(path)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    plain = np.frombuffer(path.read_bytes(), np.uint8, offset=16).reshape(20, 28, 28)
+    assert np.array_equal(mapped, plain)
+    with pytest.raises(ValueError, match="read-only"):
+        mapped[0, 0, 0] = 1
+    # multi-byte big-endian data is converted to native order in memory
+    big = tmp_path / "big"
+    values = np.array([[1, -2], [300000, 4]], dtype=">i4")
+    big.write_bytes(bytes([0, 0, 0x0C, 2]) + (2).to_bytes(4, "big") * 2 + values.tobytes())
+    got = read_idx(big)
+    assert not isinstance(got, np.memmap) and got.dtype.isnative
+    assert got.tolist() == [[1, -2], [300000, 4]]
+
+
 def _write_cifar(folder: Path, per_batch=4) -> None:
     base = folder / CIFAR_DIR
     base.mkdir(parents=True)
