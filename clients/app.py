@@ -113,11 +113,15 @@ def _adopt_global(msg: Message, learner: Learner) -> OrderedDict[str, Any] | Non
 
 
 def _weights_record(learner: Learner, server_round: int, start: Any) -> ArrayRecord:
-    """The weights this client sends, through the method's weight codec if it has one."""
+    """The weights this client sends, through the method's weight codec if it has one
+    (which may send their change from ``start``, the model this client was sent)."""
     weights = learner.shared_weights(server_round, start)
     codec = learner.exp.method.weight_codec(learner.exp, server_round)
     record = ArrayRecord(weights)
-    return record if codec is None else through_codec(record, codec.encode)
+    if codec is None:
+        return record
+    base = None if start is None else {k: v.detach().cpu().numpy() for k, v in start.items()}
+    return through_codec(record, lambda state: codec.encode(state, base))
 
 
 @app.query()

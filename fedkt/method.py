@@ -32,12 +32,23 @@ if TYPE_CHECKING:
     from fedkt.learner import Learner
     from fedkt.training import Fit
 
+
 class WeightCodec(Protocol):
-    """How weights travel, both ways (FedKD: truncated-SVD factors); arrays by name."""
+    """How weights travel, both ways (FedKD: truncated-SVD factors); arrays by name.
 
-    def encode(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    ``base``: weights both ends hold this round, the global model as the client decoded it
+    (the server decodes what it sent to get the same). A client passes it to ``encode``
+    and the codec may send the change from it; the server passes it to ``decode``, which
+    must tell from the record whether it holds weights or changes. The server's own model
+    is encoded without a base: a sampled client may hold no earlier copy."""
 
-    def decode(self, record: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def encode(
+        self, state: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def decode(
+        self, record: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]: ...
 
 
 #: What soft-label methods exchange (used in several method declarations).

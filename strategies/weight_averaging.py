@@ -82,15 +82,24 @@ class WeightAveraging(RoundStrategy):
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise ConfigError(f"strategy {exp.name!r}: Flower has no strategy class {name!r}")
         self.flower: Strategy = cls(**_TAKE_EVERY_NODE, **exp.method.averaging_params(exp))
+        # The global model of the current train round as the clients decode it: the base a
+        # codec's replies may be changes from (FedKD's updates). One model, replaced each
+        # round; ``None`` when no codec or no model was sent.
+        self._sent: dict[str, Any] | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
         messages = self.flower.configure_train(server_round, arrays, ConfigRecord(), grid)
-        return self._encoded(server_round, list(messages))
+        return self._encoded(server_round, list(messages), keep_base=True)
 
-    def _encoded(self, server_round: int, messages: list[Message]) -> list[Message]:
+    def _encoded(
+        self, server_round: int, messages: list[Message], keep_base: bool = False
+    ) -> list[Message]:
         """The global model in ``messages`` through the method's weight codec (FedKD),
-        encoded once however many messages share it."""
+        encoded once however many messages share it; with ``keep_base``, also kept as the
+        clients will decode it (the base of replies that send changes)."""
         codec = self.exp.method.weight_codec(self.exp, server_round)
+        if keep_base:
+            self._sent = None
         if codec is None:
             return messages
         done: dict[int, ArrayRecord] = {}
@@ -101,6 +110,9 @@ class WeightAveraging(RoundStrategy):
                     new = through_codec(record, codec.encode)
                     done[id(record)] = done[id(new)] = new
                 m.content[P.ARRAYS] = done[id(record)]
+        if keep_base and len(set(map(id, done.values()))) == 1:
+            sent = next(iter(done.values()))
+            self._sent = codec.decode({k: a.numpy() for k, a in sent.items()})
         return messages
 
     def _decoded(
@@ -115,7 +127,9 @@ class WeightAveraging(RoundStrategy):
         for m in replies:
             if not m.has_error() and P.ARRAYS in m.content:
                 try:
-                    decoded = through_codec(m.content[P.ARRAYS], codec.decode)
+                    decoded = through_codec(
+                        m.content[P.ARRAYS], lambda record: codec.decode(record, self._sent)
+                    )
                 except (ValueError, TypeError, AttributeError) as exc:
                     report.rejected.append(
                         Rejection(

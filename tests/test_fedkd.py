@@ -1,6 +1,7 @@
 """FedKD (fedkt/methods/fedkd.py): the SVD compression's rank and round trip by hand, the
 energy it keeps, the adaptive mutual losses by hand, the energy schedule, and the client's
-hidden-state map kept with its state but never sent."""
+hidden-state map kept with its state but never sent; updates (changes from a base) in
+place of weights."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import torch
 from fedkt.config import load_config
 from fedkt.experiment import resolve
 from fedkt.learner import Learner
-from fedkt.transfer.compression import SEP, compress, decompress, rank_for_energy
+from fedkt.transfer.compression import (
+    SEP,
+    UPDATE_MARK,
+    SVDCodec,
+    compress,
+    decompress,
+    rank_for_energy,
+)
 from fedkt.transfer.mutual import adaptive_mutual_losses
 
 
@@ -164,3 +172,63 @@ def test_the_hidden_terms_weight():
     mse = float(((ht - hs) ** 2).mean())
     for a, b in zip(with_h, without):
         assert float(a - b) == pytest.approx(w * mse, rel=1e-5)
+
+
+def test_an_update_travels_as_the_factors_of_its_change():
+    """Full-rank weights whose change is of rank 1: the change's one factor travels, the
+    receiver adds it to its base; what is sent whole is the value itself, bit for bit."""
+    rng = np.random.default_rng(2)
+    u, _, vt = np.linalg.svd(rng.normal(size=(20, 30)), full_matrices=False)
+    w = (u * 0.7 ** np.arange(20)) @ vt  # singular values 1, 0.7, 0.49, ...
+    base = {"w": w.astype(np.float32), "b": np.ones(20, np.float32)}
+    change = np.outer(np.linspace(1, 2, 20), np.linspace(-1, 1, 30)) * 1e-2
+    state = {"w": (base["w"] + change).astype(np.float32), "b": np.full(20, 0.3, np.float32)}
+    as_weights = compress(state, 0.95)
+    assert as_weights[f"w{SEP}u"].shape[1] > 1 and UPDATE_MARK not in as_weights
+    record = compress(state, 0.95, base)
+    assert record[f"w{SEP}u"].shape == (20, 1) and UPDATE_MARK in record
+    assert record["b"] is state["b"]  # sent whole: the value, not base + (value - base)
+    back = decompress(record, base)
+    assert list(back) == ["w", "b"] and back["w"].dtype == np.float32
+    np.testing.assert_allclose(back["w"], state["w"], atol=1e-6)
+    # the same energy kept of the change loses far less of the model than of the weights
+    err_update = np.abs(back["w"] - state["w"]).max()
+    err_weights = np.abs(decompress(as_weights)["w"] - state["w"]).max()
+    assert err_update < err_weights / 100
+
+
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        (None, "holds updates, and no base"),
+        ({"v": np.zeros((8, 10))}, "weight 'w': unusable factors .*no base weights"),
+        ({"w": np.zeros((10, 8))}, r"base has shape \(10, 8\)"),
+    ],
+)
+def test_an_update_without_its_base_is_refused(base, message):
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=(8, 10))
+    record = compress({"w": w0 + np.outer(np.ones(8), np.ones(10))}, 0.9, {"w": w0})
+    with pytest.raises(ValueError, match=message):
+        decompress(record, base)
+
+
+def test_the_codec_sends_updates_only_when_asked():
+    base = {"w": np.zeros((6, 6), np.float32)}
+    state = {"w": np.outer(np.ones(6), np.arange(6.0)).astype(np.float32)}
+    assert UPDATE_MARK in SVDCodec(0.9, updates=True).encode(state, base)
+    assert UPDATE_MARK not in SVDCodec(0.9).encode(state, base)
+    assert UPDATE_MARK not in SVDCodec(0.9, updates=True).encode(state)  # nothing to start from
+    exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd"]))
+    assert exp.params["compress"] == "updates" and exp.method.weight_codec(exp, 1).updates
+    exp = resolve(
+        load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.compress=weights"])
+    )
+    assert not exp.method.weight_codec(exp, 1).updates
+
+
+def test_an_unknown_compression_is_refused_in_one_line():
+    from fedkt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="compress must be one of updates, weights"):
+        resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.compress=grads"]))

@@ -4,18 +4,22 @@ architecture, and a copy of one shared *mentee*. Both learn on private data from
 and from each other, by *adaptive* mutual distillation: the distillation terms weigh more
 when both models are right (``fedkt.transfer.mutual.adaptive_mutual_losses``), with a
 hidden-state term through a learnt map W_h from the mentee's embedding to the mentor's. The
-mentee's weights travel compressed by truncated SVD, keeping a fraction T of each matrix's
-energy, T rising from ``T_start`` to ``T_end`` over the rounds (the "dynamic gradient
-approximation"); the server averages the recovered mentees and sends the average back
-compressed the same way. The mentor is never sent and is the one scored.
+mentee travels compressed by truncated SVD, keeping a fraction T of each matrix's energy,
+T rising from ``T_start`` to ``T_end`` over the rounds (the "dynamic gradient
+approximation"): a client sends its mentee's *update* (its change from the mentee it was
+sent this round), the server adds each recovered update to the mentee it sent, averages,
+and sends the average back as compressed weights. The mentor is never sent and is the one
+scored.
 
 In fedkt the mentee is the client's *student* (``model.student``; default: the first
 client's architecture, the same for every client) and W_h a client module kept with the
 client's state (``Method.client_modules``); the server is Flower's FedAvg behind a weight
 codec (``Method.weight_codec``). Defaults as HtFLlib's ``clientkd.py`` / ``serverkd.py``:
 ``T_start`` 0.95, ``T_end`` 0.98, W_h a linear map without bias, T of round t (1-based) of
-R: ``T_start + (t - 1) / R * (T_end - T_start)``. fedkt differs in: the reference
-compresses the mentee's *updates*, HtFLlib (and fedkt) its weights; the adaptive weight
+R: ``T_start + (t - 1) / R * (T_end - T_start)``. fedkt differs in: the paper compresses
+updates both ways, fedkt the clients' updates and the server's weights (with client
+sampling a client sent the global mentee may hold no earlier copy to add an update to);
+HtFLlib compresses weights both ways, which ``compress: weights`` reproduces; the adaptive weight
 carries no gradient and each model's terms treat the other's output as fixed (see
 ``adaptive_mutual_losses``); a convolution is compressed as one matrix (see
 ``fedkt.transfer.compression``); mentor, mentee and W_h share one optimiser (HtFLlib has a
@@ -43,8 +47,17 @@ if TYPE_CHECKING:
     from fedkt.training import Fit
 
 
+#: What a client's reply compresses: its mentee's change from the mentee it was sent (the
+#: paper's "gradients"), or its mentee's weights (HtFLlib's way).
+COMPRESS = ("updates", "weights")
+
+
 class FedKD(Method):
     def check_param(self, name: str, value: Any) -> Any:
+        if name == "compress":
+            if value not in COMPRESS:
+                raise ValueError(f"compress must be one of {', '.join(COMPRESS)}, got {value!r}")
+            return value
         if name == "hidden_weight":
             return float(super().check_param(name, value))
         if name == "clip_norm":
@@ -62,7 +75,7 @@ class FedKD(Method):
         return start + (server_round - 1) / exp.config.rounds * (end - start)
 
     def weight_codec(self, exp: Experiment, server_round: int) -> SVDCodec:
-        return SVDCodec(self.energy(exp, server_round))
+        return SVDCodec(self.energy(exp, server_round), exp.params["compress"] == "updates")
 
     def client_modules(self, exp: Experiment, learner: Learner) -> dict[str, nn.Module]:
         assert learner.student is not None
@@ -96,10 +109,19 @@ register(
             "FedKD (Wu et al.): a private mentor and a shared mentee learn by adaptive mutual "
             "distillation; the mentee travels SVD-compressed and is averaged"
         ),
-        exchanges="the mentee's weights as truncated-SVD factors (both ways)",
+        exchanges=(
+            "the mentee as truncated-SVD factors: its update from the clients, its weights "
+            "from the server"
+        ),
         shares_weights=True,
         averaging="FedAvg",
         weights_of="student",
-        params={"T_start": 0.95, "T_end": 0.98, "clip_norm": 10.0, "hidden_weight": 1.0},
+        params={
+            "T_start": 0.95,
+            "T_end": 0.98,
+            "clip_norm": 10.0,
+            "hidden_weight": 1.0,
+            "compress": "updates",
+        },
     ),
 )
