@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tiny import RunsCode
 
+from fedkt.data import array_store
 from fedkt.data import fetch as fetch_mod
 from fedkt.data.formats import read_cifar_batch, read_idx, write_idx
 from fedkt.data.sources import (
@@ -111,6 +112,36 @@ def test_cifar_python_batches(tmp_path):
     (tmp_path / "junk").write_bytes(b"\x80\x04junk")
     with pytest.raises(DataError, match="not a CIFAR python batch"):
         read_cifar_batch(tmp_path / "junk")
+
+
+def test_cifar_is_decoded_once_then_memory_mapped(tmp_path, monkeypatch):
+    """The batches are unpickled once into .npy files that later loads map read-only; a
+    changed batch is decoded again; a read-only folder still loads, decoded in memory."""
+    _write_cifar(tmp_path)
+    first = _load_cifar10(tmp_path)
+    stored = list((tmp_path / CIFAR_DIR / ".fedkt-arrays").iterdir())
+    assert len(stored) == 1
+    again = _load_cifar10(tmp_path)
+    assert isinstance(again.train_x, np.memmap) and not again.train_x.flags.writeable
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(first, field), getattr(again, field))
+    assert again.train_y.dtype == np.int64 and not isinstance(again.train_y, np.memmap)
+    batch = tmp_path / CIFAR_DIR / "test_batch"
+    content = pickle.load(open(batch, "rb"), encoding="bytes")
+    content[b"labels"] = [9] * len(content[b"labels"])
+    with open(batch, "wb") as fh:
+        pickle.dump(content, fh, protocol=2)
+    assert _load_cifar10(tmp_path).test_y.tolist() == [9, 9, 9, 9]
+    assert len(list((tmp_path / CIFAR_DIR / ".fedkt-arrays").iterdir())) == 2
+    fresh = tmp_path / "ro"
+    _write_cifar(fresh)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(array_store, "store", read_only)
+    ds = _load_cifar10(fresh)
+    assert ds.train_x.shape == (20, 3, 32, 32) and not isinstance(ds.train_x, np.memmap)
 
 
 def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):

@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedkt.data import array_store
 from fedkt.errors import DataError
 
 if TYPE_CHECKING:
@@ -77,16 +75,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def _local_fingerprint(path: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime) of every file under ``path``: a changed file is a
-    changed dataset, converted again."""
-    if path.is_file():
-        st = path.stat()
-        return [(path.name, st.st_size, st.st_mtime_ns)]
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-
-
 def conversion_key(name: str, options: DataConfig, group_column: str | None) -> str:
     """Digest of everything the converted arrays depend on."""
     prefix, _, target = name.partition(":")
@@ -98,7 +86,7 @@ def conversion_key(name: str, options: DataConfig, group_column: str | None) -> 
         "version": FORMAT_VERSION,
     }
     if local.exists():
-        what["files"] = _local_fingerprint(local.resolve())
+        what["files"] = array_store.fingerprint(local.resolve())
     elif prefix != "hf":
         raise DataError(f"{name}: {target} does not exist")
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
@@ -363,23 +351,6 @@ def _convert(name: str, options: DataConfig, group: str | None, cache: Path) -> 
     return {"arrays": arrays, "meta": meta}
 
 
-def _store(folder: Path, converted: dict[str, Any]) -> None:
-    """Write atomically: a half-written folder is never taken for a converted dataset."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        for key, arr in converted["arrays"].items():
-            np.save(tmp / f"{key}.npy", arr)
-        (tmp / "meta.json").write_text(json.dumps(converted["meta"], indent=1))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process converted it first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def load_named(
     name: str, options: DataConfig, cache: Path, group_column: str | None = None
 ) -> ArrayDataset:
@@ -388,10 +359,10 @@ def load_named(
     from fedkt.data.sources import ArrayDataset
 
     folder = cache / "named" / conversion_key(name, options, group_column)
-    if not (folder / "meta.json").is_file():
-        _store(folder, _convert(name, options, group_column, cache))
-    meta = json.loads((folder / "meta.json").read_text())
-    arr = {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")}
+    if not array_store.is_stored(folder):
+        converted = _convert(name, options, group_column, cache)
+        array_store.store(folder, converted["arrays"], converted["meta"])
+    arr, meta = array_store.load(folder)
     modality = meta["modality"]
     return ArrayDataset(
         name,
