@@ -445,16 +445,20 @@ def _cmd_strategies(args: argparse.Namespace, simulator: Callable[[], Simulate])
     from fedkt.experiment import strategy_names
     from fedkt.method import METHODS
 
-    for name in strategy_names():
+    names = strategy_names()
+    width = max(map(len, names))
+    for name in names:
         m = METHODS.create(name)
-        received = "adopted as it is" if m.adopts_targets else f"loss={m.loss}"
+        received = "taken in by the method, not distilled" if m.adopts_targets else f"loss={m.loss}"
         parts = [f"knowledge={m.knowledge} fusion={m.fusion} {received}"] if m.knowledge else []
         if m.averaging:
             parts.append(f"weights via Flower {m.averaging}")
         elif m.shares_weights:
             parts.append("weights averaged + server step")
-        print(f"{name:<9} {m.description}")
-        print(f"{'':<9} exchanges: {m.exchanges}" + (f"  [{'; '.join(parts)}]" if parts else ""))
+        print(f"{name:<{width}} {m.description}")
+        print(
+            f"{'':<{width}} exchanges: {m.exchanges}" + (f"  [{'; '.join(parts)}]" if parts else "")
+        )
     return 0
 
 

@@ -112,6 +112,7 @@ def train_supervised(
     proximal_mu: float = 0.0,
     steps: int | None = None,
     extra: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Fit:
     """Cross-entropy training on private data: ``cfg.epochs`` passes, or exactly
     ``steps`` optimiser steps.
@@ -119,14 +120,17 @@ def train_supervised(
     ``proximal_mu > 0`` adds FedProx's mu/2 * ||w - w_start||^2, which keeps a client's
     update close to the global model it started from under heterogeneous data.
     ``extra(idx)``: a term a method adds to each batch's loss (FedGen's generated
-    embeddings through the head).
+    embeddings through the head). ``objective(xb, yb)``: the batch's loss in place of the
+    cross-entropy, for a method whose term needs the model's inner outputs of the same
+    forward pass (FedProto's CE + lambda MSE of the embedding to its class prototype).
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        loss = F.cross_entropy(model(xb), yb) if objective is None else objective(xb, yb)
         if anchor is not None:
             loss = loss + 0.5 * proximal_mu * sum(
                 ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)

@@ -326,6 +326,32 @@ def test_htfllib_benchmark_runs_a_checkout_on_fedkts_partition(tmp_path):
     assert len(list((tmp_path / "work" / "dataset").rglob("*.npz"))) == 6
 
 
+@pytest.mark.slow
+def test_htfllib_benchmark_runs_one_htfllib_algorithm_once_for_two_fedkt_forms(tmp_path):
+    """fedproto and fedproto_local are both compared with HtFLlib's one FedProto run."""
+    htfl = tmp_path / "HtFLlib" / "system"
+    (htfl / "flcore" / "servers").mkdir(parents=True)
+    (htfl / "flcore" / "trainmodel").mkdir()
+    (htfl / "main.py").write_text(_FAKE_MAIN)
+    runs = tmp_path / "htfllib-runs.txt"
+    proto = _FAKE_SERVER.replace("class FD:", "class FedProto:").replace(
+        "        self.args = args\n",
+        f"        self.args = args\n        open({str(runs)!r}, 'a').write('run\\n')\n",
+    )
+    (htfl / "flcore" / "servers" / "serverproto.py").write_text(proto)
+    (htfl / "flcore" / "trainmodel" / "models.py").write_text("")
+    proc = _bench(
+        "benchmarks.htfllib", "--htfllib", str(htfl.parent),
+        "--methods", "fedproto", "fedproto_local",
+        "--dataset", "digits", "--clients", "3", "--rounds", "1", "--samples-per-client", "60",
+        "--client-test-size", "20", "--global-test-size", "50", "--transfer-size", "100",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("│ fedproto")]
+    assert [line.split("│")[2].strip() for line in table] == ["fedkt", "HtFLlib"] * 2, table
+    assert runs.read_text() == "run\n"
+
+
 def test_htfllib_benchmark_refuses_a_folder_that_is_not_a_checkout(tmp_path):
     proc = _bench("benchmarks.htfllib", "--htfllib", str(tmp_path))
     assert proc.returncode == 2 and "is not an HtFLlib checkout" in proc.stderr

@@ -21,8 +21,8 @@ from fedkt.experiment import resolve
         (
             ["strategy=nope"],
             "unknown strategy 'nope' (choose one of: bulyan, dsfl, fd, fedadam, fedavg, feddf, "
-            "fedgen, fedgh, fedkd, fedmd, fedmedian, fedproto, fedprox, fedtgp, fedtrimmedavg, "
-            "fkd, fml, knfu, knfu_rel, krum, local, multikrum)",
+            "fedgen, fedgh, fedkd, fedmd, fedmedian, fedproto, fedproto_local, fedprox, fedtgp, "
+            "fedtrimmedavg, fkd, fml, knfu, knfu_rel, krum, local, multikrum)",
         ),
         (
             [
