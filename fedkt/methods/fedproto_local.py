@@ -38,10 +38,19 @@ class PrototypeMemory(nn.Module):
     """The global prototypes a client was last sent, one row per class (NaN: none for that
     class), kept across rounds with its state (``filled`` once a first set arrived)."""
 
+    value: torch.Tensor
+    filled: torch.Tensor
+
     def __init__(self, classes: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("value", torch.full((classes, dim), float("nan")))
         self.register_buffer("filled", torch.zeros((), dtype=torch.bool))
+
+
+def _memory(learner: Learner) -> PrototypeMemory:
+    memory = learner.extras["prototypes"]
+    assert isinstance(memory, PrototypeMemory)
+    return memory
 
 
 class FedProtoLocal(Method):
@@ -57,7 +66,7 @@ class FedProtoLocal(Method):
     def receive(
         self, exp: Experiment, learner: Learner, target: np.ndarray, server_round: int
     ) -> dict[str, float]:
-        memory = learner.extras["prototypes"]
+        memory = _memory(learner)
         if target.shape != tuple(memory.value.shape):
             raise ValueError(
                 f"prototypes of shape {target.shape}, this client's model needs "
@@ -70,7 +79,7 @@ class FedProtoLocal(Method):
     def local_training(
         self, exp: Experiment, learner: Learner, generator: torch.Generator, steps: int | None
     ) -> Fit | None:
-        memory, model = learner.extras["prototypes"], learner.model
+        memory, model = _memory(learner), learner.model
         if not bool(memory.filled):
             return None  # nothing received yet: plain local training (the paper's round 1)
         loss = PrototypeLoss(exp.params["weight"])
