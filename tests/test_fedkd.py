@@ -220,15 +220,15 @@ def test_the_codec_sends_updates_only_when_asked():
     assert UPDATE_MARK not in SVDCodec(0.9).encode(state, base)
     assert UPDATE_MARK not in SVDCodec(0.9, updates=True).encode(state)  # nothing to start from
     exp = resolve(load_config(None, [*tiny.TINY, "strategy=fedkd"]))
-    assert exp.params["compress"] == "updates" and exp.method.weight_codec(exp, 1).updates
+    assert exp.params["compress"] == "weights" and not exp.method.weight_codec(exp, 1).updates
     exp = resolve(
-        load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.compress=weights"])
+        load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.compress=updates"])
     )
-    assert not exp.method.weight_codec(exp, 1).updates
+    assert exp.method.weight_codec(exp, 1).updates
 
 
 def test_an_unknown_compression_is_refused_in_one_line():
     from fedkt.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="compress must be one of updates, weights"):
+    with pytest.raises(ConfigError, match="compress must be one of weights, updates"):
         resolve(load_config(None, [*tiny.TINY, "strategy=fedkd", "strategy.params.compress=grads"]))

@@ -32,7 +32,7 @@ EXTRA = {
     # near-IID clients, where it must learn
     "krum": ["strategy=krum", "partition.alpha=5"],
     "fedkd-lossy": ["strategy=fedkd", "strategy.params.T_start=0.5", "strategy.params.T_end=0.5"],
-    "fedkd-weights": ["strategy=fedkd", "strategy.params.compress=weights"],
+    "fedkd-updates": ["strategy=fedkd", "strategy.params.compress=updates"],
     "fml-tiers": [
         "strategy=fml",
         "model.tiers=[{name: mlp, fraction: 0.5}, {name: cnn-small, fraction: 0.5}]",
@@ -206,19 +206,18 @@ def test_fml_ships_only_the_meme_and_keeps_private_models_of_any_architecture(ru
 
 
 def test_fedkd_ships_its_mentee_compressed(runs):
-    """FedKD's mentee travels as truncated-SVD factors: the clients' updates, the server's
-    weights. Keeping half of each matrix's energy, both directions carry well under the
-    mlp's dense weights (FedAvg's payload). At the default 0.95-0.98, the weights of this
-    barely trained mlp do not shrink (``compress: weights``, HtFLlib's way), but a round's
-    update does: the paper's reason to compress updates."""
+    """FedKD's mentee travels as truncated-SVD factors. Keeping half of each matrix's energy,
+    both directions carry well under the mlp's dense weights (FedAvg's payload). At the
+    default 0.95-0.98 the weights of this barely trained mlp do not shrink (the default,
+    HtFLlib's way), but a round's update does (``compress: updates``, the paper's uplink)."""
     dense = N * count_parameters(build_model("mlp", (1, 8, 8), C)) * 4
     _, _, rows, lossy = runs("fedkd-lossy")
     assert all(r["bytes_up"] < 0.8 * dense and r["bytes_down"] < 2 * 0.8 * dense for r in lossy)
     fedavg_up = runs("fedavg")[3][0]["bytes_up"]
-    _, _, _, weights = runs("fedkd-weights")
+    _, _, _, weights = runs("fedkd")
     assert all(r["bytes_up"] > 0.9 * fedavg_up for r in weights)
     assert all(r["bytes_up"] < 1.03 * fedavg_up for r in weights)  # a few more array headers
-    _, summary, _, updates = runs("fedkd")
+    _, summary, _, updates = runs("fedkd-updates")
     assert all(r["bytes_up"] < 0.8 * fedavg_up for r in updates), _per_round(updates, "bytes_up")
     assert summary["alma"] > 0.5, summary["alma_per_round"]
     assert all(0 <= r["student_accuracy"] <= 1 for r in rows)  # the mentee is scored too
