@@ -120,7 +120,9 @@ def _weights_record(learner: Learner, server_round: int, start: Any) -> ArrayRec
     record = ArrayRecord(weights)
     if codec is None:
         return record
-    base = None if start is None else {k: v.detach().cpu().numpy() for k, v in start.items()}
+    base = None
+    if codec.updates and start is not None:
+        base = {k: v.detach().cpu().numpy() for k, v in start.items()}
     return through_codec(record, lambda state: codec.encode(state, base))
 
 

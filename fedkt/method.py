@@ -40,7 +40,10 @@ class WeightCodec(Protocol):
     (the server decodes what it sent to get the same). A client passes it to ``encode``
     and the codec may send the change from it; the server passes it to ``decode``, which
     must tell from the record whether it holds weights or changes. The server's own model
-    is encoded without a base: a sampled client may hold no earlier copy."""
+    is encoded without a base: a sampled client may hold no earlier copy. ``updates``:
+    whether clients send changes, so that the server keeps the base only then."""
+
+    updates: bool
 
     def encode(
         self, state: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray] | None = None

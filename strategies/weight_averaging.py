@@ -83,8 +83,8 @@ class WeightAveraging(RoundStrategy):
             raise ConfigError(f"strategy {exp.name!r}: Flower has no strategy class {name!r}")
         self.flower: Strategy = cls(**_TAKE_EVERY_NODE, **exp.method.averaging_params(exp))
         # The global model of the current train round as the clients decode it: the base a
-        # codec's replies may be changes from (FedKD's updates). One model, replaced each
-        # round; ``None`` when no codec or no model was sent.
+        # codec's replies are changes from (FedKD's updates). One model, replaced each round;
+        # ``None`` when the codec sends weights or no model was sent.
         self._sent: dict[str, Any] | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
@@ -95,8 +95,8 @@ class WeightAveraging(RoundStrategy):
         self, server_round: int, messages: list[Message], keep_base: bool = False
     ) -> list[Message]:
         """The global model in ``messages`` through the method's weight codec (FedKD),
-        encoded once however many messages share it; with ``keep_base``, also kept as the
-        clients will decode it (the base of replies that send changes)."""
+        encoded once however many messages share it; with ``keep_base``, and a codec whose
+        clients send changes, also kept as the clients will decode it (their base)."""
         codec = self.exp.method.weight_codec(self.exp, server_round)
         if keep_base:
             self._sent = None
@@ -110,7 +110,7 @@ class WeightAveraging(RoundStrategy):
                     new = through_codec(record, codec.encode)
                     done[id(record)] = done[id(new)] = new
                 m.content[P.ARRAYS] = done[id(record)]
-        if keep_base and len(set(map(id, done.values()))) == 1:
+        if keep_base and codec.updates and len(set(map(id, done.values()))) == 1:
             sent = next(iter(done.values()))
             self._sent = codec.decode({k: a.numpy() for k, a in sent.items()})
         return messages
