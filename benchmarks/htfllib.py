@@ -50,7 +50,13 @@ from fedkt.errors import FedktError, one_line
 
 #: fedkt strategy -> HtFLlib algorithm. ``fedproto_local`` is FedProto as HtFLlib (and the
 #: paper) trains it, one pass; ``fedproto`` is fedkt's two-phase form (a second pass).
-METHODS = {"local": "Local", "fd": "FD", "fedproto": "FedProto", "fedproto_local": "FedProto"}
+METHODS = {
+    "local": "Local",
+    "fd": "FD",
+    "fd_local": "FD",
+    "fedproto": "FedProto",
+    "fedproto_local": "FedProto",
+}
 RUNNER = Path(__file__).with_name("htfllib_runner.py")
 DATA_NAME = "fedkt_partition"
 

@@ -20,9 +20,9 @@ from fedkt.experiment import resolve
         (["num_clients=ten"], "num_clients: Input should be a valid integer"),
         (
             ["strategy=nope"],
-            "unknown strategy 'nope' (choose one of: bulyan, dsfl, fd, fedadam, fedavg, feddf, "
-            "fedgen, fedgh, fedkd, fedmd, fedmedian, fedproto, fedproto_local, fedprox, fedtgp, "
-            "fedtrimmedavg, fkd, fml, knfu, knfu_rel, krum, local, multikrum)",
+            "unknown strategy 'nope' (choose one of: bulyan, dsfl, fd, fd_local, fedadam, fedavg, "
+            "feddf, fedgen, fedgh, fedkd, fedmd, fedmedian, fedproto, fedproto_local, fedprox, "
+            "fedtgp, fedtrimmedavg, fkd, fml, knfu, knfu_rel, krum, local, multikrum)",
         ),
         (
             [

@@ -13,87 +13,39 @@ paper's clients do from round 2; a class without a global prototype adds nothing
 extracted after training in a forward pass of their own (HtFLlib averages the embeddings of
 its training batches, taken while the model changes). Under an exchange budget
 (``budget: equal``) the budget goes to more of the same local training, as for every method
-that distils nothing on the client.
+that distils nothing on the client (:class:`fedkt.single_pass.SinglePassMethod`,
+shared with ``fd_local``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from torch import nn
 
-from fedkt.errors import ConfigError
-from fedkt.method import Method, register
+from fedkt.method import register
 from fedkt.methods.fedproto import PrototypeLoss
-from fedkt.training import Fit, train_supervised
+from fedkt.single_pass import Objective, SinglePassMethod
 
 if TYPE_CHECKING:
     from fedkt.experiment import Experiment
     from fedkt.learner import Learner
 
 
-class PrototypeMemory(nn.Module):
-    """The global prototypes a client was last sent, one row per class (NaN: none for that
-    class), kept across rounds with its state (``filled`` once a first set arrived)."""
+class FedProtoLocal(SinglePassMethod):
+    memory = "prototypes"
 
-    value: torch.Tensor
-    filled: torch.Tensor
+    def target_width(self, exp: Experiment, learner: Learner) -> int:
+        return learner.model.embedding_dim
 
-    def __init__(self, classes: int, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("value", torch.full((classes, dim), float("nan")))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.bool))
+    def objective(self, exp: Experiment, learner: Learner, targets: torch.Tensor) -> Objective:
+        loss, model = PrototypeLoss(exp.params["weight"]), learner.model
 
-
-def _memory(learner: Learner) -> PrototypeMemory:
-    memory = learner.extras["prototypes"]
-    assert isinstance(memory, PrototypeMemory)
-    return memory
-
-
-class FedProtoLocal(Method):
-    def validate(self, exp: Experiment) -> None:
-        if any(s is not None for s in exp.students):
-            raise ConfigError(
-                "model.student: fedproto_local regularises each client's own model; no students"
-            )
-
-    def client_modules(self, exp: Experiment, learner: Learner) -> dict[str, nn.Module]:
-        return {"prototypes": PrototypeMemory(exp.num_classes, learner.model.embedding_dim)}
-
-    def receive(
-        self, exp: Experiment, learner: Learner, target: np.ndarray, server_round: int
-    ) -> dict[str, float]:
-        memory = _memory(learner)
-        if target.shape != tuple(memory.value.shape):
-            raise ValueError(
-                f"prototypes of shape {target.shape}, this client's model needs "
-                f"{tuple(memory.value.shape)}"
-            )
-        memory.value.copy_(torch.as_tensor(target, dtype=torch.float32))
-        memory.filled.fill_(True)
-        return {}  # nothing distilled now: the prototypes shape the next local training
-
-    def local_training(
-        self, exp: Experiment, learner: Learner, generator: torch.Generator, steps: int | None
-    ) -> Fit | None:
-        memory, model = _memory(learner), learner.model
-        if not bool(memory.filled):
-            return None  # nothing received yet: plain local training (the paper's round 1)
-        loss = PrototypeLoss(exp.params["weight"])
-        protos = memory.value.to(next(model.parameters()).device)
-
-        def objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             h = model.embed(xb)
-            return loss(model.head(h), protos[yb], yb, h)
+            return loss(model.head(h), targets[yb], yb, h)
 
-        data = learner.data
-        return train_supervised(
-            model, data.train_x, data.train_y, exp.config.train, generator, steps=steps,
-            objective=objective,
-        )  # fmt: skip
+        return one_batch
 
 
 register(
