@@ -8,7 +8,9 @@ FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
 - ``query`` (handshake, once per node): server sends ``EXPERIMENT[EXPERIMENT_KEY]``, the
   experiment config as JSON, plus ``CHECKPOINT_DIR`` (where clients save their state each
   round; a node's own ``checkpoint-dir`` node config wins) and ``RESUME_ROUND`` (0: a fresh
-  start; k: restore the state saved at round <= k); the client replies ``METRICS``
+  start; k: restore the state saved at round <= k) and ``STATE_ON_DISK`` (true: keep the
+  model in the checkpoint file only, its round in the node's state; the server says so
+  where every node shares its disk: a simulation on one machine); the client replies ``METRICS``
   (partition id, sample count, ``RESUMED_ROUND``) and ``ARCH`` (its architecture).
 - ``train``: ``CONFIG`` (``server-round``, optional ``proximal-mu``) and, for weight-sharing
   strategies, ``ARRAYS`` (the global model). The client trains locally and replies
@@ -40,9 +42,12 @@ NUM_EXAMPLES = "num-examples"
 CHECKPOINT_DIR = "checkpoint-dir"
 RESUME_ROUND = "resume-round"
 RESUMED_ROUND = "resumed-round"
+STATE_ON_DISK = "state-on-disk"
 #: in the error reason of a node without the experiment (Flower's engines pass the
 #: exception's message on, not its class)
 MISSED_HANDSHAKE = "no experiment config on this node"
 
 STATE_MODEL = "fedkt.model"
 STATE_CONFIG = "fedkt.config"
+#: in ``STATE_CONFIG`` under ``STATE_ON_DISK``: the round of the checkpoint holding the model
+STATE_ROUND = "state-round"

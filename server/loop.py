@@ -163,10 +163,12 @@ def configure_nodes(
     nodes: list[int],
     checkpoints: str = "",
     resume_round: int = 0,
+    state_on_disk: bool = False,
 ) -> tuple[dict[int, int], dict[int, str], int]:
-    """The handshake with ``nodes``: send each the config (with where to checkpoint and
-    the round to resume from); return partition id -> node id and architecture of those
-    that answered, and the bytes both ways."""
+    """The handshake with ``nodes``: send each the config (with where to checkpoint, the
+    round to resume from and whether to keep its model in its checkpoint only); return
+    partition id -> node id and architecture of those that answered, and the bytes both
+    ways."""
     content = RecordDict(
         {
             P.EXPERIMENT: ConfigRecord(
@@ -174,6 +176,7 @@ def configure_nodes(
                     P.EXPERIMENT_KEY: cfg.to_json(),
                     P.CHECKPOINT_DIR: checkpoints,
                     P.RESUME_ROUND: resume_round,
+                    P.STATE_ON_DISK: state_on_disk,
                 }
             )
         }
@@ -331,6 +334,15 @@ def run_experiment(
             exporter.close()
 
 
+def keeps_state_on_disk(cfg: ExperimentConfig, simulated: bool) -> bool:
+    """Whether clients keep their model in their checkpoint file only. Yes for simulated
+    nodes on one machine, which share its disk: otherwise the engine keeps every node's
+    model in this process and ships it with each message. No on a Ray cluster, where a
+    client may run on another machine each round (its state travels with it), nor for
+    deployed nodes (each SuperNode holds its own state)."""
+    return simulated and cfg.simulation.ray_address is None
+
+
 def _rounds(
     grid: Grid,
     exp: Experiment,
@@ -352,6 +364,7 @@ def _rounds(
     else:  # the engine knows who is who: configure each node when it is first sampled
         nodes, setup_bytes, configured = known, 0, set()
         archs = {pid: Learner.describe(exp, pid) for pid in nodes}  # what each would reply
+    on_disk = keeps_state_on_disk(cfg, simulated=known is not None)
     lost: set[int] = set()  # configured partitions whose node has since lost its state
     strategy, arrays = build_strategy(exp, nodes)
     if saved:
@@ -371,7 +384,7 @@ def _rounds(
         ):
             if group:
                 got, _, nbytes = configure_nodes(
-                    grid, cfg, [nodes[p] for p in group], checkpoints, resume_from
+                    grid, cfg, [nodes[p] for p in group], checkpoints, resume_from, on_disk
                 )
                 setup_bytes += nbytes
                 configured |= {p for p, n in got.items() if nodes.get(p) == n}

@@ -18,7 +18,7 @@ import torch
 
 from fedkt.errors import KnowledgeError
 from fedkt.registry import Registry
-from fedkt.training import predict
+from fedkt.training import EVAL_BATCH, predict
 from fedkt.transfer.params import positive
 from fedkt.transfer.prototypes import head_matrix
 
@@ -31,7 +31,7 @@ Rows = torch.Tensor | None  # transfer-set row indices of a round (None: every r
 
 
 def _eval_batches(
-    model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = 512
+    model: torch.nn.Module, x: torch.Tensor, fn, batch_size: int = EVAL_BATCH
 ) -> torch.Tensor:
     return predict(model, x, fn, batch_size)
 
