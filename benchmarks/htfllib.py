@@ -4,6 +4,8 @@ CPU seconds and peak memory of each process tree, and final accuracy, per method
     python -m benchmarks.htfllib --htfllib ~/src/HtFLlib               # MNIST, 20 clients,
                                                         # Dirichlet 0.1, 20 rounds, 1 epoch
     python -m benchmarks.htfllib --htfllib ~/src/HtFLlib --methods fd --rounds 2   # a quick look
+    python -m benchmarks.htfllib --htfllib ~/src/HtFLlib \
+        --fedkt-set simulation.num_cpus_per_client=2     # fedkt with one worker, both cores
 
 The user's HtFLlib checkout is run as it is (never vendored): fedkt derives the partition
 (its Dirichlet split of MNIST, each client's test split drawn with its label mix), writes
@@ -79,6 +81,7 @@ def overrides(args: argparse.Namespace, method: str) -> list[str]:
         f"train.batch_size={args.batch_size}",
         f"train.lr={args.lr}",
         "train.momentum=0",
+        *args.fedkt_set,
     ]
 
 
@@ -213,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client-test-size", type=int, default=500)
     parser.add_argument("--global-test-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fedkt-set", action="append", default=[], metavar="KEY=VALUE",
+        help="an extra fedkt config override for fedkt's runs (repeatable), e.g. "
+        "simulation.num_cpus_per_client=2: one worker using both cores, as HtFLlib's process",
+    )  # fmt: skip
     parser.add_argument(
         "--work", help="folder for the partition, logs and results (default: temporary)"
     )

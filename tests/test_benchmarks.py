@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny import load_script
 
 from benchmarks.harness import MIB, PeakMemory
@@ -318,12 +319,14 @@ def test_htfllib_benchmark_runs_a_checkout_on_fedkts_partition(tmp_path):
         "benchmarks.htfllib", "--htfllib", str(htfl.parent), "--methods", "fd",
         "--dataset", "digits", "--clients", "3", "--rounds", "1", "--samples-per-client", "60",
         "--client-test-size", "20", "--global-test-size", "50", "--transfer-size", "100",
-        "--work", str(tmp_path / "work"),
+        "--work", str(tmp_path / "work"), "--fedkt-set", "simulation.num_cpus_per_client=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if "│ fd" in line]
     assert len(rows) == 2 and "HtFLlib" in rows[1] and "50.0" in rows[1], proc.stdout
     assert len(list((tmp_path / "work" / "dataset").rglob("*.npz"))) == 6
+    ran = yaml.safe_load((tmp_path / "work" / "fedkt-fd" / "config.yaml").read_text())
+    assert ran["simulation"]["num_cpus_per_client"] == 2  # --fedkt-set reached fedkt's run
 
 
 @pytest.mark.slow
