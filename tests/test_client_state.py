@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny import TINY
+from tiny import TINY, ClientNodes
 
 from fedkt import protocol as P
 from fedkt.checkpoint import CheckpointError
@@ -19,32 +19,11 @@ from fedkt.server import loop
 def _client_run(tmp_path, on_disk: bool, rounds: int = 3):
     """Two clients of FKD (train, then distil the mean of their soft labels) driven
     through the ClientApp's own handlers; returns their contexts and replies."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-
-    from fedkt.clients import app as client_app
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     cfg = load_config(None, [*TINY, "strategy=fkd"])
-    contexts = {
-        pid: Context(
-            run_id=1,
-            node_id=10 + pid,
-            node_config={P.PARTITION_ID: pid},
-            state=RecordDict(),
-            run_config={},
-        )
-        for pid in (0, 1)
-    }
-    handlers = {
-        MessageType.QUERY: client_app.handshake,
-        MessageType.TRAIN: client_app.train,
-        MessageType.EVALUATE: client_app.evaluate,
-    }
-
-    def send(kind, content, pid):
-        return handlers[kind](
-            Message(content, dst_node_id=10 + pid, message_type=kind), contexts[pid]
-        )
-
+    nodes = ClientNodes((0, 1))
+    contexts, send = nodes.contexts, nodes.send
     experiment = ConfigRecord(
         {
             P.EXPERIMENT_KEY: cfg.to_json(),

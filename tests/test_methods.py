@@ -112,7 +112,7 @@ def test_plugin_method_registers_and_runs_in_the_simulation(tmp_path, plugins):
 def test_client_messages_resolve_once_and_build_each_model_once(monkeypatch, task_identity):
     """Per process, the experiment is resolved once for all messages, and each model is
     built once (then reused, weights loaded per client)."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     from fedkt import experiment, learner
     from fedkt import protocol as P
@@ -134,25 +134,8 @@ def test_client_messages_resolve_once_and_build_each_model_once(monkeypatch, tas
     monkeypatch.setattr(learner, "build_model", counting_build)
     monkeypatch.setattr(client_app, "POOL", learner.ModelPool())
     cfg = load_config(None, [*TINY, "model.name=cnn-small", "model.student=mlp"])
-    contexts = {
-        pid: Context(
-            run_id=1,
-            node_id=10 + pid,
-            node_config={P.PARTITION_ID: pid},
-            state=RecordDict(),
-            run_config={},
-        )
-        for pid in (0, 1)
-    }
-
-    def send(kind: str, content: RecordDict, pid: int) -> Message:
-        msg = Message(content, dst_node_id=10 + pid, message_type=kind)
-        fn = {
-            MessageType.QUERY: client_app.handshake,
-            MessageType.TRAIN: client_app.train,
-            MessageType.EVALUATE: client_app.evaluate,
-        }[kind]
-        return fn(msg, contexts[pid])
+    nodes = tiny.ClientNodes((0, 1))
+    contexts, send = nodes.contexts, nodes.send
 
     hello = RecordDict({P.EXPERIMENT: ConfigRecord({P.EXPERIMENT_KEY: cfg.to_json()})})
     for pid in contexts:

@@ -44,3 +44,39 @@ class RunsCode:
         import os
 
         return (os.system, (f"touch {self.marker}",))
+
+
+class ClientNodes:
+    """Simulated nodes (partition id -> Flower Context) whose messages go straight to the
+    ClientApp's handlers, in this process (needs the ``task_identity`` fixture): what the
+    engine would do, without it."""
+
+    def __init__(self, pids):
+        from flwr.app import Context, RecordDict
+
+        from fedkt import protocol as P
+
+        self.contexts = {
+            pid: Context(
+                run_id=1,
+                node_id=10 + pid,
+                node_config={P.PARTITION_ID: pid},
+                state=RecordDict(),
+                run_config={},
+            )
+            for pid in pids
+        }
+
+    def send(self, kind, content, pid):
+        from flwr.app import Message, MessageType
+
+        from fedkt.clients import app as client_app
+
+        handler = {
+            MessageType.QUERY: client_app.handshake,
+            MessageType.TRAIN: client_app.train,
+            MessageType.EVALUATE: client_app.evaluate,
+        }[kind]
+        return handler(
+            Message(content, dst_node_id=10 + pid, message_type=kind), self.contexts[pid]
+        )
