@@ -1,6 +1,8 @@
 """The Flower ClientApp. Thin glue: records in, :class:`fedkt.learner.Learner` work,
 records out. Model state and the experiment config persist across rounds in the
-node's ``Context.state``, so a client keeps its own (personalised) model.
+node's ``Context.state``, so a client keeps its own (personalised) model; in a simulation on
+one machine the model itself stays in the client's checkpoint file, the state holding its
+round (see :func:`_state_on_disk`).
 
 What a client does is decided by what a message carries (see ``fedkt.protocol``): a
 global model in ``arrays`` is adopted, a ``target`` is distilled, and the reply shares
