@@ -238,7 +238,7 @@ def distill(
 #: Samples per forward pass when scoring or extracting knowledge. Not larger: a batch's
 #: activations are the transient peak of every worker (cnn-fedavg's first convolution is
 #: 0.1 GB at 1,024 samples; at 256 the peak of the 20-client HtFLlib workload fell by 0.1
-#: GiB over two workers), and past a few hundred samples a CPU pass gains no speed.
+#: GiB over two workers).
 EVAL_BATCH = 256
 
 
