@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.loopback import ROOT, SCRIPTS, MissingTools, loopback_deployment, wait_for
 from benchmarks.processes import processes_mentioning
+from fedkt.checkpoint import CheckpointError, load_server
 
 pytestmark = pytest.mark.slow
 NODES = 3
@@ -159,6 +160,16 @@ def _rounds_done(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def _checkpointed(out: Path) -> int:
+    """The round of the server's checkpoint (0: none yet). A round's results line is
+    written just before its checkpoint, so a kill timed by the line alone may land before
+    there is anything to resume from."""
+    try:
+        return int(load_server(out)["round"])
+    except CheckpointError:
+        return 0
+
+
 def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knfu_run):
     """kill -9 of the run's ServerApp process after round 1 (the SuperLink's run dies
     mid-way, maybe with messages on their way), then ``flwr run`` with ``resume=true`` into
@@ -169,7 +180,7 @@ def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knf
     out = d.tmp / "killed"
     run, _ = _start_run(d, OVERRIDES, out)
     try:
-        wait_for(lambda: _rounds_done(out) >= 1, 240, "round 1")
+        wait_for(lambda: _checkpointed(out) >= 1, 240, "round 1's checkpoint")
         (server,) = processes_mentioning("flwr-serverapp")
         os.kill(server, signal.SIGKILL)
     finally:
@@ -186,9 +197,10 @@ def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knf
     _, whole = knfu_run
     for name in ("metrics.jsonl", "rounds.jsonl", "fusion_weights.jsonl"):
         assert _without_timings(out / name) == _without_timings(whole / name), name
-    assert json.loads((out / "summary.json").read_text())["alma"] == json.loads(
-        (whole / "summary.json").read_text()
-    )["alma"]
+    assert (
+        json.loads((out / "summary.json").read_text())["alma"]
+        == json.loads((whole / "summary.json").read_text())["alma"]
+    )
 
 
 def _rejoined(out: Path, client: int, after: int) -> bool:
