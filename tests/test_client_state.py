@@ -6,7 +6,6 @@ model, message for message; a state file gone is one clear error."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from tiny import TINY, ClientNodes
 
@@ -19,7 +18,7 @@ from fedkt.server import loop
 def _client_run(tmp_path, on_disk: bool, rounds: int = 3):
     """Two clients of FKD (train, then distil the mean of their soft labels) driven
     through the ClientApp's own handlers; returns their contexts and replies."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+    from flwr.app import ConfigRecord, MessageType, RecordDict
 
     cfg = load_config(None, [*TINY, "strategy=fkd"])
     nodes = ClientNodes((0, 1))
@@ -33,19 +32,7 @@ def _client_run(tmp_path, on_disk: bool, rounds: int = 3):
     )
     for pid in contexts:
         send(MessageType.QUERY, RecordDict({P.EXPERIMENT: experiment}), pid)
-    replies = []
-    for server_round in range(1, rounds + 1):
-        config = ConfigRecord({P.SERVER_ROUND: server_round})
-        knowledge = [
-            send(MessageType.TRAIN, RecordDict({P.CONFIG: config}), pid).content[P.KNOWLEDGE]
-            for pid in contexts
-        ]
-        target = np.mean([k[P.VALUES].numpy() for k in knowledge], axis=0).astype(np.float32)
-        for pid in contexts:
-            content = RecordDict(
-                {P.CONFIG: config, P.TARGET: ArrayRecord({P.VALUES: Array(target)})}
-            )
-            replies.append(dict(send(MessageType.EVALUATE, content, pid).content[P.METRICS]))
+    replies = [m for r in range(1, rounds + 1) for m in nodes.knowledge_round(r)]
     return contexts, replies
 
 

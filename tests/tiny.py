@@ -80,3 +80,23 @@ class ClientNodes:
         return handler(
             Message(content, dst_node_id=10 + pid, message_type=kind), self.contexts[pid]
         )
+
+    def knowledge_round(self, server_round):
+        """Every node trains and shares its knowledge; each then distils the plain mean of
+        it and is scored. Returns the evaluate replies' metrics, by node, in order."""
+        import numpy as np
+        from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+
+        from fedkt import protocol as P
+
+        config = ConfigRecord({P.SERVER_ROUND: server_round})
+        train = RecordDict({P.CONFIG: config})
+        shared = [
+            self.send(MessageType.TRAIN, train, pid).content[P.KNOWLEDGE] for pid in self.contexts
+        ]
+        target = np.mean([k[P.VALUES].numpy() for k in shared], axis=0).astype(np.float32)
+        content = RecordDict({P.CONFIG: config, P.TARGET: ArrayRecord({P.VALUES: Array(target)})})
+        return [
+            dict(self.send(MessageType.EVALUATE, content, pid).content[P.METRICS])
+            for pid in self.contexts
+        ]
