@@ -281,17 +281,41 @@ class ResultsWriter:
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
-        if not self.plots:
-            return summary
-        from fedkt import plots
-
-        plots.accuracy_per_round(self.rounds, self.dir / "accuracy.png", title=self.cfg.name)
-        if self.last_weights is not None:
-            r, clients, weights = self.last_weights
-            plots.fusion_heatmap(
-                weights,
-                self.dir / "fusion_weights.png",
-                title=f"{self.cfg.name}: fusion weights, round {r}",
-                clients=clients,
-            )
+        if self.plots:
+            _draw(self.dir, self.cfg.name, self.rounds, self.last_weights)
         return summary
+
+
+def draw_plots(out_dir: str | os.PathLike[str], title: str) -> None:
+    """Draw a finished run's figures from its files (rounds.jsonl, fusion_weights.jsonl).
+
+    Why not at the end of the run, as :class:`ResultsWriter` can: a simulation draws them
+    after its engine has stopped, so matplotlib's memory (about 0.1 GiB in the driver)
+    does not add to that of the engine's workers, still running at the run's end."""
+    folder = Path(out_dir)
+    try:
+        rounds = [RoundRecord.from_dict(row) for row in read_json_lines(folder / "rounds.jsonl")]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ResultsError(f"{folder / 'rounds.jsonl'}: not fedkt's rounds ({exc})") from None
+    weights = read_fusion_weights(folder)
+    last = max(weights, default=None)
+    _draw(folder, title, rounds, None if last is None else (last, *weights[last]))
+
+
+def _draw(
+    folder: Path,
+    title: str,
+    rounds: list[RoundRecord],
+    last_weights: tuple[int, list[int], np.ndarray] | None,
+) -> None:
+    from fedkt import plots
+
+    plots.accuracy_per_round(rounds, folder / "accuracy.png", title=title)
+    if last_weights is not None:
+        r, clients, weights = last_weights
+        plots.fusion_heatmap(
+            weights,
+            folder / "fusion_weights.png",
+            title=f"{title}: fusion weights, round {r}",
+            clients=clients,
+        )

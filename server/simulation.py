@@ -23,6 +23,7 @@ from fedkt.errors import ConfigError, FedktError
 from fedkt.experiment import Experiment, resolve
 from fedkt.parallel import available_cpus
 from fedkt.progress import Progress
+from fedkt.results import draw_plots
 from fedkt.server.environment import prepare_environment
 from fedkt.server.shared_engine import start_ray_here, stop_ray
 from fedkt.signals import STOP_SIGNALS
@@ -154,7 +155,7 @@ def simulate(
                 progress,
                 resume=resume,
                 stopped=stop.is_set,
-                plots=plots,
+                plots=False,  # drawn below, once the engine's workers have stopped
                 directory=node_directory.directory,
             )
         except BaseException as exc:  # surfaced after the engine has shut down
@@ -231,6 +232,8 @@ def simulate(
         raise outcome["error"]
     if "summary" not in outcome:
         raise FedktError("the simulation ended without results (see the log above)")
+    if plots:
+        draw_plots(out_dir, cfg.name)
     return outcome["summary"]
 
 
