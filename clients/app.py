@@ -36,9 +36,21 @@ from fedkt.errors import MissedHandshake
 from fedkt.experiment import Experiment, experiment_from_json
 from fedkt.faults import injected_delay, node_restarts
 from fedkt.learner import Learner, ModelPool
+from fedkt.memory import release_freed_memory
 from fedkt.strategies.base import through_codec
 
-app = ClientApp()
+
+def release_memory_after(msg: Message, context: Context, call_next: Any) -> Message:
+    """Flower mod: handle the message, then give the memory the call freed back to the
+    operating system (:mod:`fedkt.memory`): a worker serving client after client keeps
+    the footprint of one call, not the high-water mark of all of them."""
+    try:
+        return call_next(msg, context)
+    finally:
+        release_freed_memory()
+
+
+app = ClientApp(mods=[release_memory_after])
 
 # One per process: a worker serving many clients builds each architecture's module once.
 POOL = ModelPool()
