@@ -236,10 +236,10 @@ def distill(
 
 
 #: Samples per forward pass when scoring or extracting knowledge. Not larger: a batch's
-#: activations are the transient peak of every worker (cnn-fedavg's first convolution is
-#: 0.1 GB at 1,024 samples; at 256 the peak of the 20-client HtFLlib workload fell by 0.1
-#: GiB over two workers).
-EVAL_BATCH = 256
+#: activations (and oneDNN's unfolded inputs) are the transient peak of every worker
+#: (cnn-fedavg's first convolution is 0.1 GB at 1,024 samples; 1,024 -> 256 -> 64 each took
+#: about 0.06 GiB off each worker's peak on the 20-client HtFLlib workload).
+EVAL_BATCH = 64
 
 
 @torch.no_grad()
