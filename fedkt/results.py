@@ -297,9 +297,17 @@ def draw_plots(out_dir: str | os.PathLike[str], title: str) -> None:
         rounds = [RoundRecord.from_dict(row) for row in read_json_lines(folder / "rounds.jsonl")]
     except (TypeError, ValueError, AttributeError) as exc:
         raise ResultsError(f"{folder / 'rounds.jsonl'}: not fedkt's rounds ({exc})") from None
-    weights = read_fusion_weights(folder)
-    last = max(weights, default=None)
-    _draw(folder, title, rounds, None if last is None else (last, *weights[last]))
+    path = folder / "fusion_weights.jsonl"
+    text = read_text(path, ResultsError, "JSON-lines text file") if path.exists() else ""
+    lines = text.splitlines()
+    last = None
+    if lines:  # the last round's only: every round's k x k weights can be large
+        try:
+            r, (clients, weights) = _fusion_record(json.loads(lines[-1]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultsError(f"{path}: not fedkt's fusion weights ({exc})") from None
+        last = (r, clients, weights)
+    _draw(folder, title, rounds, last)
 
 
 def _draw(

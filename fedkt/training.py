@@ -273,8 +273,9 @@ def padded_batch(batch: torch.Tensor, batch_size: int) -> torch.Tensor:
     in a batch of another size, so unpadded a worker that serves many clients grows by a
     cache entry per client and set (measured on cnn-fedavg: 36 odd sizes added 0.1-0.2 GB
     to a process; with the sizes of this function the cache holds at most
-    log2(batch_size) + 1 shapes per model). Inference is per sample in eval mode, so the
-    repeated rows change nothing but the time (the last batch of a pass at most doubles).
+    log2(batch_size) + 1 shapes per model). Inference is per sample in eval mode and the
+    repeated rows' outputs are dropped, so they cost time only (the last batch of a pass at
+    most doubles); a kernel chosen for another batch size may round differently.
     """
     n = len(batch)
     if n == 0:
