@@ -38,7 +38,7 @@ def config(base: str | None, overrides: Sequence[str]) -> ExperimentConfig:
 
 def _role(proc: psutil.Process) -> str:
     """A short name for what a process of the tree is: Ray names its workers and daemons
-    in their titles (``ray::ClientAppActor``, ``raylet``, ``gcs_server``); Python
+    in their titles (``ray::ClientRunner``, ``raylet``, ``gcs_server``); Python
     daemons are named by their script (``dashboard.py``, ``log_monitor.py``)."""
     cmd = proc.cmdline()
     if not cmd:
@@ -109,7 +109,7 @@ class PeakMemory:
 
     def composition(self) -> str:
         """``at_peak`` in one line, largest first, processes of one role summed:
-        ``ray::ClientAppActor 2x0.55, root 0.66, ...`` (GiB)."""
+        ``ray::ClientRunner 2x0.45, root 0.28, ...`` (GiB)."""
         roles: dict[str, list[int]] = {}
         for role, pss in self.at_peak:
             roles.setdefault(role, []).append(pss)

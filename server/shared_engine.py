@@ -10,7 +10,9 @@ Inside :func:`shared_engine`, Flower's own ``RayBackend`` is replaced, for the
 simulations started in it, by :class:`SharedRayBackend`, which differs in two places
 only: ``build`` hands out the actor pool of the previous simulation when it is idle and
 was built for the same client resources, and ``terminate`` leaves Ray and that pool
-running. Everything else (message routing, the ServerApp/ClientApp, the in-memory
+running. (Every simulation, shared or not, builds its pool with
+:class:`fedkt.server.client_actor.ClientActor`, Flower's actor without the imports a
+client never uses.) Everything else (message routing, the ServerApp/ClientApp, the in-memory
 SuperLink state) is Flower's, unchanged and new for every simulation. Flower offers no
 hook to keep its backend across simulations (``run_simulation`` always builds and
 terminates a ``RayBackend``), so this module swaps the class Flower looks up; the same
@@ -74,11 +76,27 @@ def _backend_class() -> type:
                         self.pool, self.app_fn = pool, app_fn
                         return
                 _drop_pool()
-            super().build(app_fn)
+            self._build_pool(app_fn)
             if active:
                 with _STATE.lock:
                     _STATE.pool, _STATE.resources = self.pool, dict(self.client_resources)
                     _STATE.builds += 1
+
+        def _build_pool(self, app_fn: Any) -> None:
+            """Flower's ``RayBackend.build`` with :class:`fedkt.server.client_actor.ClientActor`
+            for Flower's actor class (whose module makes every worker import
+            ``flwr.simulation``: see :mod:`fedkt.server.client_actor`)."""
+            from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+            from fedkt.server.client_actor import ClientActor
+
+            self.pool = BasicActorPool(
+                actor_type=ClientActor,
+                client_resources=self.client_resources,
+                actor_kwargs=self.actor_kwargs,
+            )
+            self.pool.add_actors_to_pool(self.pool.actors_capacity)
+            self.app_fn = app_fn
 
         def init_ray(self, backend_config: Any) -> None:
             if _STATE.stopping:
