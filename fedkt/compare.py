@@ -37,6 +37,7 @@ from fedkt.config import (
     load_config,
     read_yaml,
 )
+from fedkt.data.layout import prepare_layouts
 from fedkt.errors import ConfigError, FedktError, ResultsError
 from fedkt.experiment import resolve
 from fedkt.parallel import CellTask
@@ -340,6 +341,8 @@ def run_compare(
                 counts["reused"] += 1
                 continue
             todo.append(dataclasses.replace(task, resume=resumable))
+        # every cell's data layout, derived in one process apart before the cells start
+        prepare_layouts([task.config for task in todo])
         run_cells(todo)
         counts["run"] += len(todo)
 

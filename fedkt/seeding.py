@@ -10,9 +10,12 @@ same initial models.
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _key(part: int | str) -> int:
@@ -30,6 +33,8 @@ def rng(seed: int, *keys: int | str) -> np.random.Generator:
 
 
 def torch_generator(seed: int, *keys: int | str) -> torch.Generator:
+    import torch  # (here only: deriving a layout, in a process of its own, needs no torch)
+
     g = torch.Generator()
     g.manual_seed(derive_seed(seed, *keys))
     return g

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from fedkt.config import ExperimentConfig
+from fedkt.data.layout import prepare_layouts
 from fedkt.errors import ConfigError, FedktError
 from fedkt.experiment import Experiment, resolve
 from fedkt.parallel import available_cpus
@@ -124,6 +125,9 @@ def simulate(
     cfg = exp.config
     # Build the data layout here first: a layout the config cannot produce (transfer set too
     # large, a client left without data, ...) is then a one-line error before any worker starts.
+    # A layout not cached yet is derived in a process apart, so that this process, alive for
+    # the whole run, never holds the partitioning's imports (fedkt.data.layout).
+    prepare_layouts([cfg])
     exp.federation()
     device = resolve_device(cfg.device)  # device: cuda without a GPU is a one-line error here
     from flwr.app import Context

@@ -3,12 +3,18 @@ code-carrying file is ignored (never trusted), and a changed config never reads 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from fedkt.config import load_config
 from fedkt.data import federation as fed_mod
+from fedkt.data import layout as layout_mod
 from fedkt.data import layout_cache
+from fedkt.errors import ConfigError
 
 SMALL = ["num_clients=6", "transfer.size=50", "evaluation.client_test_size=30"]
 
@@ -31,7 +37,7 @@ def _no_derivation(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the layout was derived, not loaded")
 
-    monkeypatch.setattr(fed_mod, "_derive_layout", refuse)
+    monkeypatch.setattr(layout_mod, "derive_layout", refuse)
 
 
 def test_a_cached_layout_equals_the_derived_one_and_skips_the_derivation(cache, monkeypatch):
@@ -106,3 +112,62 @@ def test_the_cache_keeps_only_the_newest_layouts(cache, monkeypatch):
     for seed in range(4):
         fed_mod.build_federation(load_config(None, [*SMALL, f"seed={seed}"]))
     assert len(list(cache.glob("*.npz"))) == 2
+
+
+# --------------------------------------------------------- layouts derived in their own process
+
+
+def _refuse_process(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a layout process was started")
+
+    monkeypatch.setattr(layout_mod.subprocess, "run", refuse)
+
+
+def test_layouts_prepared_apart_equal_the_ones_derived_here(cache, monkeypatch):
+    cfgs = [load_config(None, SMALL), load_config(None, [*SMALL, "seed=1"])]
+    monkeypatch.setenv("FEDKT_LAYOUT_CACHE", "off")
+    here = [fed_mod.build_federation(c) for c in cfgs]
+    monkeypatch.setenv("FEDKT_LAYOUT_CACHE", str(cache))
+    # the same layout twice (another strategy of a comparison) is derived once
+    layout_mod.prepare_layouts([*cfgs, load_config(None, [*SMALL, "strategy=fedavg"])])
+    assert len(list(cache.glob("*.npz"))) == 2
+    _no_derivation(monkeypatch)
+    _refuse_process(monkeypatch)  # all there now: no second process
+    layout_mod.prepare_layouts(cfgs)
+    assert all(_same(fed_mod.build_federation(c), h) for c, h in zip(cfgs, here, strict=True))
+
+
+def test_no_layout_cache_means_no_layout_process(monkeypatch):
+    monkeypatch.setenv("FEDKT_LAYOUT_CACHE", "off")
+    _refuse_process(monkeypatch)
+    layout_mod.prepare_layouts([load_config(None, SMALL)])
+
+
+def test_a_layout_the_config_cannot_produce_is_reported_where_it_is_built(cache):
+    cfg = load_config(None, ["num_clients=4", "partition.samples_per_client=5000"])
+    layout_mod.prepare_layouts([cfg])  # silent: its process could not derive it
+    assert not list(cache.glob("*.npz"))
+    with pytest.raises(ConfigError, match="samples_per_client"):
+        fed_mod.build_federation(cfg)
+
+
+def test_the_process_that_prepared_a_layout_never_imports_the_partitioners(cache):
+    """What the separate process is for: the long-lived process (a simulation's driver)
+    loads the layout without importing Flower Datasets or Hugging Face datasets; and the
+    layout process itself imports no torch."""
+    probe = (
+        "import sys; from fedkt.config import load_config; "
+        "from fedkt.data.layout import prepare_layouts; "
+        "from fedkt.data.federation import build_federation; "
+        f"cfg = load_config(None, {SMALL!r}); prepare_layouts([cfg]); build_federation(cfg); "
+        "print(sorted(m for m in ('datasets', 'flwr_datasets') if m in sys.modules))"
+    )
+    env = {**os.environ, "FEDKT_LAYOUT_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert len(list(cache.glob("*.npz"))) == 1
+    lean = "import sys, fedkt.data.layout, fedkt.data.partition; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", lean], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -123,6 +123,12 @@ def _prune(folder: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+def contains(key: str) -> bool:
+    """Whether a layout is stored under ``key`` (:func:`load` still checks it)."""
+    folder = cache_dir()
+    return folder is not None and (folder / f"{key}.npz").is_file()
+
+
 def load(
     key: str, num_clients: int, num_private: int, num_eval: int, num_transfer: int
 ) -> Layout | None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fedkt.data import array_store
 from fedkt.data.formats import file_digest, read_cifar_batch, read_idx
@@ -26,6 +25,8 @@ from fedkt.errors import DataError
 from fedkt.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
+
     from fedkt.config import ExperimentConfig
 
 
@@ -77,6 +78,8 @@ class ArrayDataset:
         # map, and the in-place ops below must not write to it. (torch's own allocation, not
         # NumPy's: CPU kernels can round differently with another memory alignment, which
         # changed a client's accuracy by one test sample in a bit-identity check.)
+        import torch  # (here: deriving a layout, in a process of its own, needs no torch)
+
         if self.modality == "text":
             return torch.tensor(np.asarray(x), dtype=torch.int64)
         t = torch.tensor(np.asarray(x), dtype=torch.float32)
