@@ -122,6 +122,21 @@ def _fusion_record(rec: dict[str, Any]) -> tuple[int, tuple[list[int], np.ndarra
     )
 
 
+def _last_fusion(lines: list[str], path: Path) -> tuple[int, list[int], np.ndarray] | None:
+    """The last round's fusion weights among the lines of ``path`` (round, participants,
+    k x k weights), None when there are none; only that line is parsed, since every
+    round's k x k weights can be large. A line that is not fedkt's is one ResultsError."""
+    if not lines:
+        return None
+    try:
+        r, (clients, weights) = _fusion_record(json.loads(lines[-1]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultsError(
+            f"{path}: not fedkt's fusion weights ({type(exc).__name__}: {exc})"
+        ) from None
+    return r, clients, weights
+
+
 def client_steps(row: dict[str, Any]) -> float | None:
     """Optimiser steps a client took in a round: local training, the exchange phase
     (distillation, FedMD's revisit, or a budget's extra local training), the teacher's
@@ -176,16 +191,9 @@ class ResultsWriter:
                 raise ResultsError(
                     f"{self.dir / 'rounds.jsonl'}: not fedkt's rounds ({exc})"
                 ) from None
-            if kept["fusion_weights.jsonl"]:
-                try:
-                    last = json.loads(kept["fusion_weights.jsonl"][-1])
-                    r, (clients, weights) = _fusion_record(last)
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ResultsError(
-                        f"{self.dir / 'fusion_weights.jsonl'}: not fedkt's fusion weights "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from None
-                self.last_weights = (r, clients, weights)
+            last = _last_fusion(kept["fusion_weights.jsonl"], self.dir / "fusion_weights.jsonl")
+            if last is not None:
+                self.last_weights = last
         for name, lines in kept.items():
             if name == "fusion_weights.jsonl" and not lines:
                 (self.dir / name).unlink(missing_ok=True)  # exists only for strategies that fuse
@@ -299,15 +307,7 @@ def draw_plots(out_dir: str | os.PathLike[str], title: str) -> None:
         raise ResultsError(f"{folder / 'rounds.jsonl'}: not fedkt's rounds ({exc})") from None
     path = folder / "fusion_weights.jsonl"
     text = read_text(path, ResultsError, "JSON-lines text file") if path.exists() else ""
-    lines = text.splitlines()
-    last = None
-    if lines:  # the last round's only: every round's k x k weights can be large
-        try:
-            r, (clients, weights) = _fusion_record(json.loads(lines[-1]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ResultsError(f"{path}: not fedkt's fusion weights ({exc})") from None
-        last = (r, clients, weights)
-    _draw(folder, title, rounds, last)
+    _draw(folder, title, rounds, _last_fusion(text.splitlines(), path))
 
 
 def _draw(
