@@ -166,6 +166,8 @@ def simulate(
             outcome["error"] = exc
 
     flwr_logger = logging.getLogger("flwr")
+    for left in [f for f in flwr_logger.filters if isinstance(f, _QuietAfterStop)]:
+        flwr_logger.removeFilter(left)  # an interrupted run's (see below): its threads are done
     old_level = flwr_logger.level
     quiet = _QuietAfterStop(stop)
     flwr_logger.addFilter(quiet)
@@ -218,7 +220,7 @@ def simulate(
             else:
                 engine()
     except BaseException as exc:
-        stop.set()  # (the filter stays: Flower's threads may still log after we return)
+        stop.set()  # (the filter stays: Flower's threads may still log; the next run removes it)
         if isinstance(exc, KeyboardInterrupt):
             stop_ray()
         raise

@@ -98,6 +98,38 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module)
     assert not ray.is_initialized()  # the driver no longer waits on the dead GCS
     simulate(tiny_cfg_module("strategy=knfu"), str(tmp_path / "again"))
     _same_results(alone, tmp_path / "again")
+    # the stopped run's log filter (it drops Flower's records once a run is stopped) went
+    # with the next run: left in place, it silenced Flower's logger for good
+    import logging
+
+    from fedkt.server.simulation import _QuietAfterStop
+
+    assert not [f for f in logging.getLogger("flwr").filters if isinstance(f, _QuietAfterStop)]
+
+
+def test_after_a_stop_the_engine_makes_no_call_into_ray(monkeypatch):
+    """Once stop_ray has run, Flower's engine thread ending the simulation (the backend's
+    ``terminate``) must neither end actors nor shut Ray down: stop_ray's own thread
+    disconnects, and a call racing it left a GCS client that ended the process 60 s later."""
+    import ray
+
+    from fedkt.server import shared_engine as engine
+
+    class Pool:
+        def terminate_all_actors(self):
+            raise AssertionError("actors ended after the stop")
+
+    def no_shutdown(*a, **k):
+        raise AssertionError("ray.shutdown called after the stop")
+
+    monkeypatch.setattr(ray, "shutdown", no_shutdown)
+    monkeypatch.setattr(engine._STATE, "stopping", True)
+    backend = object.__new__(engine._backend_class())  # (no Ray needed for terminate)
+    backend.pool = Pool()
+    backend.terminate()
+    monkeypatch.setattr(engine._STATE, "stopping", False)
+    with pytest.raises(AssertionError, match="actors ended"):  # and otherwise it does end them
+        backend.terminate()
 
 
 def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(
