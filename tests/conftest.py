@@ -1,15 +1,29 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
+
+
+def _own_temp_dir(variable: str, prefix: str) -> None:
+    """Point ``variable`` at a fresh directory for this test run, unless the caller set it,
+    and remove the directory when the run ends: a run that left one behind each time filled
+    /tmp on a machine that runs the suite many times."""
+    if variable in os.environ:
+        return
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.environ[variable] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
 
 # Offline, quiet Flower with its own home for every test run.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedkt-flwr-home-"))
+_own_temp_dir("FLWR_HOME", "fedkt-flwr-home-")
 # Data layouts cached for this test run only (subprocesses and Ray workers inherit it).
-os.environ.setdefault("FEDKT_LAYOUT_CACHE", tempfile.mkdtemp(prefix="fedkt-layouts-"))
+_own_temp_dir("FEDKT_LAYOUT_CACHE", "fedkt-layouts-")
 
 
 @pytest.fixture
