@@ -7,6 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  # A new environment takes about 2.2 GiB (torch alone 1.3), and pip unpacks in TMPDIR: say
+  # so up front rather than fail half-installed with pip's "No space left on device".
+  for place in . "${TMPDIR:-/tmp}"; do
+    free_kib=$(df -Pk "$place" | awk 'NR == 2 {print $4}')
+    if [ "${free_kib:-0}" -lt $((3 * 1024 * 1024)) ]; then
+      hint="free some space there"
+      if [ "$place" != . ]; then hint="$hint, or point TMPDIR at a roomier folder"; fi
+      echo "setup.sh: $(cd "$place" && pwd) has $((free_kib / 1024)) MiB free; installing needs about 3 GiB ($hint)" >&2
+      exit 1
+    fi
+  done
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
