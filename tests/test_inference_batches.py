@@ -49,3 +49,22 @@ def test_predict_sees_a_bounded_set_of_shapes_and_returns_one_row_per_sample():
     predict(model, torch.randn(5, 3))
     assert model.training
     assert predict(model, torch.randn(0, 3)).numel() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_predict_fills_one_float32_result_with_the_same_values_as_joining_the_batches(dtype):
+    """predict writes each batch into one preallocated tensor (a list of per-batch outputs
+    fragmented the heap); the values are those of joining the batches' outputs, cast to
+    float32, whatever the output's dtype and rank."""
+    torch.manual_seed(1)
+    weight = torch.randn(3, 5, 2)
+
+    def tokens(xb: torch.Tensor) -> torch.Tensor:  # (n, 5, 2) outputs in another dtype
+        return torch.einsum("ni,ijk->njk", xb, weight).to(dtype)
+
+    model = nn.Linear(3, 3)  # only supplies the device and the train/eval mode
+    x = torch.randn(203, 3)
+    out = predict(model, x, tokens, batch_size=16)
+    expected = torch.cat([tokens(x[i : i + 16]) for i in range(0, 203, 16)]).float()
+    assert out.dtype == torch.float32 and out.shape == (203, 5, 2)
+    assert torch.equal(out, expected)

@@ -110,6 +110,24 @@ def test_class_knowledge_per_class_means_and_counts():
         k.validate(np.zeros((3, 3), np.float32), None, 3, 3)
 
 
+def test_per_class_means_summed_in_blocks_are_the_one_shot_float64_sums_bit_for_bit():
+    """The per-class sums run over blocks of rows (a float64 copy of all rows was a call's
+    largest transient); the rows are added in the same order, so the bits do not move."""
+    from fedkt.transfer import knowledge
+
+    torch.manual_seed(0)
+    n = 3 * knowledge._SUM_ROWS + 17  # four blocks, the last one short
+    values = torch.randn(n, 6) * 100
+    y = torch.randint(0, 4, (n,))
+    means, counts = knowledge._per_class_mean(values, y, 5)
+    sums = torch.zeros(5, 6, dtype=torch.float64).index_add_(0, y, values.double())
+    c = torch.bincount(y, minlength=5).double()
+    expected = torch.where(c[:, None] > 0, sums / c.clamp(min=1)[:, None], torch.zeros_like(sums))
+    assert np.array_equal(means, expected.float().numpy())
+    assert np.array_equal(counts, c.numpy())
+    assert not means[4].any()  # a class nobody holds: zeros
+
+
 def test_logits_validation_rejects_huge_values():
     with pytest.raises(KnowledgeError, match="magnitude"):
         KNOWLEDGE.create("logits").validate(np.full((2, 2), 1e6, np.float32), None, 2, 2)

@@ -129,13 +129,21 @@ class Logits(_TransferKnowledge):
         return arr.astype(np.float32, copy=False), None
 
 
+#: Rows per float64 block in :func:`_per_class_mean`.
+_SUM_ROWS = 1024
+
+
 def _per_class_mean(
     values: torch.Tensor, y: torch.Tensor, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     counts = torch.bincount(y, minlength=num_classes).double()
-    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64).index_add_(
-        0, y, values.double()
-    )
+    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64)
+    # Summed in float64 a block of rows at a time: a float64 copy of every row at once was
+    # the largest transient of a FedProto client call (8,000 embeddings of 512: 33 MB).
+    # Rows are added in the same order either way, so the sums are the same bits.
+    for start in range(0, len(values), _SUM_ROWS):
+        block = slice(start, start + _SUM_ROWS)
+        sums.index_add_(0, y[block], values[block].double())
     means = torch.where(
         counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], torch.zeros_like(sums)
     )
