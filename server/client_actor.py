@@ -22,6 +22,13 @@ import ray
 from flwr.app import Context, Message
 from flwr.clientapp.client_app import ClientApp, ClientAppException, LoadClientAppError
 
+from fedkt.server import ray_addons
+
+# A worker imports this module when it loads the actor class, before its serialisation
+# context exists: Ray's add-ons then import pyarrow, pydantic v1 and starlette only where
+# they are in use (see fedkt.server.ray_addons).
+ray_addons.install()
+
 
 class ClientRunner:
     """What a pool actor does: one client's message at a time (one actor per client slot

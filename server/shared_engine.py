@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fedkt.server import ray_addons
+
 logger = logging.getLogger(__name__)
 
 
@@ -169,6 +171,7 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
     _install()
+    ray_addons.install()  # before this process's serialisation context exists
     _STATE.stopping = False
     if _STATE.killed:  # after stop_ray: wait until this process has let go of it
         _STATE.killed = False

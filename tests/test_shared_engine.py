@@ -2,6 +2,7 @@
 results must not depend on whether its workers were fresh, warm, or on other nodes."""
 
 import json
+import sys
 
 import pytest
 
@@ -48,11 +49,19 @@ def tiny_cfg_module():
 def test_cells_in_a_shared_engine_equal_cells_run_alone(alone, tmp_path, tiny_cfg_module):
     import ray
 
+    from fedkt.server import shared_engine as engine
+
     before = shared_pool_builds()
     with shared_engine():
         simulate(tiny_cfg_module("strategy=fedavg"), str(tmp_path / "other"))
         simulate(tiny_cfg_module("strategy=knfu"), str(tmp_path / "warm"))
         assert ray.is_initialized()  # kept between the two simulations
+        # The workers served both cells without importing pyarrow or starlette (Ray's
+        # add-ons for them are skipped where unused: fedkt.server.ray_addons) or
+        # scikit-learn (the digits split is stored once and memory-mapped).
+        pool = engine._STATE.pool
+        probe = lambda _actor: [m for m in ("pyarrow", "starlette", "sklearn") if m in sys.modules]  # noqa: E731
+        assert ray.get([a.__ray_call__.remote(probe) for a in pool.pool]) == [[]] * len(pool.pool)
     assert shared_pool_builds() == before + 1  # one pool of workers served both cells
     assert not ray.is_initialized()  # and the block stopped what it started
     _same_results(alone, tmp_path / "warm")
