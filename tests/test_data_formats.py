@@ -144,6 +144,59 @@ def test_cifar_is_decoded_once_then_memory_mapped(tmp_path, monkeypatch):
     assert ds.train_x.shape == (20, 3, 32, 32) and not isinstance(ds.train_x, np.memmap)
 
 
+_DIGITS_PROBE = """
+import json, sys
+from fedkt.data.sources import load_dataset
+d = load_dataset("digits", sys.argv[1])
+print(json.dumps({"sklearn": "sklearn" in sys.modules, "mapped": type(d.train_x).__name__,
+                  "sums": [int(d.train_x.sum()), int(d.train_y.sum()), int(d.test_x.sum()),
+                           int(d.test_y.sum())]}))
+"""
+
+
+def _digits_in_a_fresh_process(folder: Path) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DIGITS_PROBE, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_digits_are_split_once_then_memory_mapped_without_scikit_learn(tmp_path, monkeypatch):
+    """scikit-learn (with SciPy, pandas, pyarrow: 138 MiB a process) is imported by the
+    first load only; later processes map the stored split, the same arrays; a read-only
+    folder still loads, split in memory."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.uint8)[:, None]
+    tr_x, te_x, tr_y, te_y = train_test_split(
+        x, bunch.target, test_size=0.25, random_state=0, stratify=bunch.target
+    )
+    want = [int(tr_x.sum()), int(tr_y.sum()), int(te_x.sum()), int(te_y.sum())]
+    first = _digits_in_a_fresh_process(tmp_path / "digits")
+    assert first["sklearn"] and first["sums"] == want
+    assert len(list((tmp_path / "digits" / ".fedkt-arrays").iterdir())) == 1
+    again = _digits_in_a_fresh_process(tmp_path / "digits")
+    assert not again["sklearn"] and again["mapped"] == "memmap" and again["sums"] == want
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(array_store, "store", read_only)
+    ds = load_dataset("digits", tmp_path / "ro")
+    assert not isinstance(ds.train_x, np.memmap) and int(ds.train_x.sum()) == want[0]
+    assert np.array_equal(ds.test_y, te_y)
+
+
 def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "data_batch_1"
