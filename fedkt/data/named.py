@@ -356,7 +356,7 @@ def load_named(
 ) -> ArrayDataset:
     """The dataset ``name`` (``prefix:target``) under ``options``, converted once into
     ``cache/named/<digest>`` and memory-mapped from there."""
-    from fedkt.data.sources import ArrayDataset
+    from fedkt.data.sources import stored_dataset
 
     folder = cache / "named" / conversion_key(name, options, group_column)
     if not array_store.is_stored(folder):
@@ -364,12 +364,9 @@ def load_named(
         array_store.store(folder, converted["arrays"], converted["meta"])
     arr, meta = array_store.load(folder)
     modality = meta["modality"]
-    return ArrayDataset(
+    return stored_dataset(
         name,
-        arr["train_x"],
-        np.asarray(arr["train_y"]),
-        arr["test_x"],
-        np.asarray(arr["test_y"]),
+        arr,
         len(meta["classes"]),
         float(meta.get("scale", 1.0)),
         tuple(meta.get("mean", ())),

@@ -14,10 +14,10 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -159,6 +159,32 @@ def _stored(
     return arrays
 
 
+def stored_dataset(
+    name: str,
+    arrays: Mapping[str, np.ndarray],
+    num_classes: int,
+    scale: float,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    **extra: Any,
+) -> ArrayDataset:
+    """A dataset from stored ``train_x/train_y/test_x/test_y`` arrays (see
+    :mod:`fedkt.data.array_store`): the labels read into memory, the rows left mapped;
+    ``extra``: the other :class:`ArrayDataset` fields."""
+    return ArrayDataset(
+        name,
+        arrays["train_x"],
+        np.asarray(arrays["train_y"]),
+        arrays["test_x"],
+        np.asarray(arrays["test_y"]),
+        num_classes,
+        scale,
+        mean,
+        std,
+        **extra,
+    )
+
+
 def _fingerprint_key(parts: object) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -204,17 +230,7 @@ def _load_digits(folder: Path) -> ArrayDataset:
         key = _fingerprint_key([source[1], array_store.fingerprint(source[0])])
         stored = folder / ".fedkt-arrays" / key
     a = _stored(stored, decode, "scikit-learn digits")
-    return ArrayDataset(
-        "digits",
-        a["train_x"],
-        np.asarray(a["train_y"]),
-        a["test_x"],
-        np.asarray(a["test_y"]),
-        10,
-        16.0,
-        (0.3,),
-        (0.4,),
-    )
+    return stored_dataset("digits", a, 10, 16.0, (0.3,), (0.4,))
 
 
 def _idx_loader(name: str, mean: float, std: float) -> Callable[[Path], ArrayDataset]:
@@ -259,16 +275,8 @@ def _load_cifar10(folder: Path) -> ArrayDataset:
         }
 
     arrays = _stored(stored, decode, CIFAR_DIR)
-    return ArrayDataset(
-        "cifar10",
-        arrays["train_x"],
-        np.asarray(arrays["train_y"]),
-        arrays["test_x"],
-        np.asarray(arrays["test_y"]),
-        10,
-        255.0,
-        (0.4914, 0.4822, 0.4465),
-        (0.2470, 0.2435, 0.2616),
+    return stored_dataset(
+        "cifar10", arrays, 10, 255.0, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     )
 
 
