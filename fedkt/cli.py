@@ -400,11 +400,17 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     jobs_note = f", {jobs} jobs x {cpus_per_job} cores" if jobs > 1 else ""
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}{jobs_note}")
     try:
-        # one engine start-up for every cell (each job process has its own)
-        with simulate.shared() if simulate is not None else contextlib.nullcontext():
-            result = run_compare(
-                comp, cells, out, run_cells, log=log, reuse=[Path(d) for d in args.reuse]
-            )
+        # one engine start-up for every cell (each job process has its own), stopped
+        # before the report is drawn
+        result = run_compare(
+            comp,
+            cells,
+            out,
+            run_cells,
+            log=log,
+            reuse=[Path(d) for d in args.reuse],
+            engine=simulate.shared if simulate is not None else contextlib.nullcontext,
+        )
     except KeyboardInterrupt as stop:
         _interrupted(
             stop,

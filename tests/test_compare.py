@@ -287,3 +287,34 @@ def test_cells_with_a_round_checkpoint_are_kept_for_resuming(tmp_path):
 
     run_compare(comp, cells, out, in_order(resuming), log=lambda m: None)
     assert seen[0] is True and not any(seen[1:])
+
+
+def test_the_engine_is_held_while_cells_run_and_closed_before_the_report(tmp_path, monkeypatch):
+    """A shared engine's workers (0.6 GiB with two) are gone before the report is drawn."""
+    import contextlib
+
+    import fedkt.compare as compare
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def engine():
+        events.append("engine up")
+        yield
+        events.append("engine down")
+
+    report = compare.write_report
+    monkeypatch.setattr(compare, "write_report", lambda *a: events.append("report") or report(*a))
+    comp, cells = load_compare(_write(tmp_path, SMALL))
+    cell_runs: list[str] = []
+    run = _fake_run(cell_runs)
+    result = run_compare(
+        comp,
+        cells,
+        tmp_path / "out",
+        in_order(lambda *a: (events.append("cell"), run(*a))[1]),
+        log=lambda m: None,
+        engine=engine,
+    )
+    assert result["finished"] == len(cells)
+    assert events == ["engine up", *["cell"] * len(cells), "engine down", "report"]
