@@ -359,3 +359,32 @@ def test_htfllib_benchmark_refuses_a_folder_that_is_not_a_checkout(tmp_path):
     proc = _bench("benchmarks.htfllib", "--htfllib", str(tmp_path))
     assert proc.returncode == 2 and "is not an HtFLlib checkout" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_peak_benchmark_reports_a_commands_tree_and_its_series(tmp_path):
+    series = tmp_path / "mem.txt"
+    grow = (
+        "import time; x = bytearray(200 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1)"
+    )
+    proc = _bench(
+        "benchmarks.peak",
+        "--interval",
+        "0.05",
+        "--series",
+        str(series),
+        "--",
+        sys.executable,
+        "-c",
+        grow,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("peak 0.") and "root" in line
+    assert float(line.split()[1]) > 0.19
+    rows = series.read_text().splitlines()
+    sampled = [r.split() for r in rows if len(r.split()) > 2]
+    assert len(rows) > 5 and all(r[2].startswith("root:") for r in sampled)
+    failed = _bench("benchmarks.peak", "--", sys.executable, "-c", "raise SystemExit(3)")
+    assert failed.returncode == 3
+    none = _bench("benchmarks.peak")
+    assert none.returncode == 2 and "Traceback" not in none.stderr and "no command" in none.stderr
