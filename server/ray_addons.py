@@ -29,6 +29,12 @@ from typing import Any
 _lock = threading.Lock()
 #: The wrapper's marker: set on the function :func:`install` puts in Ray's place.
 _MARK = "_fedkt_imported_only"
+#: What Ray's ``apply`` calls (Ray 2.55): pydantic v1's, starlette's and Arrow's add-ons.
+_ADD_ONS = {
+    "register_pydantic_serializers",
+    "register_starlette_serializer",
+    "_register_custom_datasets_serializers",
+}
 
 
 def _imported(*names: str) -> bool:
@@ -45,11 +51,11 @@ def install() -> bool:
         if getattr(original, _MARK, False):
             return True
         try:
+            # exactly the three add-ons written against: a Ray with another one is left
+            # alone rather than losing it
             params = tuple(inspect.signature(original).parameters)
-            names = ("register_pydantic_serializers", "register_starlette_serializer")
-            known = params == ("serialization_context",) and all(
-                name in original.__code__.co_names for name in names
-            )
+            registers = {n for n in original.__code__.co_names if "register" in n}
+            known = params == ("serialization_context",) and registers == _ADD_ONS
         except (TypeError, ValueError, AttributeError):
             known = False
         if not known:

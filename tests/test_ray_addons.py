@@ -65,9 +65,16 @@ def test_install_is_idempotent_and_leaves_another_rays_add_ons_alone(monkeypatch
     def apply(context, extra):  # not the shape written against
         pass
 
-    monkeypatch.setattr(serialization_addons, "apply", apply)
-    assert not ray_addons.install()
-    assert serialization_addons.apply is apply
+    def register_another_serializer(context):
+        pass
+
+    def apply_more(serialization_context):  # the right shape, but one add-on more
+        register_another_serializer(serialization_context)
+
+    for other in (apply, apply_more):
+        monkeypatch.setattr(serialization_addons, "apply", other)
+        assert not ray_addons.install()
+        assert serialization_addons.apply is other
     monkeypatch.undo()
     assert ray_addons.install() and ray_addons.install()
     assert getattr(serialization_addons.apply, ray_addons._MARK)
