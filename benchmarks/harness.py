@@ -86,6 +86,7 @@ class PeakMemory:
         self.interval = interval
         self.peak = 0
         self.at_peak: list[tuple[str, int]] = []
+        self.last: list[tuple[str, int]] = []
         self.baseline = 0
         self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
@@ -102,6 +103,7 @@ class PeakMemory:
 
     def sample(self) -> int:
         now, cpu, parts = _tree_usage(self.root)
+        self.last = parts  # each process's (role, PSS) in this sample
         self._cpu.update(cpu)
         if now > self.peak:
             self.peak, self.at_peak = now, parts

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness import GIB, PeakMemory, _tree_usage, command, fail
+from benchmarks.harness import GIB, PeakMemory, command, fail
 
 
 class _Series(PeakMemory):
@@ -38,8 +38,7 @@ class _Series(PeakMemory):
         if self.peak > before:
             self.peak_at = time.perf_counter() - self._start
         if self._out is not None:
-            _, _, parts = _tree_usage(self.root)
-            row = " ".join(f"{role}:{pss / GIB:.3f}" for role, pss in parts)
+            row = " ".join(f"{role}:{pss / GIB:.3f}" for role, pss in self.last)
             self._out.write(f"{time.perf_counter() - self._start:.2f} {now / GIB:.3f} {row}\n")
         return now
 
