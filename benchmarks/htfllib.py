@@ -12,19 +12,22 @@ The user's HtFLlib checkout is run as it is (never vendored): fedkt derives the 
 every client's normalised train and test tensors in HtFLlib's file layout
 (``dataset/<name>/{train,test}/<client>.npz``), and both libraries train fedkt's model
 (``--model``, default ``cnn-fedavg``: HtFLlib swaps its head for an identical linear one)
-with the same batch size, learning rate (plain SGD) and local epochs, scored on the same
-test samples. HtFLlib runs through ``benchmarks/htfllib_runner.py`` (its ``main.py`` has
-no 1-channel model family; the runner reads main.py's flags from the checkout).
+with the same batch size, learning rate (plain SGD), local epochs and batching (a short
+final batch skipped: ``train.drop_last``, HtFLlib's ``DataLoader(drop_last=True)``),
+scored on the same test samples. HtFLlib runs through ``benchmarks/htfllib_runner.py``
+(its ``main.py`` has no 1-channel model family; the runner reads main.py's flags from the
+checkout).
 
 Not identical, by design of each library (say so when quoting the figures): fedkt runs
 its own round protocol (a knowledge strategy's exchange phase, an evaluation of the
 global test subset, checkpoints) through Flower's simulation engine with one process per
 core; HtFLlib runs every client in one process, and its loop trains one round more than
-it evaluates (R + 1 passes for R rounds). The methods' details differ too (HtFLlib's FD
-regularises local training towards per-class mean logits; FedProto is scored by nearest
-prototype there, by its classifier in fedkt). ``fedproto_local`` trains as HtFLlib's FedProto
-does, in one pass; fedkt's ``fedproto`` adds an exchange phase (a second pass over private
-data); both are compared with the same HtFLlib run.
+it evaluates (R + 1 passes for R rounds), and it does not shuffle a client's rows (the
+same batches every round; fedkt draws a new order each pass). The methods' details differ
+too (HtFLlib's FD regularises local training towards per-class mean logits; FedProto is
+scored by nearest prototype there, by its classifier in fedkt). ``fedproto_local`` trains
+as HtFLlib's FedProto does, in one pass; fedkt's ``fedproto`` adds an exchange phase (a
+second pass over private data); both are compared with the same HtFLlib run.
 
 HtFLlib needs ``h5py`` and ``scikit-learn`` in the interpreter that runs it (``--python``,
 default this one); where ``torchvision`` is missing (it is imported but not used on this
@@ -81,6 +84,7 @@ def overrides(args: argparse.Namespace, method: str) -> list[str]:
         f"train.batch_size={args.batch_size}",
         f"train.lr={args.lr}",
         "train.momentum=0",
+        "train.drop_last=true",  # HtFLlib's DataLoader(drop_last=True)
         *args.fedkt_set,
     ]
 

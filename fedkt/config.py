@@ -205,6 +205,14 @@ class TrainConfig(_Section):
             "mixed precision (float16 on CUDA, bfloat16 on CPU) for training and distillation"
         ),
     )
+    drop_last: bool = Field(
+        False,
+        description=(
+            "skip each pass's final batch when it is smaller than batch_size (PyTorch's "
+            "DataLoader(drop_last=True), as HtFLlib trains); a client with fewer rows than "
+            "one batch still trains on all of them"
+        ),
+    )
 
 
 class DistillConfig(_Section):

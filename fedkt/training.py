@@ -43,9 +43,16 @@ def make_optimizer(
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
+def _batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
+    """One shuffled pass of row indices in mini-batches. With ``drop_last`` a final batch
+    smaller than ``batch_size`` is skipped, unless it is the only one: mean reduction
+    weighs each of its rows ``batch_size / len`` times as much as a full batch's, and on a
+    client with few rows one hard sample can then carry a whole step (measured: one
+    3-row batch took a 43-row client from 87% to 26% test accuracy; BENCHMARKS.md). The
+    permutation is drawn either way, so the generator's later draws do not change."""
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
+    end = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, end, batch_size):
         yield order[start : start + batch_size]
 
 
@@ -68,10 +75,12 @@ def _fit(
     amp: bool = False,
     steps: int | None = None,
     clip_norm: float | None = None,
+    drop_last: bool = False,
 ) -> Fit:
     """The one training loop: shuffled mini-batches of row indices, ``batch_loss(idx)``
     per step (under autocast when ``amp``; float16 gradients are loss-scaled), the
-    gradient's norm clipped at ``clip_norm`` when one is given.
+    gradient's norm clipped at ``clip_norm`` when one is given, a short final batch
+    skipped with ``drop_last`` (see :func:`_batches`).
 
     ``epochs`` full passes, or with ``steps`` exactly that many optimiser steps (as many
     passes as it takes, the last one cut short), so that budgets can be matched in steps."""
@@ -83,7 +92,7 @@ def _fit(
     passes = 0
     while n > 0 and (taken < steps if steps is not None else passes < epochs):
         total, count = 0.0, 0
-        for idx in _batches(n, batch_size, generator):
+        for idx in _batches(n, batch_size, generator, drop_last):
             if steps is not None and taken >= steps:
                 break
             opt.zero_grad(set_to_none=True)
@@ -149,6 +158,7 @@ def train_supervised(
         batch_loss,
         amp=cfg.amp,
         steps=steps,
+        drop_last=cfg.drop_last,
     )
 
 
@@ -186,6 +196,7 @@ def train_mutual(
         amp=cfg.amp,
         steps=steps,
         clip_norm=clip_norm,
+        drop_last=cfg.drop_last,
     )
 
 

@@ -58,6 +58,32 @@ def test_fit_counts_steps_and_takes_an_exact_budget():
                             lr.generator("t", 3), steps=5).steps == 0  # fmt: skip
 
 
+def test_drop_last_skips_a_short_final_batch_and_nothing_else():
+    """23 rows in batches of 10: two steps a pass with drop_last (rows of the same
+    permutation as without it), three without; 7 rows: one batch of all 7 either way."""
+    from fedkt.training import _batches
+
+    kept = list(_batches(23, 10, torch.Generator().manual_seed(3)))
+    gen = torch.Generator().manual_seed(3)
+    dropped = list(_batches(23, 10, gen, drop_last=True))
+    assert [len(b) for b in kept] == [10, 10, 3] and [len(b) for b in dropped] == [10, 10]
+    assert all(torch.equal(a, b) for a, b in zip(kept, dropped))
+    after = torch.Generator().manual_seed(3)
+    torch.randperm(23, generator=after)
+    assert torch.equal(torch.rand(2, generator=gen), torch.rand(2, generator=after))
+    assert [len(b) for b in _batches(7, 10, torch.Generator(), drop_last=True)] == [7]
+
+    exp = _exp("strategy=local", "train.batch_size=7", "train.drop_last=true")
+    lr = Learner(exp, 0)
+    n = len(lr.data.train_x)
+    assert n % 7, "the test needs a short final batch"
+    fit = train_supervised(
+        lr.model, lr.data.train_x, lr.data.train_y, exp.config.train, lr.generator("t", 1)
+    )
+    assert fit.steps == n // 7
+    assert _exp("strategy=local").config.train.drop_last is False  # PyTorch's default
+
+
 def test_an_equal_budget_is_spent_by_every_strategy():
     """Under distill.steps every client spends exactly that many steps in its exchange
     phase: distilling, or (nothing to distil) training locally."""
