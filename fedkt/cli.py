@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         type=_jobs,
         help="cells run side by side, each job a process with its own engine and an equal "
-        "share of the cores (default: auto, one job per 4 cores, so 1 on a small machine; "
-        "more jobs than cores is refused). Placement only: results are the same",
+        "share of the cores (default: auto, one job per core as far as memory allows, "
+        "about 1 GiB each; more jobs than cores is refused). Placement only: results are "
+        "the same",
     )
 
     data = sub.add_parser("data", help="obtain and list datasets")
@@ -347,6 +348,7 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     from fedkt.parallel import (
         CellTask,
         available_cpus,
+        available_gib,
         describe,
         plan_jobs,
         run_cell,
@@ -373,6 +375,7 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
             len(cells),
             available_cpus(),
             max(c.config.simulation.num_cpus_per_client for c in cells),
+            available_gib(),
         )
     for cfg in {c.config.dataset: c.config for c in cells}.values():
         _ensure_data(cfg, console.print)

@@ -1,8 +1,8 @@
 """Comparison cells in parallel: one job process per slot, each with its own engine.
 
 One cell uses at most as many cores as it has clients training at once, and less while
-its server aggregates and evaluates; on a machine with many cores a comparison finishes
-sooner when several cells run side by side. Flower's simulation engine sizes its actor
+its server aggregates and evaluates; a comparison finishes sooner when several cells run
+side by side, even on 2 cores (:func:`plan_jobs`). Flower's simulation engine sizes its actor
 pool from all the resources of the Ray instance it runs on, so two simulations cannot
 share one instance without both claiming every core. Each job is therefore a process of
 its own with a Ray instance of ``cores // jobs`` CPUs (``simulation.num_cpus``) that
@@ -40,9 +40,26 @@ if TYPE_CHECKING:
     from fedkt.cli import Simulate
     from fedkt.config import ExperimentConfig
 
-#: Cores a job gets when the number of jobs is chosen automatically: a 10-client cell
-#: keeps about this many busy between its serial server steps (aggregation, evaluation).
-CORES_PER_AUTO_JOB = 4
+#: Memory the automatic job count budgets for: a job's fixed part (its process, its Ray
+#: instance's GCS, raylet, dashboard and agents) and each core's client worker, measured
+#: with the default comparison (``python -m benchmarks.peak -- fedkt compare --jobs N``:
+#: 1 job x 2 cores 1.47 GiB, 2 jobs x 1 core 2.42 GiB). Bigger models and datasets need
+#: more; ``--jobs`` overrides the estimate.
+JOB_GIB = 0.6
+CORE_GIB = 0.35
+
+
+def available_gib() -> float | None:
+    """Memory the system can give without swapping (``MemAvailable``), or None where
+    ``/proc/meminfo`` does not say (then only the cores limit the automatic job count)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:  # pragma: no cover - platforms without /proc
+        pass
+    return None  # pragma: no cover
 
 
 def available_cpus() -> int:
@@ -67,22 +84,35 @@ def parse_jobs(requested: int | str) -> int | str:
 
 
 def plan_jobs(
-    requested: int | str, cells: int, cpus: int, cpus_per_client: float = 1.0
+    requested: int | str,
+    cells: int,
+    cpus: int,
+    cpus_per_client: float = 1.0,
+    memory_gib: float | None = None,
 ) -> tuple[int, int]:
     """``(jobs, cpus per job)`` for ``cells`` cells on ``cpus`` cores.
 
-    ``requested`` is a count or ``"auto"`` (one job per :data:`CORES_PER_AUTO_JOB` cores).
-    Every job needs room for at least one client (``cpus_per_client``); more jobs than
-    that allows is a one-line error, never an oversubscribed machine."""
-    room = int(cpus // max(cpus_per_client, 1.0))
+    ``requested`` is a count or ``"auto"``: as many jobs as there are cores for (each needs
+    room for one client, ``cpus_per_client``), cells, and ``memory_gib`` at :data:`JOB_GIB`
+    per job plus :data:`CORE_GIB` per core. Cells side by side beat one cell on all the
+    cores because a cell's server steps (aggregation, evaluation) are serial: the default
+    comparison on 2 cores took 149 s as 2 jobs of 1 core and 190 s as 1 job of 2
+    (BENCHMARKS.md, "Cells in parallel"). More jobs than the cores allow is a one-line
+    error, never an oversubscribed machine."""
+    room = max(int(cpus // max(cpus_per_client, 1.0)), 1)
     asked = parse_jobs(requested)
-    jobs = max(1, min(cpus // CORES_PER_AUTO_JOB, room)) if isinstance(asked, str) else asked
-    if jobs > max(room, 1):
-        raise ConfigError(
-            f"--jobs {jobs}: this machine gives fedkt {cpus} cores and a job needs at least "
-            f"{max(cpus_per_client, 1.0):g} (simulation.num_cpus_per_client); use --jobs "
-            f"{max(room, 1)} or fewer"
-        )
+    if isinstance(asked, str):
+        jobs = min(room, cells)
+        if memory_gib is not None:
+            jobs = min(jobs, int((memory_gib - cpus * CORE_GIB) // JOB_GIB))
+    else:
+        jobs = asked
+        if jobs > room:
+            raise ConfigError(
+                f"--jobs {jobs}: this machine gives fedkt {cpus} cores and a job needs at "
+                f"least {max(cpus_per_client, 1.0):g} (simulation.num_cpus_per_client); use "
+                f"--jobs {room} or fewer"
+            )
     jobs = max(1, min(jobs, cells))
     return jobs, cpus // jobs
 

@@ -14,23 +14,30 @@ import yaml
 
 from fedkt.cli import main
 from fedkt.errors import ConfigError
-from fedkt.parallel import CORES_PER_AUTO_JOB, plan_jobs
+from fedkt.parallel import CORE_GIB, JOB_GIB, plan_jobs
 
 
-def test_auto_jobs_leave_a_small_machine_with_one_job_of_every_core():
-    assert plan_jobs("auto", cells=110, cpus=2) == (1, 2)
-    assert plan_jobs("auto", cells=110, cpus=CORES_PER_AUTO_JOB - 1) == (1, 3)
-    assert plan_jobs("auto", cells=110, cpus=16) == (4, 4)
+def test_auto_jobs_are_one_per_core_as_far_as_cells_and_memory_allow():
+    assert plan_jobs("auto", cells=110, cpus=2) == (2, 1)
+    assert plan_jobs("auto", cells=110, cpus=16, memory_gib=None) == (16, 1)
     assert plan_jobs("auto", cells=3, cpus=64) == (3, 21)  # no idle jobs for absent cells
+    # a client that needs 2 cores leaves room for half as many jobs
+    assert plan_jobs("auto", cells=110, cpus=16, cpus_per_client=2) == (8, 2)
+    # 16 cores' workers take 16 * CORE_GIB; what is left pays for whole jobs only
+    left = 4 * JOB_GIB + 16 * CORE_GIB + 0.01
+    assert plan_jobs("auto", cells=110, cpus=16, memory_gib=left) == (4, 4)
+    assert plan_jobs("auto", cells=110, cpus=16, memory_gib=1.0) == (1, 16)  # never 0 jobs
+    assert plan_jobs(3, cells=110, cpus=16, memory_gib=1.0) == (3, 5)  # a count is obeyed
 
 
 def test_jobs_never_hold_more_cores_than_the_machine_gives():
     for cpus in range(1, 33):
         for requested in ["auto", *range(1, cpus + 1)]:
-            for per_client in (0.5, 1.0, 2.0):
+            for per_client, memory in [(0.5, None), (1.0, None), (2.0, None), (1.0, 3.0)]:
                 try:
                     jobs, each = plan_jobs(
-                        requested, cells=50, cpus=cpus, cpus_per_client=per_client
+                        requested, cells=50, cpus=cpus, cpus_per_client=per_client,
+                        memory_gib=memory,
                     )
                 except ConfigError:
                     assert requested != "auto" and requested * max(per_client, 1) > cpus
