@@ -347,12 +347,12 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     from fedkt.compare import load_compare, run_compare, run_in_order
     from fedkt.parallel import (
         CellTask,
+        JobPool,
         available_cpus,
         available_gib,
         describe,
         plan_jobs,
         run_cell,
-        run_parallel,
     )
     from fedkt.results import default_out_dir
 
@@ -387,16 +387,18 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
         )
     )
     # in order, this process runs every cell through one engine; with jobs, each job
-    # process loads its own and this one never needs it
+    # process loads its own (once, for tuning trials and test cells alike) and this one
+    # never needs it
     simulate = simulator() if jobs == 1 else None
+    pool = JobPool(jobs, cpus_per_job, simulator, log) if jobs > 1 else None
 
     def one_cell(task: CellTask) -> None:
         assert simulate is not None
         log(f"    {describe(run_cell(simulate, task.config, str(task.cdir), task.resume))}")
 
     def run_cells(tasks: Sequence[CellTask]) -> None:
-        if jobs > 1:
-            run_parallel(tasks, jobs, cpus_per_job, simulator, log)
+        if pool is not None:
+            pool.run(tasks)
         else:
             run_in_order(one_cell, log)(tasks)
 
@@ -404,16 +406,22 @@ def _cmd_compare(args: argparse.Namespace, simulator: Callable[[], Simulate]) ->
     console.print(f"fedkt compare: {comp.name}: {len(cells)} cells -> {out}{jobs_note}")
     try:
         # one engine start-up for every cell (each job process has its own), stopped
-        # before the report is drawn
-        result = run_compare(
-            comp,
-            cells,
-            out,
-            run_cells,
-            log=log,
-            reuse=[Path(d) for d in args.reuse],
-            engine=simulate.shared if simulate is not None else contextlib.nullcontext,
-        )
+        # before the report is drawn: in order, this process's engine is gone first; jobs
+        # shut theirs down while the report is drawn, and the pool's exit waits for them
+        with pool if pool is not None else contextlib.nullcontext():
+            result = run_compare(
+                comp,
+                cells,
+                out,
+                run_cells,
+                log=log,
+                reuse=[Path(d) for d in args.reuse],
+                engine=(
+                    simulate.shared
+                    if simulate is not None
+                    else pool.session if pool is not None else contextlib.nullcontext
+                ),
+            )
     except KeyboardInterrupt as stop:
         _interrupted(
             stop,

@@ -17,6 +17,7 @@ pipe (the config as its JSON, never pickled objects).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -226,6 +227,116 @@ def _stop(jobs: Sequence[_Job], grace: float = 15.0) -> None:
             job.process.join(5)
 
 
+class JobPool:
+    """``jobs`` job processes of ``cpus_per_job`` cores each, started when the first cells
+    arrive and kept for every later :meth:`run` (a comparison's tuning trials and then its
+    test cells: one engine start-up per job for both).
+
+    Use it as a context manager: leaving the block stops the jobs, at once when it is left
+    by an exception (each keeps its cell's finished rounds), otherwise after they have left
+    their engines. :meth:`close` lets the jobs go without waiting for them, so the caller
+    can draw its report while they shut Ray down."""
+
+    def __init__(
+        self,
+        jobs: int,
+        cpus_per_job: int,
+        loader: Callable[[], Simulate],
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.jobs, self.cpus_per_job, self.loader, self.log = jobs, cpus_per_job, loader, log
+        self._running: list[_Job] = []
+        self._closed = False
+
+    def __enter__(self) -> JobPool:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            _stop(self._running)
+        self.close()
+        for job in self._running:
+            job.process.join(30)
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join(5)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[JobPool]:
+        """The jobs' engines, as :func:`fedkt.compare.run_compare` holds an engine: let go
+        (:meth:`close`) when the block ends normally; on an exception the pool's own exit
+        stops them."""
+        yield self
+        self.close()
+
+    def close(self) -> None:
+        """End of input: each idle job leaves its engine and exits; nothing waits here."""
+        self._closed = True
+        for job in self._running:
+            job.conn.close()
+
+    def _start(self, wanted: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no forked copy of a parent's threads/Ray
+        while len(self._running) < min(self.jobs, wanted):
+            index = len(self._running)
+            parent_end, child_end = ctx.Pipe()
+            process = ctx.Process(
+                target=_job_main,
+                args=(child_end, self.loader, self.cpus_per_job),
+                name=f"fedkt-job-{index}",
+            )
+            process.start()
+            child_end.close()
+            self._running.append(_Job(index, process, parent_end))
+
+    def run(self, tasks: Sequence[CellTask]) -> None:
+        """Run ``tasks`` on the jobs (the placement is written into every task's
+        ``simulation.num_cpus``: it does not change results). Returns when all are done;
+        the first failed cell stops the others (their finished rounds are kept) and is
+        raised as a :class:`FedktError`."""
+        if not tasks:
+            return
+        if self._closed:
+            raise RuntimeError("JobPool.run after close")
+        pending = deque(tasks)
+        try:
+            self._start(len(tasks))
+            busy: dict[Any, _Job] = {}
+
+            def give_next(job: _Job) -> None:
+                if pending:
+                    task = _placed(pending.popleft(), self.cpus_per_job)
+                    _send(job, task)
+                    self.log(f"{task.label()}  (job {job.index})")
+                    busy[job.conn] = busy[job.process.sentinel] = job
+
+            for job in self._running:
+                give_next(job)
+            while busy:
+                for ready in wait(list(busy)):
+                    found = busy.get(ready)
+                    if found is None or found.task is None:
+                        continue  # its pipe and its sentinel were both ready
+                    job, task = found, found.task
+                    try:
+                        reply = json.loads(job.conn.recv_bytes())
+                    except (EOFError, OSError):
+                        job.process.join(5)
+                        raise FedktError(
+                            f"job {job.index} ended while running {task.name} (exit code "
+                            f"{job.process.exitcode})"
+                        ) from None
+                    if "error" in reply:
+                        raise FedktError(f"{task.name}: {reply['error']}")
+                    self.log(f"    {task.label()}: {describe(reply)}")
+                    job.task = None
+                    del busy[job.conn], busy[job.process.sentinel]
+                    give_next(job)
+        except BaseException:
+            _stop(self._running)
+            raise
+
+
 def run_parallel(
     tasks: Sequence[CellTask],
     jobs: int,
@@ -233,68 +344,9 @@ def run_parallel(
     loader: Callable[[], Simulate],
     log: Callable[[str], None] = print,
 ) -> None:
-    """Run ``tasks`` in ``jobs`` job processes of ``cpus_per_job`` cores each (the
-    placement is written into every task's ``simulation.num_cpus``: it does not change
-    results). Returns when all are done; the first failed cell stops the others (their
-    finished rounds are kept) and is raised as a :class:`FedktError`."""
-    if not tasks:
-        return
-    ctx = multiprocessing.get_context("spawn")  # no forked copy of a parent's threads/Ray
-    pending = deque(tasks)
-    running: list[_Job] = []
-    try:
-        for index in range(min(jobs, len(tasks))):
-            parent_end, child_end = ctx.Pipe()
-            process = ctx.Process(
-                target=_job_main,
-                args=(child_end, loader, cpus_per_job),
-                name=f"fedkt-job-{index}",
-            )
-            process.start()
-            child_end.close()
-            running.append(_Job(index, process, parent_end))
-        busy: dict[Any, _Job] = {}
-
-        def give_next(job: _Job) -> None:
-            if pending:
-                task = _placed(pending.popleft(), cpus_per_job)
-                _send(job, task)
-                log(f"{task.label()}  (job {job.index})")
-                busy[job.conn] = busy[job.process.sentinel] = job
-
-        for job in running:
-            give_next(job)
-        while busy:
-            for ready in wait(list(busy)):
-                found = busy.get(ready)
-                if found is None or found.task is None:
-                    continue  # its pipe and its sentinel were both ready
-                job, task = found, found.task
-                try:
-                    reply = json.loads(job.conn.recv_bytes())
-                except (EOFError, OSError):
-                    job.process.join(5)
-                    raise FedktError(
-                        f"job {job.index} ended while running {task.name} (exit code "
-                        f"{job.process.exitcode})"
-                    ) from None
-                if "error" in reply:
-                    raise FedktError(f"{task.name}: {reply['error']}")
-                log(f"    {task.label()}: {describe(reply)}")
-                job.task = None
-                del busy[job.conn], busy[job.process.sentinel]
-                give_next(job)
-    except BaseException:
-        _stop(running)
-        raise
-    finally:
-        for job in running:
-            job.conn.close()  # end of input: an idle job leaves its engine and exits
-        for job in running:
-            job.process.join(30)
-            if job.process.is_alive():
-                job.process.kill()
-                job.process.join(5)
+    """Run ``tasks`` on a :class:`JobPool` of its own, and wait for its jobs to end."""
+    with JobPool(jobs, cpus_per_job, loader, log) as pool:
+        pool.run(tasks)
 
 
 def _placed(task: CellTask, cpus: int) -> CellTask:

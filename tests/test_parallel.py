@@ -54,6 +54,29 @@ def test_more_jobs_than_cores_is_one_line_error():
         plan_jobs(2, cells=10, cpus=2, cpus_per_client=2)
 
 
+def test_a_pool_starts_each_job_once_for_all_its_runs(tmp_path, monkeypatch):
+    # a comparison's tuning trials and then its test cells: one engine start-up per job
+    from tiny import pid_simulator
+
+    from fedkt.config import ExperimentConfig
+    from fedkt.parallel import CellTask, JobPool
+
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FEDKT_TEST_ENGINE_STARTS", str(starts))
+    tasks = [CellTask(ExperimentConfig(), tmp_path / f"cell{i}", f"cell{i}") for i in range(6)]
+    with JobPool(2, 1, pid_simulator, log=lambda m: None) as pool:
+        pool.run(tasks[:3])  # the "trials"
+        pool.run(tasks[3:])  # the "cells"
+        with pool.session():
+            pass  # the engine's block ends: the jobs are let go, nothing waits
+        with pytest.raises(RuntimeError, match="after close"):
+            pool.run(tasks)
+    ran = {(tmp_path / f"cell{i}" / "pid").read_text() for i in range(6)}
+    engines = starts.read_text().split()
+    assert len(engines) == 2 and sorted(engines) == sorted(ran)
+    assert not any(job.process.is_alive() for job in pool._running)  # the exit waited
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_bad_jobs_flag_is_refused_by_the_parser(value, capsys):
     with pytest.raises(SystemExit) as exc:

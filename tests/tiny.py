@@ -100,3 +100,29 @@ class ClientNodes:
             dict(self.send(MessageType.EVALUATE, content, pid).content[P.METRICS])
             for pid in self.contexts
         ]
+
+
+class PidSimulate:
+    """A stand-in for :class:`fedkt.cli.Simulate` in a job process: each "cell" writes the
+    id of the process that ran it, and each engine start-up adds a line to the file named
+    by ``FEDKT_TEST_ENGINE_STARTS``."""
+
+    def __call__(self, config, directory, progress, resume=False, plots=True):
+        import os
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "pid").write_text(str(os.getpid()))
+        return {"alma": 0.5, "wall_seconds": 0.0}
+
+    def shared(self):
+        import contextlib
+        import os
+
+        with open(os.environ["FEDKT_TEST_ENGINE_STARTS"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return contextlib.nullcontext()
+
+
+def pid_simulator():
+    """What a job process loads (by name: job processes are spawned, not forked)."""
+    return PidSimulate()
