@@ -337,18 +337,6 @@ class JobPool:
             raise
 
 
-def run_parallel(
-    tasks: Sequence[CellTask],
-    jobs: int,
-    cpus_per_job: int,
-    loader: Callable[[], Simulate],
-    log: Callable[[str], None] = print,
-) -> None:
-    """Run ``tasks`` on a :class:`JobPool` of its own, and wait for its jobs to end."""
-    with JobPool(jobs, cpus_per_job, loader, log) as pool:
-        pool.run(tasks)
-
-
 def _placed(task: CellTask, cpus: int) -> CellTask:
     sim = task.config.simulation.model_copy(update={"num_cpus": cpus})
     return CellTask(
