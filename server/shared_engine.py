@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fedkt.server import ray_addons
+from fedkt.server.lean_ray import lean_local_ray
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,8 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
     ``sys.exit`` and a C++ one in its core worker that prints stack dumps and kills the
     process): started here, at a known point, the caller can put its own stop handler
     back right after (see :func:`fedkt.server.simulation.simulate`). Outside a shared
-    engine Flower still shuts Ray down at the end of the simulation."""
+    engine Flower still shuts Ray down at the end of the simulation. A new local instance
+    starts without the daemons no simulation uses (:mod:`fedkt.server.lean_ray`)."""
     import ray
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
@@ -179,7 +181,12 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
             _STATE.disconnecting.join()
             _STATE.disconnecting = None
     if not ray.is_initialized():
-        raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
+        init_args = backend_config.get("init_args", {})
+        if init_args.get("address") == "local":  # a new instance of this machine only
+            with lean_local_ray(log_to_driver=bool(init_args.get("log_to_driver"))):
+                raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
+        else:
+            raybackend.RayBackend(backend_config)
 
 
 def stop_ray() -> None:

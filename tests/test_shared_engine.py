@@ -62,9 +62,47 @@ def test_cells_in_a_shared_engine_equal_cells_run_alone(alone, tmp_path, tiny_cf
         pool = engine._STATE.pool
         probe = lambda _actor: [m for m in ("pyarrow", "starlette", "sklearn") if m in sys.modules]  # noqa: E731
         assert ray.get([a.__ray_call__.remote(probe) for a in pool.pool]) == [[]] * len(pool.pool)
+        # a local instance without the daemons no simulation uses (fedkt.server.lean_ray)
+        from ray._private import ray_constants, worker
+
+        started = set(worker._global_node.all_processes)
+        assert {ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET} <= started
+        unused = {
+            ray_constants.PROCESS_TYPE_MONITOR,
+            ray_constants.PROCESS_TYPE_DASHBOARD,
+            ray_constants.PROCESS_TYPE_LOG_MONITOR,
+        }
+        assert not started & unused
     assert shared_pool_builds() == before + 1  # one pool of workers served both cells
     assert not ray.is_initialized()  # and the block stopped what it started
     _same_results(alone, tmp_path / "warm")
+
+
+def test_a_cell_on_ray_with_every_daemon_equals_the_lean_instance(
+    alone, tmp_path, tiny_cfg_module, monkeypatch
+):
+    """The daemons fedkt leaves out of a local Ray instance change nothing in the results:
+    the same cell on a Ray started by ``ray.init`` as it is (monitor, API server and log
+    monitor running) gives the lean instance's numbers bit for bit."""
+    from ray._private import ray_constants, worker
+
+    from fedkt.server import lean_ray
+
+    monkeypatch.setattr(lean_ray, "_lean_node_class", lambda: None)
+    seen: list[set] = []
+    import fedkt.server.loop as loop
+
+    run_experiment = loop.run_experiment
+
+    def looking(*args, **kwargs):  # while the simulation runs: which daemons are up
+        seen.append(set(worker._global_node.all_processes))
+        return run_experiment(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_experiment", looking)
+    simulate(tiny_cfg_module("strategy=knfu"), str(tmp_path / "full"))
+    assert ray_constants.PROCESS_TYPE_MONITOR in seen[0]  # Ray as ray.init starts it
+    assert ray_constants.PROCESS_TYPE_LOG_MONITOR in seen[0]
+    _same_results(alone, tmp_path / "full")
 
 
 def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module):
