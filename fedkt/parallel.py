@@ -42,10 +42,11 @@ if TYPE_CHECKING:
     from fedkt.config import ExperimentConfig
 
 #: Memory the automatic job count budgets for: a job's fixed part (its process, its Ray
-#: instance's GCS, raylet, dashboard and agents) and each core's client worker, measured
-#: with the default comparison (``python -m benchmarks.peak -- fedkt compare --jobs N``:
-#: 1 job x 2 cores 1.47 GiB, 2 jobs x 1 core 2.42 GiB). Bigger models and datasets need
-#: more; ``--jobs`` overrides the estimate.
+#: instance's GCS, raylet and agents) and each core's client worker, measured with the
+#: default comparison (``python -m benchmarks.peak -- fedkt compare --jobs N``: 1 job x 2
+#: cores 1.47 GiB, 2 jobs x 1 core 2.42 GiB, before each Ray instance left out 0.16 GiB of
+#: daemons (:mod:`fedkt.server.lean_ray`; 2 jobs then 1.91 GiB): kept, as headroom).
+#: Bigger models and datasets need more; ``--jobs`` overrides the estimate.
 JOB_GIB = 0.6
 CORE_GIB = 0.35
 
