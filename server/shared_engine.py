@@ -154,7 +154,7 @@ def _install() -> None:
     raybackend.RayBackend = _installed[0]
 
 
-def start_ray_here(backend_config: dict[str, Any]) -> None:
+def start_ray_here(backend_config: dict[str, Any], lean: bool = False) -> None:
     """Start Ray from the calling thread (Flower's own ``RayBackend`` initialisation,
     nothing else) unless it runs already; Flower's engine then finds it running.
 
@@ -167,8 +167,10 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
     ``sys.exit`` and a C++ one in its core worker that prints stack dumps and kills the
     process): started here, at a known point, the caller can put its own stop handler
     back right after (see :func:`fedkt.server.simulation.simulate`). Outside a shared
-    engine Flower still shuts Ray down at the end of the simulation. A new local instance
-    starts without the daemons no simulation uses (:mod:`fedkt.server.lean_ray`)."""
+    engine Flower still shuts Ray down at the end of the simulation. ``lean``: the
+    config starts a new instance of this machine, which then starts without the daemons
+    no simulation uses (:mod:`fedkt.server.lean_ray`); never for a cluster joined by
+    address."""
     import ray
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
@@ -181,9 +183,9 @@ def start_ray_here(backend_config: dict[str, Any]) -> None:
             _STATE.disconnecting.join()
             _STATE.disconnecting = None
     if not ray.is_initialized():
-        init_args = backend_config.get("init_args", {})
-        if init_args.get("address") == "local":  # a new instance of this machine only
-            with lean_local_ray(log_to_driver=bool(init_args.get("log_to_driver"))):
+        if lean:
+            verbose = bool(backend_config.get("init_args", {}).get("log_to_driver"))
+            with lean_local_ray(log_to_driver=verbose):
                 raybackend.RayBackend(backend_config)  # its __init__ is Flower's ray.init call
         else:
             raybackend.RayBackend(backend_config)

@@ -202,7 +202,7 @@ def simulate(
         # Ray is started here, before the stop handlers: ray.init installs its own SIGTERM
         # handlers (a Python one calling sys.exit and, in its core worker, a C++ one that
         # prints stack dumps and kills the process), which would bypass the clean stop.
-        start_ray_here(backend_config)
+        start_ray_here(backend_config, lean=cfg.simulation.ray_address is None)
         for signum in wrapped:
             signal.signal(signum, interrupted)
         with warnings.catch_warnings():
