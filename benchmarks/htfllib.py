@@ -118,7 +118,11 @@ def _check_python(python: str, work: Path) -> list[str]:
         "import importlib.util as u, json; print(json.dumps([m for m in %r if not u.find_spec(m)]))"
     )
     needed = ("torch", "fedkt", "torchvision")  # (HtFLlib's own: its import error is shown)
-    out = subprocess.run([python, "-c", probe % (needed,)], capture_output=True, text=True)
+    # asked from the work folder, where HtFLlib runs: from this repository's root, its own
+    # fedkt/ folder would be found on the interpreter's path and the check would pass
+    out = subprocess.run(
+        [python, "-c", probe % (needed,)], capture_output=True, text=True, cwd=work
+    )
     if out.returncode:
         raise FedktError(f"--python: {python} does not run ({out.stderr.strip()[-200:]})")
     missing = json.loads(out.stdout.strip().splitlines()[-1])

@@ -361,6 +361,25 @@ def test_htfllib_benchmark_refuses_a_folder_that_is_not_a_checkout(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_htfllib_benchmark_names_what_its_interpreter_lacks_from_the_repository_root(
+    tmp_path, monkeypatch
+):
+    """An interpreter without fedkt is refused in one line, also when the benchmark is
+    started from this repository's root (where the probe once found the fedkt/ folder
+    on the path, and HtFLlib then failed in its own folder with a traceback)."""
+    import venv
+
+    from benchmarks.htfllib import _check_python
+    from fedkt.errors import FedktError
+
+    venv.create(tmp_path / "bare", with_pip=False)  # torch and fedkt absent
+    monkeypatch.chdir(ROOT)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(FedktError, match=r"lacks torch, fedkt .*install fedkt"):
+        _check_python(str(tmp_path / "bare" / "bin" / "python"), work)
+
+
 def test_peak_benchmark_reports_a_commands_tree_and_its_series(tmp_path):
     series = tmp_path / "mem.txt"
     grow = (
