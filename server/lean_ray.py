@@ -10,16 +10,17 @@ and runtime-env agents, which the raylet needs), three Python daemons of its hea
   ``log_to_driver`` is on (``--verbose``).
 
 Each imports Ray and much of Python at start-up and wakes up periodically afterwards.
-Measured on one core with 12 digits cells of the default comparison: 2.2 CPU-seconds of a
-45 s job (the three together) and 180 MiB PSS per Ray instance; a comparison runs one Ray
-instance per job, and a run of 20 MNIST clients one beside its two workers.
+Measured on one core with 12 digits cells of the default comparison: the three together
+used 2.2 of the job's 43 CPU-seconds (49 s wall) and held 180 MiB PSS per Ray instance; a
+comparison runs one Ray instance per job, and a run of 20 MNIST clients one beside its two
+workers.
 ``ray.init`` offers no switch for them (the ``RayParams`` it builds sets ``no_monitor``
 and ``include_log_monitor`` only through ``ray start``'s hidden flags, and always starts
 the API server), so :func:`lean_local_ray` makes the one ``ray.init`` call it wraps build
 its head node from :class:`LeanHeadNode`: Ray's ``Node`` with those two parameters set
 and the API server not started. Nothing else changes: the same GCS, raylet, agents,
-workers and scheduling, so a simulation's numbers are the same
-(``tests/test_lean_ray.py``).
+workers and scheduling, so a simulation's numbers are the same (a cell on Ray with every
+daemon equals the lean run bit for bit: ``tests/test_shared_engine.py``).
 
 A Ray whose ``Node`` is not the one this was written against (Ray 2.55, which Flower 1.39
 pins) is left alone: the wrapped ``ray.init`` then starts every daemon, as before. A
