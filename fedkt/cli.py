@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from fedkt.errors import ConfigError, FedktError, one_line
-from fedkt.signals import describe, exit_status, handle_sigterm
+from fedkt.signals import describe, ends_at_stop, exit_status, handle_sigterm
 
 if TYPE_CHECKING:
     from fedkt.config import ExperimentConfig
@@ -499,7 +499,8 @@ def main(
             "data": _cmd_data,
             "strategies": _cmd_strategies,
         }
-        return handlers[args.command](args, simulator)
+        with ends_at_stop():  # run and compare end the process at a stop (_interrupted)
+            return handlers[args.command](args, simulator)
     except FedktError as exc:
         print(f"fedkt: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedkt.errors import ConfigError, FedktError, one_line
-from fedkt.signals import exit_status, handle_sigterm
+from fedkt.signals import ends_at_stop, exit_status, handle_sigterm
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -160,7 +160,7 @@ def _job_main(conn: Connection, loader: Callable[[], Simulate], num_cpus: int) -
 
         torch.set_num_threads(num_cpus)  # the server side of this job's cells
         simulate = loader()
-        with simulate.shared():
+        with ends_at_stop(), simulate.shared():
             while True:
                 try:
                     task = json.loads(conn.recv_bytes())

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_ending: list[bool] = []  # one entry per open ``ends_at_stop`` block
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,3 +47,22 @@ def exit_status(stop: KeyboardInterrupt) -> int:
     (130 after Ctrl-C, 143 after SIGTERM)."""
     signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
     return 128 + int(signum)
+
+
+@contextmanager
+def ends_at_stop() -> Iterator[None]:
+    """Declare that, inside this block, a stop ends the whole process (``os._exit``) once
+    it has been reported: the ``fedkt`` command and a comparison's job processes. What a
+    stop leaves to clean up may then be done after the process has exited instead of
+    racing its last line (see :func:`fedkt.server.shared_engine.stop_ray`). A library
+    caller, who catches the ``KeyboardInterrupt`` and goes on, never enters it."""
+    _ending.append(True)
+    try:
+        yield
+    finally:
+        _ending.pop()
+
+
+def process_ends_at_stop() -> bool:
+    """Whether a stop now ends this process (inside :func:`ends_at_stop`)."""
+    return bool(_ending)

@@ -35,7 +35,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from fedkt.server import ray_addons
+from fedkt.server.end_after_exit import end_after_exit, kill
 from fedkt.server.lean_ray import lean_local_ray
+from fedkt.signals import process_ends_at_stop
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +211,16 @@ def stop_ray() -> None:
     notebook or any library caller that catches the ``KeyboardInterrupt`` and goes on.
     The shutdown waits ~5 s on the dead GCS, so it must not hold up a command line
     that exits at once (``os._exit`` does not wait for it); the next
-    :func:`start_ray_here` waits for it."""
+    :func:`start_ray_here` waits for it.
+
+    A process that ends at a stop (:func:`fedkt.signals.ends_at_stop`: the ``fedkt``
+    command, a comparison's jobs) kills nothing itself: Ray's driver ends the process
+    with status 1, before its closing line, when a thread finds the raylet gone (see
+    :mod:`fedkt.server.end_after_exit`), so a watcher kills the same processes the moment
+    this one has exited. A library caller, which has no exit to wait for, keeps the
+    order above, and with it the chance that a thread of Flower's engine still fetching
+    a result finds the raylet gone and Ray ends the caller's process (not seen in the
+    tests, where the engine thread has ended before the kill)."""
     import psutil
     import ray
 
@@ -230,11 +241,10 @@ def stop_ray() -> None:
             tree += [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
-    for proc in tree:
-        try:
-            proc.kill()
-        except psutil.Error:
-            continue
+    if process_ends_at_stop():
+        end_after_exit(tree)
+        return
+    kill(tree)
     _STATE.disconnecting = threading.Thread(
         target=ray.shutdown, name="fedkt-ray-disconnect", daemon=True
     )

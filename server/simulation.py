@@ -48,9 +48,12 @@ def gpu_share(cfg: ExperimentConfig, device: torch.device) -> float:
 
 
 class _QuietAfterStop(logging.Filter):
-    """Drops Flower's log records once the run was interrupted: its message threads keep
-    going for a moment and report every worker Ray has already stopped with a traceback,
-    which would bury the one line that says how to resume."""
+    """Drops Flower's and Ray's log records once the run was interrupted: Flower's message
+    threads keep going for a moment and report every worker Ray has already stopped with a
+    traceback, and Ray's own code logs some of those deaths as errors (seen in CI, a group
+    SIGTERM mid-cell: ``ERROR serialization.py`` with a traceback of an ``assert`` in
+    deserialising the actor's death), which would bury the one line that says how to
+    resume."""
 
     def __init__(self, stop: threading.Event) -> None:
         super().__init__()
@@ -58,6 +61,25 @@ class _QuietAfterStop(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.stop.is_set()
+
+
+def _log_outlets() -> list[logging.Filterer]:
+    """Where Flower's and Ray's records pass: Flower logs on its ``flwr`` logger itself;
+    Ray's modules log on loggers below ``ray``, whose own filters never see them, into the
+    handlers of the ``ray`` logger (which does not propagate)."""
+    return [logging.getLogger("flwr"), *logging.getLogger("ray").handlers]
+
+
+def _quiet_after(stop: threading.Event) -> _QuietAfterStop:
+    """Attach a :class:`_QuietAfterStop` for ``stop`` to every outlet, after removing those
+    an interrupted run left behind (its threads are done by now)."""
+    for outlet in _log_outlets():
+        for left in [f for f in outlet.filters if isinstance(f, _QuietAfterStop)]:
+            outlet.removeFilter(left)
+    quiet = _QuietAfterStop(stop)
+    for outlet in _log_outlets():
+        outlet.addFilter(quiet)
+    return quiet
 
 
 def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> None:
@@ -166,11 +188,7 @@ def simulate(
             outcome["error"] = exc
 
     flwr_logger = logging.getLogger("flwr")
-    for left in [f for f in flwr_logger.filters if isinstance(f, _QuietAfterStop)]:
-        flwr_logger.removeFilter(left)  # an interrupted run's (see below): its threads are done
     old_level = flwr_logger.level
-    quiet = _QuietAfterStop(stop)
-    flwr_logger.addFilter(quiet)
     # Ctrl-C reaches Ray's workers too (one process group): set ``stop`` at once, before
     # Flower's threads start reporting the dead workers, then interrupt as before. SIGTERM
     # (a process manager's stop) is treated the same. Only Python handlers (Python's
@@ -203,6 +221,7 @@ def simulate(
         # handlers (a Python one calling sys.exit and, in its core worker, a C++ one that
         # prints stack dumps and kills the process), which would bypass the clean stop.
         start_ray_here(backend_config, lean=cfg.simulation.ray_address is None)
+        quiet = _quiet_after(stop)  # once Ray is up: ray.init gives the ray logger its handler
         for signum in wrapped:
             signal.signal(signum, interrupted)
         with warnings.catch_warnings():
@@ -225,7 +244,8 @@ def simulate(
             stop_ray()
         raise
     else:
-        flwr_logger.removeFilter(quiet)
+        for outlet in _log_outlets():
+            outlet.removeFilter(quiet)
     finally:
         for signum, handler in wrapped.items():
             signal.signal(signum, handler)  # (drops Ray's SIGTERM handlers as well)

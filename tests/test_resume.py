@@ -14,7 +14,7 @@ import pytest
 import torch
 from tiny import RunsCode
 
-from benchmarks.processes import children
+from benchmarks.processes import alive, children, start_time
 from fedkt.checkpoint import CheckpointError, load_client, load_server, save_client, save_server
 from fedkt.server.cli import main
 
@@ -132,12 +132,12 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
             if done >= 2:
                 break
         time.sleep(0.05)
+    tree, todo = [proc.pid], [proc.pid]
+    while todo:
+        kids = children(todo.pop())
+        tree += kids
+        todo += kids
     if how == signal.SIGKILL:
-        tree, todo = [proc.pid], [proc.pid]
-        while todo:
-            kids = children(todo.pop())
-            tree += kids
-            todo += kids
         for pid in tree:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -150,6 +150,13 @@ def _interrupt_after_round(cmd: list[str], out: Path, how: signal.Signals) -> tu
     sent = time.monotonic()
     code = proc.wait(60)
     assert time.monotonic() - sent < 10, f"{how.name}: the run took too long to stop"
+    if how != signal.SIGKILL:  # the stopped run ended its Ray processes (raylet, GCS, agents)
+        tree = [(pid, start_time(pid)) for pid in tree[1:]]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(p, t) for p, t in tree):
+            time.sleep(0.1)
+        left = [p for p, t in tree if alive(p, t)]
+        assert not left, f"{how.name}: Ray processes left running: {left}"
     return done, code, err_path.read_text()
 
 

@@ -151,7 +151,8 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module)
 
     from fedkt.server.simulation import _QuietAfterStop
 
-    assert not [f for f in logging.getLogger("flwr").filters if isinstance(f, _QuietAfterStop)]
+    for outlet in (logging.getLogger("flwr"), *logging.getLogger("ray").handlers):
+        assert not [f for f in outlet.filters if isinstance(f, _QuietAfterStop)], outlet
 
 
 def test_after_a_stop_the_engine_makes_no_call_into_ray(monkeypatch):
@@ -177,6 +178,43 @@ def test_after_a_stop_the_engine_makes_no_call_into_ray(monkeypatch):
     monkeypatch.setattr(engine._STATE, "stopping", False)
     with pytest.raises(AssertionError, match="actors ended"):  # and otherwise it does end them
         backend.terminate()
+
+
+def test_once_stopped_ray_errors_are_quiet_as_flowers():
+    """After a stop, Ray's own error records about the workers it lost (logged by modules
+    below the ``ray`` logger, into its handlers) are dropped like Flower's; before it they
+    pass, and a later run's filter replaces a stopped run's."""
+    import io
+    import logging
+    import threading
+
+    from fedkt.server.simulation import _quiet_after, _QuietAfterStop
+
+    ray_logger = logging.getLogger("ray")
+    seen = io.StringIO()
+    handler = logging.StreamHandler(seen)
+    ray_logger.addHandler(handler)
+    try:
+        stop = threading.Event()
+        first = _quiet_after(stop)
+        deep = logging.getLogger("ray._private.serialization")
+        deep.error("before the stop")
+        logging.getLogger("flwr").error("flower before the stop")
+        stop.set()
+        deep.error("after the stop")
+        assert "before the stop" in seen.getvalue()
+        assert "after the stop" not in seen.getvalue()
+        second = _quiet_after(threading.Event())  # the next run
+        for outlet in (logging.getLogger("flwr"), handler):
+            quiet = [f for f in outlet.filters if isinstance(f, _QuietAfterStop)]
+            assert quiet == [second] and first not in quiet
+        deep.error("next run")
+        assert "next run" in seen.getvalue()
+    finally:
+        ray_logger.removeHandler(handler)
+        for outlet in (logging.getLogger("flwr"), *ray_logger.handlers):
+            for f in [f for f in outlet.filters if isinstance(f, _QuietAfterStop)]:
+                outlet.removeFilter(f)
 
 
 def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(

@@ -55,3 +55,19 @@ def test_a_benchmark_stopped_ends_with_one_line_and_the_shell_status(how):
     assert err.strip().splitlines() == [
         f"benchmarks.sleepy: {word}; the figures measured so far are above"
     ]
+
+
+def test_ends_at_stop_holds_for_its_block_only():
+    from fedkt.signals import ends_at_stop, process_ends_at_stop
+
+    assert not process_ends_at_stop()
+    with ends_at_stop():
+        assert process_ends_at_stop()
+        with ends_at_stop():
+            assert process_ends_at_stop()
+        assert process_ends_at_stop()
+    assert not process_ends_at_stop()
+    with pytest.raises(KeyboardInterrupt):  # a stop leaving the block ends it too
+        with ends_at_stop():
+            raise Terminated("SIGTERM")
+    assert not process_ends_at_stop()
