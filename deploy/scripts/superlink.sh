@@ -3,7 +3,8 @@
 #   superlink.sh CERT_DIR
 # Environment: FLEET_ADDRESS (SuperNodes connect here, default 0.0.0.0:9092),
 # CONTROL_HOST / CONTROL_PORT (flwr CLI and the ServerApp runtime, default 0.0.0.0 / 9093),
-# DATABASE (state file, so registrations survive a restart; default $FLWR_HOME/superlink.db).
+# DATABASE (state file, so registrations survive a restart; default $FLWR_HOME/superlink.db;
+# :flwr-in-memory: is faster and forgets the registrations at a restart).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 [ $# -eq 1 ] || die "usage: superlink.sh CERT_DIR"
