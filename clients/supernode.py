@@ -10,7 +10,9 @@ node's next poll: about 7 s per round whatever the work (measured on loopback: a
 round took 8.6 s against 1.1 s simulated). There is no option for it.
 
 This command runs Flower's ``flower-supernode`` unchanged (same arguments, same code path)
-after giving that one module a ``time`` whose ``sleep`` waits at most
+after making its loop send the reply to each message before taking the next
+(:mod:`fedkt.clients.reply_wait`: a reply left by a stopped run could hold up the next run)
+and giving that one module a ``time`` whose ``sleep`` waits at most
 ``FEDKT_SUPERNODE_POLL`` seconds (default 0.25) for the SuperLink, and at most
 ``LOCAL_WAIT`` (0.02 s) for what happens on the node itself (the ClientApp's reply: a lookup
 in the node's own memory), and with fedkt's object-pull pace. The price is more requests to
@@ -88,6 +90,13 @@ def main() -> int:
     if not install(cap):
         print("fedkt-supernode: Flower's SuperNode loop changed; polling at Flower's pace",
               file=sys.stderr)  # fmt: skip
+    from flwr.supernode import start_client_internal as loop
+
+    from fedkt.clients.reply_wait import install as wait_for_each_reply
+
+    if not wait_for_each_reply(loop):
+        print("fedkt-supernode: Flower's SuperNode loop changed; a reply left by a stopped "
+              "run may hold up the next run", file=sys.stderr)  # fmt: skip
     from flwr.supernode.cli import flower_supernode
 
     sys.argv[0] = "flower-supernode"
