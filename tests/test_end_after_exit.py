@@ -10,6 +10,7 @@ import time
 import psutil
 from tiny import ROOT
 
+from benchmarks.processes import alive, start_time
 from fedkt.server.end_after_exit import kill_all
 
 PARENT = """
@@ -24,13 +25,11 @@ os._exit(143)
 """
 
 
-def _gone(pid: int, within: float) -> bool:
+def _gone(pid: int, started: int | None, within: float) -> bool:
+    """``pid`` (the process that started at ``started``) has ended within ``within`` s."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
+        if not alive(pid, started):
             return True
         time.sleep(0.05)
     return False
@@ -45,15 +44,16 @@ def test_the_watcher_kills_only_after_its_parent_has_exited():
         text=True,
     )
     victim, watcher = (int(x) for x in parent.stdout.readline().split())
+    started = {pid: start_time(pid) for pid in (victim, watcher)}
     try:
         time.sleep(1)
-        assert psutil.Process(victim).status() != psutil.STATUS_ZOMBIE  # parent alive: kept
-        assert psutil.Process(watcher).is_running()
+        assert alive(victim, started[victim])  # parent alive: kept
+        assert alive(watcher, started[watcher])
         parent.stdin.write("go\n")
         parent.stdin.flush()
         assert parent.wait(30) == 143  # the parent's own status, untouched by the watcher
-        assert _gone(victim, 10), "the watcher did not end the process it was given"
-        assert _gone(watcher, 10), "the watcher did not exit after its work"
+        assert _gone(victim, started[victim], 10), "the watcher did not end its process"
+        assert _gone(watcher, started[watcher], 10), "the watcher did not exit after its work"
     finally:
         for pid in (victim, watcher):
             try:
