@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -44,12 +46,21 @@ def checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
     return Path(out_dir) / "checkpoint"
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename."""
+def atomic_save(obj: Any, path: Path, pin: bool = False) -> int | None:
+    """``torch.save`` through a temporary file and a rename. ``pin``: return a read-only
+    descriptor of the file written, opened before the rename, so it is that file whatever
+    replaces ``path`` later (the caller closes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_RDONLY) if pin else None
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    return fd
 
 
 def _leaves(obj: Any, kind: type, convert: Callable[[Any], Any]) -> Any:
@@ -74,11 +85,12 @@ def _to_numpy(obj: Any) -> Any:
     return _leaves(obj, torch.Tensor, lambda t: t.numpy())
 
 
-def _load(path: Path) -> Any:
-    """``torch.load`` that never runs code: anything but tensors and plain values is
-    refused with one line naming the file and what it holds."""
+def _load(path: Path, file: BinaryIO | None = None) -> Any:
+    """``torch.load`` (of ``path``, or of ``file``, that file open) that never runs code:
+    anything but tensors and plain values is refused with one line naming the file and
+    what it holds."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path if file is None else file, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         try:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -115,6 +127,88 @@ def load_server(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return _to_numpy(state)
 
 
+class RecentStates:
+    """The client states this process wrote or read last, so that reading one of those files
+    again costs two ``stat`` calls and a copy instead of ``torch.load``.
+
+    Why: in a simulation the model of a client lives in its checkpoint file between calls,
+    and a warm worker serving a few clients reads back, every call, the file it wrote on
+    the call before (BENCHMARKS.md, "Per-call client state"). The file stays the truth.
+    Each entry holds the file it came from open, so that inode cannot be reused, and is
+    used only while the path still names that inode: checkpoint files are never written
+    in place (:func:`atomic_save` renames a new file over them), so the same inode means
+    the same bytes, whoever else writes the folder. Copies go in and out, so nothing a
+    caller does to its dict changes what a later read returns. Bounded by ``limit`` bytes
+    of tensor data and ``max_files`` open files, least recently used first out;
+    ``limit=0`` turns it off."""
+
+    def __init__(self, limit: int, max_files: int = 64) -> None:
+        self.limit = limit
+        self.max_files = max_files
+        self._entries: OrderedDict[str, tuple[int, dict[str, torch.Tensor], int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    def put(self, path: Path, fd: int, state: dict[str, torch.Tensor]) -> None:
+        """Remember ``state`` as the content of the file open as ``fd`` (which this takes
+        over, and closes when the entry goes), the file ``path`` names."""
+        size = sum(v.numel() * v.element_size() for v in state.values())
+        with self._lock:
+            self._drop(str(path))
+            if self.limit <= 0 or size > self.limit or self.max_files < 1:
+                os.close(fd)
+                return
+            self._entries[str(path)] = (fd, self._copy(state), size)
+            self._bytes += size
+            while self._bytes > self.limit or len(self._entries) > self.max_files:
+                self._drop(next(iter(self._entries)))
+
+    def get(self, path: Path) -> dict[str, torch.Tensor] | None:
+        """A copy of what ``path`` holds, if it still names the file remembered for it."""
+        with self._lock:
+            entry = self._entries.get(str(path))
+            if entry is None:
+                return None
+            if not _same_file(path, entry[0]):
+                self._drop(str(path))
+                return None
+            self._entries.move_to_end(str(path))
+            return self._copy(entry[1])
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._drop(str(path))
+
+    def clear(self) -> None:
+        with self._lock:
+            while self._entries:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            os.close(entry[0])
+            self._bytes -= entry[2]
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+#: This process's recent client states: 32 MiB holds every state of a worker serving
+#: dozens of small models, and a few of a large one (a miss only costs the file read).
+recent_states = RecentStates(32 << 20)
+
+
 def _client_folder(folder: Path, partition_id: int) -> Path:
     return folder / f"client-{partition_id}"
 
@@ -140,9 +234,39 @@ def save_client(
     """Save a client's weights after its part in ``server_round``; keep its two newest
     files (the newer may belong to a round the server never committed)."""
     folder = Path(folder)
-    atomic_save(state, _client_folder(folder, partition_id) / f"round-{server_round}.pt")
+    path = _client_folder(folder, partition_id) / f"round-{server_round}.pt"
+    fd = atomic_save(state, path, pin=recent_states.limit > 0)
+    if fd is not None:
+        recent_states.put(path, fd, state)
     for _, old in _client_files(folder, partition_id)[:-2]:
+        recent_states.forget(old)
         old.unlink(missing_ok=True)
+
+
+def _load_client_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a client's checkpoint, and remember it (:data:`recent_states`) as the file
+    that was read, held open."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        fd = None  # gone or unreadable: _load says so in one line
+    try:
+        if fd is None:
+            state = _load(path)
+        else:
+            with open(os.dup(fd), "rb") as file:
+                state = _load(path, file)
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise CheckpointError(f"{path}: not a fedkt client checkpoint (weights by name)")
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    if fd is not None:
+        recent_states.put(path, fd, state)
+    return state
 
 
 def load_client(
@@ -151,10 +275,8 @@ def load_client(
     """The client's newest saved state from a round <= ``upto_round``, or None."""
     for r, path in reversed(_client_files(Path(folder), partition_id)):
         if r <= upto_round:
-            state = _load(path)
-            if not isinstance(state, dict) or not all(
-                isinstance(v, torch.Tensor) for v in state.values()
-            ):
-                raise CheckpointError(f"{path}: not a fedkt client checkpoint (weights by name)")
-            return r, state
+            kept = recent_states.get(path)
+            if kept is not None:
+                return r, kept
+            return r, _load_client_file(path)
     return None
