@@ -41,6 +41,7 @@ from flwr.app import Message
 
 _INDEX = "_fedkt_ins_by_node"
 _ARRIVED = "_fedkt_ins_arrived"
+_REPLIED = "_fedkt_res_stored"
 _MARK = "_fedkt_indexed"
 _logger = logging.getLogger(__name__)
 _install_lock = threading.Lock()
@@ -100,6 +101,30 @@ def _arrived(state) -> threading.Event:
     return event
 
 
+def wake_sweep(state) -> None:
+    """End the sweep's current pause now (the run is stopping: it looks at its stop event
+    at once instead of up to 0.1 s later)."""
+    _arrived(state).set()
+
+
+def _replied(state) -> threading.Event:
+    """Set whenever a reply is stored: wakes a ServerApp waiting for replies."""
+    event = state.__dict__.get(_REPLIED)
+    if event is None:
+        event = state.__dict__.setdefault(_REPLIED, threading.Event())
+    return event
+
+
+def reply_signal(grid: object) -> threading.Event | None:
+    """An event set whenever a reply reaches ``grid``'s LinkState, when that state lives
+    in this process and is indexed (a simulation); None otherwise (a deployed SuperLink,
+    which a ServerApp can only poll). Clear it before pulling, wait on it after."""
+    state = getattr(grid, "state", None)
+    if state is None or not getattr(type(state), _MARK, False):
+        return None
+    return _replied(state)
+
+
 def pending_nodes(state, nodes: Iterable[int]) -> list[int]:
     """The nodes among ``nodes`` (in their order) that have indexed, undelivered
     messages: the only ones a poll can return anything for."""
@@ -142,7 +167,12 @@ def install() -> bool:
             return True
         from flwr.server.superlink.linkstate import in_memory_linkstate
 
-        needed = ("store_message_ins", "get_message_ins", "_check_stored_messages")
+        needed = (
+            "store_message_ins",
+            "store_message_res",
+            "get_message_ins",
+            "_check_stored_messages",
+        )
         if not all(hasattr(InMemoryLinkState, name) for name in needed) or not hasattr(
             in_memory_linkstate, "now"
         ):
@@ -151,8 +181,11 @@ def install() -> bool:
             )
             return False
         original_store = InMemoryLinkState.store_message_ins
+        original_store_res = InMemoryLinkState.store_message_res
         ORIGINAL.update(
-            store_message_ins=original_store, get_message_ins=InMemoryLinkState.get_message_ins
+            store_message_ins=original_store,
+            store_message_res=original_store_res,
+            get_message_ins=InMemoryLinkState.get_message_ins,
         )
 
         def store_message_ins(self, message: Message) -> str | None:
@@ -166,7 +199,14 @@ def install() -> bool:
                 _arrived(self).set()
             return msg_id
 
+        def store_message_res(self, message: Message) -> str | None:
+            msg_id = original_store_res(self, message)
+            if msg_id is not None:
+                _replied(self).set()
+            return msg_id
+
         InMemoryLinkState.store_message_ins = store_message_ins
+        InMemoryLinkState.store_message_res = store_message_res
         InMemoryLinkState.get_message_ins = indexed_get_message_ins
         from flwr.server.superlink.fleet.vce import vce_api
 

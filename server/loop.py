@@ -9,6 +9,7 @@ results directory as they come.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from fedkt.progress import NullProgress, Progress
 from fedkt.results import ResultsWriter
 from fedkt.rounds import RoundRecord, RoundReport
 from fedkt.seeding import rng
+from fedkt.server.linkstate_index import reply_signal
 from fedkt.server.wire import total_bytes
 from fedkt.strategies import build_strategy
 from fedkt.strategies.base import partition_of
@@ -104,20 +106,34 @@ def exchange(
     ids = set(grid.push_messages(list(messages)))
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
+    replied = reply_signal(grid)
     while ids and time.monotonic() < deadline:
         if stopped():
             raise RunStopped
+        if replied is not None:
+            replied.clear()  # before the pull: a reply stored during it still wakes the wait
         for msg in grid.pull_messages(list(ids)):
             ids.discard(msg.metadata.reply_to_message_id)
             replies.append(msg)
             if on_reply is not None:
                 on_reply(msg)
         if ids:
-            # Each pull validates every outstanding message under the LinkState's lock, so
-            # poll less often while many replies are outstanding (0.02 s for a few, 0.5 s
-            # for a thousand): the clients' work, not the polling, should use the CPU.
-            time.sleep(min(0.5, 0.02 + 0.0005 * len(ids)))
+            _wait_for_replies(len(ids), replied)
     return replies
+
+
+def _wait_for_replies(outstanding: int, replied: threading.Event | None) -> None:
+    """Pause between pulls. Each pull validates every outstanding message under the
+    LinkState's lock, so pull less often while many replies are outstanding (0.02 s for a
+    few, 0.5 s for a thousand): the clients' work, not the polling, should use the CPU.
+    In a simulation (``replied``, set by each stored reply) a few outstanding replies are
+    pulled as soon as one is stored: polling every 0.02 s had each phase of a round wait
+    10 ms on average for its last reply."""
+    pause = min(0.5, 0.02 + 0.0005 * outstanding)
+    if replied is None or outstanding > 40:
+        time.sleep(pause)
+    else:
+        replied.wait(pause)
 
 
 def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:

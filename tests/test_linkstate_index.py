@@ -22,6 +22,7 @@ from fedkt.server.linkstate_index import (
     indexed_add_messages_to_queue,
     indexed_get_message_ins,
     install,
+    reply_signal,
 )
 
 RUN_ID = 7
@@ -175,3 +176,34 @@ def test_the_sweep_delivers_a_message_as_soon_as_it_is_stored():
     assert time.perf_counter() - stopped_at < 0.5
     # Flower's 0.1 s tick would give a median near 50 ms; waking on arrival, about none.
     assert sorted(waits)[len(waits) // 2] < 0.02, waits
+
+
+def test_a_stored_reply_sets_the_signal_a_serverapp_waits_on():
+    """In a simulation the ServerApp waits on this event between pulls instead of
+    sleeping (``server/loop.py``); a grid whose state is elsewhere has none."""
+    assert install()
+    state, run_id, nodes = _state_with_nodes(2)
+
+    class SimulatedGrid:  # Flower's InMemoryGrid holds its LinkState as ``state``
+        pass
+
+    grid = SimulatedGrid()
+    grid.state = state  # type: ignore[attr-defined]
+    replied = reply_signal(grid)
+    assert replied is not None and reply_signal(object()) is None
+    other = SimulatedGrid()
+    other.state = object()  # type: ignore[attr-defined]  # not an indexed LinkState
+    assert reply_signal(other) is None
+    _push(state, run_id, nodes[0], 1)
+    (ins,) = state.get_message_ins(node_id=nodes[0], limit=1)
+    replied.clear()
+    reply = Message(RecordDict({"c": ConfigRecord({"tag": 1})}), reply_to=ins)
+    reply.metadata.__dict__["_message_id"] = "r1"
+    assert state.store_message_res(reply) is not None
+    assert replied.is_set()
+    replied.clear()
+    stale = Message(RecordDict({"c": ConfigRecord({"tag": 2})}), reply_to=ins)
+    stale.metadata.__dict__["_message_id"] = "r2"
+    stale.metadata.__dict__["_reply_to_message_id"] = "gone"
+    assert state.store_message_res(stale) is None  # refused: nothing to wake for
+    assert not replied.is_set()
