@@ -43,7 +43,7 @@ def confidence_interval(
     values: list[float] | list[float | None], level: float = 0.95
 ) -> tuple[float, float, float]:
     """(mean, sample std, half-width of the t-based confidence interval); NaN when n < 2."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student's t quantile; a third of scipy.stats' import
 
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     arr = arr[np.isfinite(arr)]
@@ -53,7 +53,7 @@ def confidence_interval(
     if len(arr) < 2:
         return mean, math.nan, math.nan
     std = float(arr.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, len(arr) - 1) * std / math.sqrt(len(arr)))
+    half = float(stdtrit(len(arr) - 1, 0.5 + level / 2) * std / math.sqrt(len(arr)))
     return mean, std, half
 
 
