@@ -217,6 +217,28 @@ def test_once_stopped_ray_errors_are_quiet_as_flowers():
                 outlet.removeFilter(f)
 
 
+def test_an_error_logged_just_before_the_stop_is_quiet_too():
+    """A group SIGTERM ends Ray's processes while the main thread is taking the signal: an
+    engine thread's error about them, logged a moment before the stop is set, waits for it
+    and is dropped; without a stop it is shown, and records below ERROR never wait."""
+    import logging
+    import threading
+
+    from fedkt.server.simulation import _QuietAfterStop
+
+    stop = threading.Event()
+    quiet = _QuietAfterStop(stop)
+
+    def record(level: int) -> logging.LogRecord:
+        return logging.LogRecord("flwr", level, __file__, 1, "actor died", None, None)
+
+    assert quiet.filter(record(logging.INFO))
+    assert quiet.filter(record(logging.ERROR))  # no stop came within the grace
+    threading.Timer(0.05, stop.set).start()
+    assert not quiet.filter(record(logging.ERROR))  # the stop came 50 ms later
+    assert not quiet.filter(record(logging.INFO))
+
+
 def test_a_cell_on_a_two_node_ray_cluster_equals_the_single_node_run(
     alone, tmp_path, tiny_cfg_module
 ):
