@@ -140,7 +140,10 @@ class RecentStates:
     the same bytes, whoever else writes the folder. Copies go in and out, so nothing a
     caller does to its dict changes what a later read returns. Bounded by ``limit`` bytes
     of tensor data and ``max_files`` open files, least recently used first out;
-    ``limit=0`` turns it off."""
+    ``limit=0`` turns it off. A state larger than an eighth of ``limit`` is not kept: a
+    worker serving many clients of a large model would rarely read one back before it
+    was pushed out, and would pay the memory for nothing (20 clients of a 6.6 MB CNN on
+    2 workers: 76 MiB more at the peak, no time saved; BENCHMARKS.md)."""
 
     def __init__(self, limit: int, max_files: int = 64) -> None:
         self.limit = limit
@@ -159,7 +162,7 @@ class RecentStates:
         size = sum(v.numel() * v.element_size() for v in state.values())
         with self._lock:
             self._drop(str(path))
-            if self.limit <= 0 or size > self.limit or self.max_files < 1:
+            if self.limit <= 0 or size > self.limit // 8 or self.max_files < 1:
                 os.close(fd)
                 return
             self._entries[str(path)] = (fd, self._copy(state), size)
@@ -205,7 +208,7 @@ def _same_file(path: Path, fd: int) -> bool:
 
 
 #: This process's recent client states: 32 MiB holds every state of a worker serving
-#: dozens of small models, and a few of a large one (a miss only costs the file read).
+#: dozens of small models (up to 4 MiB each; a miss only costs the file read).
 recent_states = RecentStates(32 << 20)
 
 

@@ -64,15 +64,17 @@ def test_memory_and_open_files_stay_bounded(tmp_path):
             save_client(tmp_path, client, r, {"w": torch.zeros(1000)})
     # the newest 8 files, less client 19's round 1, forgotten when its round 3 came
     assert len(recent._entries) == 7 and _open_fds() - before == 7
-    save_client(tmp_path, 99, 1, {"w": torch.zeros(300_000)})  # 1.2 MB: more than the limit
+    save_client(tmp_path, 99, 1, {"w": torch.zeros(40_000)})  # 160 kB: over 1/8 of 1 MiB
     assert str(tmp_path / "client-99" / "round-1.pt") not in recent._entries
-    assert load_client(tmp_path, 99, 1)[1]["w"].shape == (300_000,)  # read from disk
+    assert load_client(tmp_path, 99, 1)[1]["w"].shape == (40_000,)  # read from disk
+    assert str(tmp_path / "client-99" / "round-1.pt") not in recent._entries  # nor kept then
     small = RecentStates(10_000, max_files=50)
-    for i in range(5):
+    for i in range(12):
         path = tmp_path / f"s{i}.pt"
         torch.save({}, path)
-        small.put(path, os.open(path, os.O_RDONLY), {"w": torch.zeros(1000)})  # 4 kB each
-    assert len(small._entries) == 2  # 8 kB of 10 kB
+        small.put(path, os.open(path, os.O_RDONLY), {"w": torch.zeros(250)})  # 1 kB each
+    assert len(small._entries) == 10  # 10 kB of 10 kB
+    assert str(tmp_path / "s0.pt") not in small._entries  # the oldest went first
     small.clear()
     recent.clear()
     assert _open_fds() == before
