@@ -133,7 +133,8 @@ class RecentStates:
 
     Why: in a simulation the model of a client lives in its checkpoint file between calls,
     and a warm worker serving a few clients reads back, every call, the file it wrote on
-    the call before (BENCHMARKS.md, "Per-call client state"). The file stays the truth.
+    the call before (BENCHMARKS.md, "Waits inside each round and each cell"). The file
+    stays the truth.
     Each entry holds the file it came from open, so that inode cannot be reused, and is
     used only while the path still names that inode: checkpoint files are never written
     in place (:func:`atomic_save` renames a new file over them), so the same inode means
