@@ -93,12 +93,17 @@ def indexed_get_message_ins(
     return found
 
 
+def _event(state, name: str) -> threading.Event:
+    """The event ``name`` kept on ``state`` (made on first use)."""
+    event = state.__dict__.get(name)
+    if event is None:
+        event = state.__dict__.setdefault(name, threading.Event())
+    return event
+
+
 def _arrived(state) -> threading.Event:
     """Set whenever a message is stored: wakes the sweep."""
-    event = state.__dict__.get(_ARRIVED)
-    if event is None:
-        event = state.__dict__.setdefault(_ARRIVED, threading.Event())
-    return event
+    return _event(state, _ARRIVED)
 
 
 def wake_sweep(state) -> None:
@@ -109,10 +114,7 @@ def wake_sweep(state) -> None:
 
 def _replied(state) -> threading.Event:
     """Set whenever a reply is stored: wakes a ServerApp waiting for replies."""
-    event = state.__dict__.get(_REPLIED)
-    if event is None:
-        event = state.__dict__.setdefault(_REPLIED, threading.Event())
-    return event
+    return _event(state, _REPLIED)
 
 
 def reply_signal(grid: object) -> threading.Event | None:
