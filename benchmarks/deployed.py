@@ -9,8 +9,13 @@ includes every process's imports, apart from the later ones):
   one ``fedkt-clientapp-worker`` (the default of deploy/scripts/supernode.sh);
 - deployed, cold (``--cold``): Flower's default, a fresh ``flwr-clientapp`` per message.
 
+Each deployed way runs with the SuperLink's state in a file (deploy/scripts' default:
+registrations survive a restart) and in memory (Flower's ``:flwr-in-memory:``, which
+does a fraction of the SQL per request), unless ``--state`` picks one: on a small
+machine the SuperLink's CPU is taken from the clients' training, so the two differ.
+
     python -m benchmarks.deployed                  # KnFu, digits, 3 nodes, 4 rounds
-    python -m benchmarks.deployed --cold --rounds 3
+    python -m benchmarks.deployed --cold --rounds 3 --state file
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from benchmarks.harness import command, config, fail, print_table, simulate_time
 from benchmarks.loopback import MissingTools, loopback_deployment
 from fedkt.data.sources import data_dir
 from fedkt.errors import FedktError
+
+#: The SuperLink's state: ``DATABASE`` for deploy/scripts/superlink.sh (None: its default).
+STATES: dict[str, str | None] = {"file": None, "memory": ":flwr-in-memory:"}
 
 
 def _round_seconds(out: Path, log: str = "") -> list[float]:
@@ -55,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--strategy", default="knfu")
     parser.add_argument("--cold", action="store_true", help="also Flower's process per message")
+    parser.add_argument(
+        "--state",
+        choices=[*STATES, "both"],
+        default="both",
+        help="the SuperLink's state: a file (the scripts' default), in memory, or both",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
@@ -73,10 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulate_timed(config(None, overrides), root / "simulated")
             per_round["simulated"] = _round_seconds(root / "simulated")
             rows.append(_row("simulated", per_round["simulated"], time.perf_counter() - start))
-            ways = [("deployed, warm worker", True)] + ([("deployed, cold", False)] * args.cold)
-            for way, warm in ways:
-                folder = root / ("warm" if warm else "cold")
-                with loopback_deployment(folder, args.nodes, warm, data_dir()) as d:
+            states = list(STATES) if args.state == "both" else [args.state]
+            ways = [
+                (f"deployed, {kind}, state in {state}", warm, state)
+                for kind, warm in [("warm worker", True), ("cold", False)][: 1 + args.cold]
+                for state in states
+            ]
+            for way, warm, state in ways:
+                folder = root / f"{'warm' if warm else 'cold'}-{state}"
+                with loopback_deployment(folder, args.nodes, warm, data_dir(), STATES[state]) as d:
                     start = time.perf_counter()
                     proc = d.flwr_run(
                         ",".join([*overrides, "wait_for_nodes=60"]),

@@ -109,11 +109,17 @@ class Deployment:
 
 @contextmanager
 def loopback_deployment(
-    tmp_path: Path, nodes: int = 3, warm: bool = True, data_dir: Path | None = None
+    tmp_path: Path,
+    nodes: int = 3,
+    warm: bool = True,
+    data_dir: Path | None = None,
+    database: str | None = None,
 ) -> Iterator[Deployment]:
     """Start the deployment in ``tmp_path``; ``warm``: SuperNodes run their ClientApps in
     one warm ``fedkt-clientapp-worker`` each (False: Flower's process per message);
-    ``data_dir``: where every node reads dataset files (default: a folder of its own)."""
+    ``data_dir``: where every node reads dataset files (default: a folder of its own);
+    ``database``: the SuperLink's state (``DATABASE`` of deploy/scripts/superlink.sh;
+    default: that script's, a file)."""
     if shutil.which("openssl") is None or shutil.which("ssh-keygen") is None:
         raise MissingTools("needs openssl and ssh-keygen (scripts/system-deps.sh)")
     bin_dir = Path(sys.executable).parent
@@ -162,6 +168,7 @@ def loopback_deployment(
             FLEET_ADDRESS=f"127.0.0.1:{fleet}",
             CONTROL_HOST="127.0.0.1",
             CONTROL_PORT=str(control),
+            **({"DATABASE": database} if database else {}),
         )
         log = logs / "superlink.log"
         wait_for(

@@ -50,6 +50,7 @@ from typing import Any
 
 from fedkt.clients.object_pulls import install as fast_object_pulls
 from fedkt.errors import FedktError
+from fedkt.polling import quiet_pause
 from fedkt.protocol import MISSED_HANDSHAKE
 
 logger = logging.getLogger("fedkt.warm_worker")
@@ -57,8 +58,14 @@ logger = logging.getLogger("fedkt.warm_worker")
 #: Why a task's message pull stopped (see :class:`_TaskClient`).
 GAVE_UP = "the SuperNode gave this message up (its run ended)"
 
-#: Seconds between two polls for a task while the node is idle (Flower's SuperExec: 1 s).
-POLL_SECONDS = 0.1
+#: Polls for a task while the node is idle (Flower's SuperExec: every 1 s): right after a
+#: task every ``POLL_FLOOR`` s, then a quarter of the idle time so far, at most every
+#: ``POLL_CAP`` s (:func:`fedkt.polling.quiet_pause`). Each poll is an HTTP request to the
+#: SuperNode costing both processes CPU: polling every 0.1 s, three workers and their
+#: SuperNodes on 2 cores used ~25% more CPU, and rounds were slower (BENCHMARKS.md).
+POLL_FLOOR = 0.02
+POLL_CAP = 0.5
+POLL_SHARE = 0.25
 
 
 class _Stop(BaseException):
@@ -269,6 +276,7 @@ def serve(
     worker = WarmClientApps(address, certificates)
     acquire = _client(address, "SuperExec", None, certificates)
     logger.info("warm ClientApp worker %d serving %s", os.getpid(), address)
+    idle_since = time.monotonic()
     try:
         while max_tasks is None or worker.tasks < max_tasks:
             res = acquire.AcquireTask(
@@ -284,8 +292,10 @@ def serve(
                     os.getpid(),
                     worker.tasks,
                 )
+                idle_since = time.monotonic()
             else:
-                time.sleep(POLL_SECONDS)
+                idle = time.monotonic() - idle_since
+                time.sleep(quiet_pause(idle, POLL_FLOOR, POLL_CAP, POLL_SHARE))
     except BaseException:
         # _Stop, or what the code it interrupted raised on its way out (e.g. "release
         # unlocked lock" from a Condition.wait in Flower's retry of a dead SuperNode)
