@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,6 +56,12 @@ class _Shared:
         self.stopping = False  # see stop_ray
         self.killed = False
         self.disconnecting: threading.Thread | None = None  # see stop_ray
+        self.pools: weakref.WeakSet[Any] = weakref.WeakSet()  # every actor pool built here
+
+
+# How long a library caller's stop waits for Flower's engine to end once its actors are
+# gone (measured: well under a second; see stop_ray)
+ENGINE_GRACE_SECONDS = 20.0
 
 
 _STATE = _Shared()
@@ -102,6 +110,7 @@ def _backend_class() -> type:
             )
             self.pool.add_actors_to_pool(self.pool.actors_capacity)
             self.app_fn = app_fn
+            _STATE.pools.add(self.pool)
 
         def init_ray(self, backend_config: Any) -> None:
             if _STATE.stopping:
@@ -193,62 +202,115 @@ def start_ray_here(backend_config: dict[str, Any], lean: bool = False) -> None:
             raybackend.RayBackend(backend_config)
 
 
-def stop_ray() -> None:
+def stop_ray(engine_done: threading.Event | None = None) -> None:
     """Stop now, for a stop signal (Ctrl-C, SIGTERM): end the Ray processes this process
-    started (SIGKILL: the raylet, GCS and their workers and agents), and let no thread of
-    Flower's engine start Ray again.
+    started, and let no thread of Flower's engine start Ray again. ``engine_done``: set
+    once the interrupted simulation's engine has ended (None: no engine is running).
 
-    Why not ``ray.shutdown()``: it talks to the raylet and GCS, which a stop sent to the
-    process group has already told to exit; it then waits out timeouts (8 s measured).
-    Left alone, Ray's processes outlive a process that ends at once (its dashboard and
-    runtime-env agents did), and a Flower thread still running finds Ray shut down and
-    starts a new instance. A cluster joined by address is left running: this process
-    started none of its processes.
+    The danger is Ray's driver itself: it ends *the whole process* with status 1 and no
+    message (Ray's ``QuickExit``) the moment one of its threads finds the raylet gone,
+    e.g. a thread of Flower's engine fetching a client's reply from the object store
+    (seen in CI: the test suite ended mid-run, after a test's Ctrl-C); and a driver left
+    connected to a GCS that is gone ends the process 60 s later ("Failed to connect to
+    GCS within 60 seconds"). So what stop_ray does depends on who is stopped:
 
-    This process's own connection is then closed by ``ray.shutdown()`` on a daemon
-    thread: a driver left connected to a GCS that is gone *terminates the process*
-    60 s later ("Failed to connect to GCS within 60 seconds"), which would kill a
-    notebook or any library caller that catches the ``KeyboardInterrupt`` and goes on.
-    The shutdown waits ~5 s on the dead GCS, so it must not hold up a command line
-    that exits at once (``os._exit`` does not wait for it); the next
-    :func:`start_ray_here` waits for it.
+    - A process that ends at a stop (:func:`fedkt.signals.ends_at_stop`: the ``fedkt``
+      command, a comparison's jobs) kills nothing itself: a watcher kills the processes
+      the moment this one has exited (:mod:`fedkt.server.end_after_exit`), after its
+      closing line. No wait: the process is about to exit anyway.
+    - A library caller (a notebook, a script that catches the ``KeyboardInterrupt`` and
+      goes on) must survive. Its client actors are killed first (through the GCS, which
+      a signal to this process alone leaves running), so that an engine thread waiting
+      on a client's reply gets an error at once instead of the reply; once the engine
+      has ended (``engine_done``) no thread of this process is inside a Ray call, and
+      ``ray.shutdown()`` disconnects the driver *before* it ends the processes it
+      started: nothing is left to find the raylet gone.
+    - Only when that cannot be done (the engine still runs after
+      :data:`ENGINE_GRACE_SECONDS`, or a Ctrl-C sent to the whole process group took
+      the raylet or GCS with it) are the processes SIGKILLed at once, and the driver
+      disconnected by ``ray.shutdown()`` on a daemon thread (it waits ~5 s on a dead
+      GCS); the next :func:`start_ray_here` waits for it. That order keeps the chance
+      that a thread still fetching a result finds the raylet gone; nothing better is
+      possible once Ray's own processes are dying.
 
-    A process that ends at a stop (:func:`fedkt.signals.ends_at_stop`: the ``fedkt``
-    command, a comparison's jobs) kills nothing itself: Ray's driver ends the process
-    with status 1, before its closing line, when a thread finds the raylet gone (see
-    :mod:`fedkt.server.end_after_exit`), so a watcher kills the same processes the moment
-    this one has exited. A library caller, which has no exit to wait for, keeps the
-    order above, and with it the chance that a thread of Flower's engine still fetching
-    a result finds the raylet gone and Ray ends the caller's process (not seen in the
-    tests, where the engine thread has ended before the kill)."""
+    A cluster joined by address is left running: this process started none of its
+    processes (``ray.shutdown()`` only disconnects from it)."""
     import psutil
     import ray
 
     with _STATE.lock:
         _STATE.stopping = True
         _STATE.pool, _STATE.resources = None, None  # its actors die with the raylet
-        if not ray.is_initialized():
+        if not ray.is_initialized() or _STATE.killed:
             return
         _STATE.killed = True
     from ray._private import worker
 
     started = getattr(worker._global_node, "all_processes", {}).values()
     pids = [info.process.pid for infos in started for info in infos]
+    roots: list[psutil.Process] = []
     tree: list[psutil.Process] = []
     for pid in pids:
         try:
             root = psutil.Process(pid)
+            roots.append(root)
             tree += [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
     if process_ends_at_stop():
         end_after_exit(tree)
         return
+    end_actors()
+    if _ended(engine_done, ENGINE_GRACE_SECONDS) and len(roots) == len(pids) and all(
+        _running(p) for p in roots
+    ):
+        ray.shutdown()
+        _STATE.killed = False  # nothing left to wait for
+        return
+    logger.debug("Ray's processes are killed before the driver lets go of them")
     kill(tree)
     _STATE.disconnecting = threading.Thread(
         target=ray.shutdown, name="fedkt-ray-disconnect", daemon=True
     )
     _STATE.disconnecting.start()
+
+
+def end_actors() -> None:
+    """Kill every client actor of the pools this process built, idle or busy: a call in
+    flight on one of them then fails at once (``RayActorError``) instead of running to
+    its end. Through the GCS, so only while Ray's processes run."""
+    import ray
+
+    for pool in list(_STATE.pools):
+        for actor in [*pool.pool, *list(pool._future_to_actor.values())]:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - already dead, or Ray going down
+                logger.debug("killing a client actor: %s", exc)
+
+
+def _ended(done: threading.Event | None, grace: float) -> bool:
+    """Whether ``done`` is set within ``grace`` seconds (None: nothing to wait for).
+    Polled without waiting on the event: a Ctrl-C landing in ``Event.wait`` may leave
+    its lock held."""
+    if done is None:
+        return True
+    deadline = time.monotonic() + grace
+    while not done.is_set():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _running(proc: Any) -> bool:
+    """``proc`` (a psutil.Process) runs still (not gone, not a zombie)."""
+    import psutil
+
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def shared_pool_builds() -> int:

@@ -97,16 +97,25 @@ def _quiet_after(stop: threading.Event) -> _QuietAfterStop:
     return quiet
 
 
-def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> None:
+def _run_with_interrupts_on_main_thread(
+    engine: Any, stop: threading.Event, done: threading.Event
+) -> None:
     """Run ``engine()`` in a thread that (with every thread and Ray process it starts)
-    blocks the stop signals (SIGINT, SIGTERM), while the main thread waits in short joins.
+    blocks the stop signals (SIGINT, SIGTERM), while the main thread waits in short waits;
+    ``done`` is set when ``engine()`` has ended.
 
     A process-directed signal goes to any thread that does not block it. Run on the main
     thread, Flower's engine waits in a thread join; when Ctrl-C landed on one of its
     many other threads, the main thread was not woken and the handler (which sets
     ``stop``) ran only when the whole simulation had finished (seen in CI: a run given
     SIGINT after round 2 completed all its rounds). Here only the main thread can take
-    a stop signal, and it is never blocked for more than 0.1 s."""
+    a stop signal, and it is never blocked for more than 0.1 s.
+
+    The main thread waits on ``done``, not in ``Thread.join``: a KeyboardInterrupt that
+    lands inside ``join`` makes Python 3.11 mark the thread as ended while it still runs
+    (its ``_wait_for_tstate_lock`` releases the lock the running thread holds), so a
+    later ``join`` or ``is_alive`` tells nothing. Whoever handles the stop waits on
+    ``done`` (:func:`fedkt.server.shared_engine.stop_ray`)."""
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -114,6 +123,8 @@ def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> N
             engine()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             failure.append(exc)
+        finally:
+            done.set()
 
     old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
@@ -122,11 +133,10 @@ def _run_with_interrupts_on_main_thread(engine: Any, stop: threading.Event) -> N
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     try:
-        while thread.is_alive():
-            thread.join(0.1)
+        while not done.wait(0.1):
+            pass
     except BaseException:
         stop.set()
-        thread.join(5)  # let Flower stop its backend; do not wait for stuck workers
         raise
     if failure:
         raise failure[0]
@@ -185,6 +195,7 @@ def simulate(
     # Flower runs the ServerApp in a thread of its own; when the driver is interrupted it
     # must stop too, not rush through the remaining rounds against stopped workers.
     stop = threading.Event()
+    engine_done = threading.Event()  # set once Flower's engine has ended (see stop_ray)
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
@@ -250,13 +261,16 @@ def simulate(
                 verbose_logging=verbose,
             )
             if wrapped:
-                _run_with_interrupts_on_main_thread(engine, stop)
+                _run_with_interrupts_on_main_thread(engine, stop, engine_done)
             else:
-                engine()
+                try:
+                    engine()
+                finally:
+                    engine_done.set()
     except BaseException as exc:
         stop.set()  # (the filter stays: Flower's threads may still log; the next run removes it)
         if isinstance(exc, KeyboardInterrupt):
-            stop_ray()
+            stop_ray(engine_done)
         raise
     else:
         for outlet in _log_outlets():
