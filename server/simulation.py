@@ -111,12 +111,19 @@ def _run_with_interrupts_on_main_thread(
     SIGINT after round 2 completed all its rounds). Here only the main thread can take
     a stop signal, and it is never blocked for more than 0.1 s.
 
-    The main thread waits on ``done``, not in ``Thread.join``: a KeyboardInterrupt that
-    lands inside ``join`` makes Python 3.11 mark the thread as ended while it still runs
-    (its ``_wait_for_tstate_lock`` releases the lock the running thread holds), so a
-    later ``join`` or ``is_alive`` tells nothing. Whoever handles the stop waits on
-    ``done`` (:func:`fedkt.server.shared_engine.stop_ray`)."""
+    The main thread waits on a bare lock that the engine thread releases when it ends,
+    not in ``Thread.join`` or ``Event.wait``: their Python-level bookkeeping around the
+    lock breaks when a stop signal's exception lands inside it. A KeyboardInterrupt in
+    ``join`` makes Python 3.11 mark the thread as ended while it still runs (its
+    ``_wait_for_tstate_lock`` releases the lock the running thread holds), and a second
+    signal in ``Event.wait``'s clean-up raised "release unlocked lock" instead of the
+    stop (seen in a test: SIGTERM to the group, then the parent's SIGINT). A bare
+    ``acquire`` either takes the lock or raises, with nothing half done. Whoever handles
+    the stop waits on ``done``, read without its lock
+    (:func:`fedkt.server.shared_engine.stop_ray`)."""
     failure: list[BaseException] = []
+    finished = threading.Lock()
+    finished.acquire()
 
     def target() -> None:
         try:
@@ -125,6 +132,7 @@ def _run_with_interrupts_on_main_thread(
             failure.append(exc)
         finally:
             done.set()
+            finished.release()
 
     old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
@@ -133,13 +141,24 @@ def _run_with_interrupts_on_main_thread(
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     try:
-        while not done.wait(0.1):
+        while not finished.acquire(timeout=0.1):
             pass
     except BaseException:
-        stop.set()
+        _set_holding_signals(stop)
         raise
     if failure:
         raise failure[0]
+
+
+def _set_holding_signals(event: threading.Event) -> None:
+    """``event.set()`` with the stop signals held back meanwhile: a signal's exception
+    raised inside it (between the lock's acquire and the ``with`` block) would leave the
+    event's lock held, and every later ``set`` or ``wait`` on it hanging."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+    try:
+        event.set()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _ray_init_args(cfg: ExperimentConfig, verbose: bool) -> dict[str, Any]:
@@ -224,8 +243,15 @@ def simulate(
     on_main = threading.current_thread() is threading.main_thread()
     wrapped = {s: h for s, h in previous.items() if on_main and callable(h)}
 
+    signalled: list[int] = []
+
     def interrupted(signum: int, frame: Any) -> None:
-        stop.set()
+        # A second signal (SIGTERM to the group, then the parent's SIGINT) can run this
+        # handler again *inside* the first one's ``stop.set()``, which holds the event's
+        # lock: only the first call sets it.
+        if not signalled:
+            signalled.append(signum)
+            _set_holding_signals(stop)
         handler = wrapped[signal.Signals(signum)]
         assert callable(handler)
         handler(signum, frame)
@@ -268,7 +294,8 @@ def simulate(
                 finally:
                     engine_done.set()
     except BaseException as exc:
-        stop.set()  # (the filter stays: Flower's threads may still log; the next run removes it)
+        # (the filter stays: Flower's threads may still log; the next run removes it)
+        _set_holding_signals(stop)
         if isinstance(exc, KeyboardInterrupt):
             stop_ray(engine_done)
         raise

@@ -71,3 +71,52 @@ def test_ends_at_stop_holds_for_its_block_only():
         with ends_at_stop():
             raise Terminated("SIGTERM")
     assert not process_ends_at_stop()
+
+
+def test_two_stop_signals_at_once_end_the_wait_as_a_stop():
+    """SIGTERM to a comparison's process group reaches each job twice: the signal itself,
+    then the parent's SIGINT. The main thread's wait for the engine must end with the
+    stop (a KeyboardInterrupt) every time, and be told when the engine ends. Waiting in
+    ``Event.wait`` it raised "release unlocked lock" on all 60 tries of this test (the
+    second signal lands in the wait's clean-up), and a stopped job then hung ~15 s."""
+    import threading
+
+    from fedkt.server.simulation import _run_with_interrupts_on_main_thread
+
+    def terminate(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    wrong = []
+    try:
+        for attempt in range(20):
+            release, stop, done = threading.Event(), threading.Event(), threading.Event()
+
+            def both_signals(delay=0.01 + attempt % 5 * 0.003):
+                time.sleep(delay)
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+
+            threading.Thread(target=both_signals, daemon=True).start()
+            try:
+                _run_with_interrupts_on_main_thread(release.wait, stop, done)
+            except KeyboardInterrupt:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - what this test looks for
+                wrong.append(repr(exc))
+            try:
+                time.sleep(0.05)  # the second signal, if it has not landed yet
+            except KeyboardInterrupt:
+                pass
+            assert not done.is_set()
+            release.set()  # the engine ends: the event says so
+            deadline = time.monotonic() + 5
+            while not done.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert done.is_set()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert not wrong, wrong[:3]
