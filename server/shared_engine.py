@@ -120,12 +120,12 @@ def _backend_class() -> type:
         def terminate(self) -> None:
             with _STATE.lock:
                 if _STATE.stopping:
-                    # stop_ray ended Ray's processes (the actors with them) and disconnects
-                    # this process on a thread of its own. Ending the actors or shutting Ray
-                    # down from here races that: a call made once the disconnection is done
+                    # stop_ray has ended the actors and disconnects this process itself
+                    # (once this engine has ended, or at once on a thread of its own when
+                    # Ray's processes are dying). Ending the actors or shutting Ray down
+                    # from here races that: a call made once the disconnection is done
                     # leaves a GCS client behind, which ends the whole process 60 s later
-                    # (exit code 1, "Failed to connect to GCS within 60 seconds"; seen once
-                    # in CI after a test's Ctrl-C, and likely the SIGTERM test's exit 1).
+                    # (exit code 1, "Failed to connect to GCS within 60 seconds").
                     return
                 if _STATE.depth > 0:
                     if self.pool is _STATE.pool and self.pool is not None and _idle(self.pool):
