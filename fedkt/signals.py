@@ -37,6 +37,20 @@ def handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, _terminate)
 
 
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold back the stop signals in the calling thread for this block; they are
+    delivered when it ends. Used where a stop's exception must not land halfway: around
+    setting a ``threading.Event`` (raised between its lock's acquire and the ``with``
+    block, it leaves the lock held and every later ``set`` or ``wait`` hanging), and
+    around starting a thread, which inherits the mask and so never takes the signals."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def describe(stop: KeyboardInterrupt) -> str:
     """How the process was stopped, for its one closing line."""
     return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"

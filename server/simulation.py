@@ -27,7 +27,7 @@ from fedkt.progress import Progress
 from fedkt.results import draw_plots
 from fedkt.server.environment import prepare_environment
 from fedkt.server.shared_engine import start_ray_here, stop_ray
-from fedkt.signals import STOP_SIGNALS
+from fedkt.signals import STOP_SIGNALS, stop_signals_held
 from fedkt.training import resolve_device
 
 AUTO_GPU_SHARE = 0.25
@@ -134,12 +134,9 @@ def _run_with_interrupts_on_main_thread(
             done.set()
             finished.release()
 
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
-    try:
+    with stop_signals_held():  # the thread, and every thread it starts, inherits the mask
         thread = threading.Thread(target=target, name="fedkt-simulation", daemon=True)
         thread.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     try:
         while not finished.acquire(timeout=0.1):
             pass
@@ -151,14 +148,10 @@ def _run_with_interrupts_on_main_thread(
 
 
 def _set_holding_signals(event: threading.Event) -> None:
-    """``event.set()`` with the stop signals held back meanwhile: a signal's exception
-    raised inside it (between the lock's acquire and the ``with`` block) would leave the
-    event's lock held, and every later ``set`` or ``wait`` on it hanging."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
-    try:
+    """``event.set()`` that no stop signal interrupts halfway (see
+    :func:`fedkt.signals.stop_signals_held`)."""
+    with stop_signals_held():
         event.set()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _ray_init_args(cfg: ExperimentConfig, verbose: bool) -> dict[str, Any]:
