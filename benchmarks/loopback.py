@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.flwr_runs import flwr_run_to_end, run_status
 from benchmarks.processes import alive, children, processes_mentioning, start_time, stop_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,15 +97,22 @@ class Deployment:
         )
 
     def flwr_run(
-        self, overrides: str, out: Path, timeout: float = 600
+        self, overrides: str, out: Path, timeout: float = 600, resume: bool = False
     ) -> subprocess.CompletedProcess:
-        """``flwr run`` of this repository's app with ``overrides`` (comma-separated
-        KEY=VALUE), results written to ``out``."""
-        return subprocess.run(
-            ["flwr", "run", ".", self.connection, "--stream", "--run-config",
-             f"overrides='{overrides}' out='{out}'"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        """``flwr run --stream`` of this repository's app with ``overrides``
+        (comma-separated KEY=VALUE), results written to ``out`` (``resume``: continue the
+        run whose checkpoint is there). Returns once the run has finished, with its whole
+        log in ``stdout`` (``benchmarks.flwr_runs``)."""
+        config = f"overrides='{overrides}' out='{out}'" + (" resume=true" if resume else "")
+        return flwr_run_to_end(config, self.connection, self.env, ROOT, timeout)
+
+    def status(self, run_id: str) -> str:
+        """The run's status as ``flwr ls`` gives it (``running``, ``finished:completed``...)."""
+        return run_status(run_id, self.connection, self.env)
+
+    def superlink_log(self, tail: int = 4000) -> str:
+        """The end of the SuperLink's log (what a failed assertion should show)."""
+        return (self.logs / "superlink.log").read_text(errors="replace")[-tail:]
 
 
 @contextmanager

@@ -102,10 +102,8 @@ def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
     proc, out = knfu_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_id = re.search(r"started run (\d+)", proc.stdout).group(1)
-    status = json.loads(
-        d.run("flwr", "ls", d.connection, "--run-id", run_id, "--format", "json").stdout
-    )
-    assert "finished:completed" in json.dumps(status), status
+    status = d.status(run_id)
+    assert status == "finished:completed", status + "\n" + d.superlink_log()
     # results in the same form as a simulation's
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2 and summary["num_clients"] == 3
@@ -186,11 +184,7 @@ def test_a_killed_serverapp_resumes_to_the_uninterrupted_results(deployment, knf
     finally:
         _end(run)
     assert _rounds_done(out) == 1 and not (out / "summary.json").exists()
-    resumed = subprocess.run(
-        ["flwr", "run", ".", d.connection, "--stream", "--run-config",
-         f"overrides='{OVERRIDES}' out='{out}' resume=true"],
-        cwd=ROOT, env=d.env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    resumed = d.flwr_run(OVERRIDES, out, timeout=300, resume=True)
     assert resumed.returncode == 0 and "resuming after round 1" in resumed.stdout, (
         resumed.stdout[-3000:] + resumed.stderr[-3000:]
     )
@@ -239,7 +233,7 @@ def test_a_killed_supernode_fails_its_rounds_then_rejoins(deployment):
         d.nodes[victim] = node
         wait_for(lambda: _rejoined(out, victim, killed_after), 300, "the node's return")
         wait_for(lambda: _rounds_done(out) > killed_after + 2, 120, "a round after it")
-        assert run.poll() is None, "the run ended before it was stopped"
+        assert d.status(run_id) == "running", "the run ended before it was stopped"
         stop = d.run("flwr", "stop", run_id, d.connection)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         run.wait(120)

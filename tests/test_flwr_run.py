@@ -2,17 +2,18 @@
 
 `flwr run` starts a detached local SuperLink (plus its SuperExec and simulation
 processes); the test finds every process of that tree through its private FLWR_HOME
-and stops each by PID.
+and stops each by PID. The run is read once the SuperLink says it has finished
+(benchmarks.flwr_runs), not when its log stream ends.
 """
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.flwr_runs import flwr_run_to_end
 from benchmarks.processes import processes_mentioning, stop_tree
 
 pytestmark = pytest.mark.slow
@@ -29,28 +30,13 @@ def test_flwr_run_dot_runs_the_same_apps(tmp_path):
         "FLWR_HOME": str(home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    flwr = str(Path(sys.executable).with_name("flwr"))
     overrides = "rounds=2,num_clients=2,wait_for_nodes=30,train.epochs=1,distill.epochs=1"
     try:
-        proc = subprocess.run(
-            [flwr, "run", ".", "--stream", "--run-config", f"overrides='{overrides}' out='{out}'"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
+        proc = flwr_run_to_end(f"overrides='{overrides}' out='{out}'", None, env, ROOT, 400)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
         # a bad override is the CLI's one line in the run's log, not Flower's traceback
-        bad = subprocess.run(
-            [flwr, "run", ".", "--stream", "--run-config", "overrides='rounds=-1'"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
+        bad = flwr_run_to_end("overrides='rounds=-1'", None, env, ROOT, 400)
         said = bad.stdout + bad.stderr
         assert "fedkt: error: rounds: Input should be greater than or equal to 1" in said, said
         assert "Traceback" not in said, said[-3000:]
