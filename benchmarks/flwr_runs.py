@@ -49,14 +49,18 @@ def follow_run(run_id: str, connection: str | None, env: dict[str, str], timeout
     """Stream the run's log (``flwr log --stream``, from its start) until the run has
     finished; returns the last stream's text."""
     deadline = time.monotonic() + timeout
+    unfinished = AssertionError(f"run {run_id} has not finished in {timeout:.0f} s")
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"run {run_id} has not finished in {timeout:.0f} s")
-        streamed = subprocess.run(
-            ["flwr", "log", run_id, *_connection(connection), "--stream"],
-            env=env, capture_output=True, text=True, timeout=left,
-        )  # fmt: skip
+            raise unfinished
+        try:
+            streamed = subprocess.run(
+                ["flwr", "log", run_id, *_connection(connection), "--stream"],
+                env=env, capture_output=True, text=True, timeout=left,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise unfinished from None
         if run_status(run_id, connection, env).startswith(FINISHED):
             return streamed.stdout
         time.sleep(1)

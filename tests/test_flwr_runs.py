@@ -14,7 +14,7 @@ from benchmarks.flwr_runs import StreamEndedEarly, flwr_run_to_end, run_status
 FAKE = r'''#!{python}
 """A stand-in for Flower's CLI. State in $FAKE_STATE: the run's exit code and the
 number of `flwr log` calls after which the run counts as finished."""
-import json, os, sys
+import json, os, sys, time
 path = os.environ["FAKE_STATE"]
 state = json.load(open(path))
 args = sys.argv[1:]
@@ -32,6 +32,8 @@ elif args[0] == "ls":
         print(json.dumps({{"success": True, "runs": [run]}}))
     code = 0
 else:  # log
+    json.dump(state, open(path, "w"))
+    time.sleep(state["log_seconds"])
     print(f"stream {{len([c for c in state['calls'] if c[0] == 'log'])}}: round 1 done")
     code = 0
 json.dump(state, open(path, "w"))
@@ -49,7 +51,13 @@ def fake_flwr(tmp_path):
     state = tmp_path / "state.json"
 
     def env(**state_values) -> dict[str, str]:
-        values = {"run_rc": 0, "finish_after_logs": 0, "ls_garbage": False, "calls": []}
+        values = {
+            "run_rc": 0,
+            "finish_after_logs": 0,
+            "ls_garbage": False,
+            "log_seconds": 0,
+            "calls": [],
+        }
         state.write_text(json.dumps({**values, **state_values}))
         return {
             **os.environ,
@@ -106,6 +114,15 @@ def test_a_run_that_never_finishes_fails_at_the_timeout(fake_flwr, tmp_path):
         pytest.warns(StreamEndedEarly),
     ):
         flwr_run_to_end("out='x'", "conn", env(finish_after_logs=10**6), tmp_path, 3)
+
+
+def test_a_stream_that_outlasts_the_timeout_fails_the_same_way(fake_flwr, tmp_path):
+    env, _ = fake_flwr
+    with (
+        pytest.raises(AssertionError, match="run 42 has not finished in 3 s"),
+        pytest.warns(StreamEndedEarly),
+    ):
+        flwr_run_to_end("out='x'", "conn", env(finish_after_logs=1, log_seconds=30), tmp_path, 3)
 
 
 def test_an_unreadable_status_names_what_flwr_ls_said(fake_flwr, tmp_path):
