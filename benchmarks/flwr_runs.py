@@ -1,11 +1,15 @@
 """``flwr run`` from a test or benchmark, returning only once the run has finished.
 
 Flower's log stream (``flwr run --stream``, ``flwr log --stream``) ends when its SuperLink
-says the run is over. In one CI run (Flower 1.39, a loopback deployment) ``flwr run
---stream`` instead ended with exit code 0 a second or two after the run was created,
-before its ServerApp had started, and the test went on to read results that were never
-written. The cause inside Flower is not known, so whoever reads a run's results asks the
-SuperLink whether the run has finished (``flwr ls``) and follows its log again if not.
+says the run is over, and ``flwr run`` exits 0 whatever the run's outcome. In one CI run
+(Flower 1.39, a loopback deployment) it returned a second or two after the run was
+created, with no log at all, and the run was not ``finished:completed``; its results were
+still missing 40 s later. The likelier reading is that the run failed before its ServerApp
+could upload a log line (Flower's ``flwr-serverapp`` pushes a ``failed`` status with its
+exception in ``status-details`` and starts its log uploader only after pulling its task);
+the other is that the stream ended while the run was still starting. So whoever reads a
+run's results asks the SuperLink for the run's record (``flwr ls``): a run not finished is
+followed again (``flwr log --stream``), and a failed one's ``status-details`` say why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 FINISHED = "finished"  # the prefix of a finished run's status in ``flwr ls``
 
@@ -30,19 +35,28 @@ def _connection(connection: str | None) -> list[str]:
     return [connection] if connection else []
 
 
-def run_status(run_id: str, connection: str | None, env: dict[str, str]) -> str:
-    """The run's status as ``flwr ls`` gives it: ``pending``, ``starting``, ``running``
-    or ``finished:<completed|failed|stopped>``."""
+def run_record(run_id: str, connection: str | None, env: dict[str, str]) -> dict[str, Any]:
+    """The run as ``flwr ls --run-id --format json`` gives it: ``status``,
+    ``status-details`` (why a run failed), traffic, compute time..."""
     listed = subprocess.run(
         ["flwr", "ls", *_connection(connection), "--run-id", run_id, "--format", "json"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     try:
-        return str(json.loads(listed.stdout)["runs"][0]["status"])
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise AssertionError(
-            f"flwr ls --run-id {run_id} said: {listed.stdout[-1000:]}{listed.stderr[-1000:]}"
-        ) from exc
+        record = json.loads(listed.stdout)["runs"][0]
+        if isinstance(record, dict) and isinstance(record["status"], str):
+            return record
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    raise AssertionError(
+        f"flwr ls --run-id {run_id} said: {listed.stdout[-1000:]}{listed.stderr[-1000:]}"
+    )
+
+
+def run_status(run_id: str, connection: str | None, env: dict[str, str]) -> str:
+    """The run's status: ``pending``, ``starting``, ``running`` or
+    ``finished:<completed|failed|stopped>``."""
+    return str(run_record(run_id, connection, env)["status"])
 
 
 def follow_run(run_id: str, connection: str | None, env: dict[str, str], timeout: float) -> str:

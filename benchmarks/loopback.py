@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.flwr_runs import flwr_run_to_end, run_status
+from benchmarks.flwr_runs import flwr_run_to_end, run_record, run_status
 from benchmarks.processes import alive, children, processes_mentioning, start_time, stop_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,11 @@ class Deployment:
         """The run's status as ``flwr ls`` gives it (``running``, ``finished:completed``...)."""
         return run_status(run_id, self.connection, self.env)
 
-    def superlink_log(self, tail: int = 4000) -> str:
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The run as ``flwr ls`` gives it, ``status-details`` included."""
+        return run_record(run_id, self.connection, self.env)
+
+    def superlink_log(self, tail: int = 8000) -> str:
         """The end of the SuperLink's log (what a failed assertion should show)."""
         return (self.logs / "superlink.log").read_text(errors="replace")[-tail:]
 

@@ -1,6 +1,7 @@
 """benchmarks.flwr_runs against a stand-in ``flwr`` on PATH: a run is returned only once
-its SuperLink says it has finished, even when ``flwr run --stream`` ends first (seen once
-in CI with Flower 1.39), and its log is followed again meanwhile."""
+its SuperLink says it has finished, even when ``flwr run --stream`` ends first (its log is
+followed again meanwhile), and its record carries the status details that say why a run
+failed."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import warnings
 
 import pytest
 
-from benchmarks.flwr_runs import StreamEndedEarly, flwr_run_to_end, run_status
+from benchmarks.flwr_runs import StreamEndedEarly, flwr_run_to_end, run_record, run_status
 
 FAKE = r'''#!{python}
 """A stand-in for Flower's CLI. State in $FAKE_STATE: the run's exit code and the
@@ -28,7 +29,8 @@ elif args[0] == "ls":
     else:
         done = len([c for c in state["calls"] if c[0] == "log"]) >= state["finish_after_logs"]
         status = "finished:completed" if done else "starting"
-        run = {{"run-id": args[args.index("--run-id") + 1], "status": status}}
+        run = {{"run-id": args[args.index("--run-id") + 1], "status": status,
+               "status-details": "" if done else "waiting"}}
         print(json.dumps({{"success": True, "runs": [run]}}))
     code = 0
 else:  # log
@@ -123,6 +125,12 @@ def test_a_stream_that_outlasts_the_timeout_fails_the_same_way(fake_flwr, tmp_pa
         pytest.warns(StreamEndedEarly),
     ):
         flwr_run_to_end("out='x'", "conn", env(finish_after_logs=1, log_seconds=30), tmp_path, 3)
+
+
+def test_the_record_carries_the_status_details(fake_flwr):
+    env, _ = fake_flwr
+    record = run_record("42", "conn", env(finish_after_logs=1))
+    assert record == {"run-id": "42", "status": "starting", "status-details": "waiting"}
 
 
 def test_an_unreadable_status_names_what_flwr_ls_said(fake_flwr, tmp_path):
