@@ -13,7 +13,11 @@ of its mean. A verdict against a reference uses a stated non-inferiority margin 
 
 Flags name results that need a look before anyone reads a number: a strategy whose
 final ALMA is below chance (1 / classes), below its own accuracy right after local
-training (``local_alma``) by more than ``flag_margin``, with dead clients (final
+training (``local_alma``) by more than ``flag_margin`` or, over two or more seeds, by at
+least :data:`STEP_DROP` with the whole paired 95% interval of that drop below zero (a
+method's exchange step that lowers what local training reached is a bug until shown to be
+the method's own behaviour, and a consistent 3-4 point drop is as telling as a noisy 6),
+with dead clients (final
 accuracy at or below chance), or with clients left far behind: a client whose final
 accuracy is more than :data:`CLIENT_DROP` below the *same* client's under the reference
 strategy (same seed, same data). A collapsed network that predicts one class scores
@@ -37,6 +41,11 @@ from fedkt.results import read_fusion_weights, read_json, read_json_lines
 #: reference strategy (accuracy as a fraction): well beyond seed-to-seed noise of one
 #: client's 500-sample test split (a binomial standard error of about 2 points).
 CLIENT_DROP = 0.2
+
+#: The smallest drop below ``local_alma`` that is flagged on the strength of its paired
+#: interval alone (as a fraction): a point, so that a consistent but negligible drop is
+#: not called out.
+STEP_DROP = 0.01
 
 
 def confidence_interval(
@@ -185,6 +194,8 @@ class Row:
     self_weight: float | None
     vs_ref: Paired | None
     vs_best: Paired | None
+    #: final ALMA - local_alma, paired by seed: what the round's exchange step did
+    step: Paired
     flags: list[str]
     alma_per_round: list[float]
     alma_per_round_ci: list[float]
@@ -239,6 +250,7 @@ def summarise(
                 if reference in alma and s != reference
                 else None,
                 vs_best=paired(alma[s], alma[best]) if best is not None and s != best else None,
+                step=paired(alma[s], {c.seed: c.summary.get("local_alma") for c in cs}),
                 flags=[],
                 alma_per_round=[ci[0] for ci in cis],
                 alma_per_round_ci=[ci[2] for ci in cis],
@@ -276,11 +288,20 @@ def flags(row: Row, chance: float, flag_margin: float, reference: str) -> list[s
     alma = row.alma[0]
     if _finite(alma) and alma < chance:
         out.append(f"ends below chance ({100 * alma:.1f}% < {100 * chance:.1f}%)")
-    if _finite(alma) and _finite(row.local_alma) and alma < row.local_alma - flag_margin:
+    step = row.step
+    consistent = step.n >= 2 and step.hi < 0 and step.mean <= -STEP_DROP
+    if (
+        _finite(alma)
+        and _finite(row.local_alma)
+        and (alma < row.local_alma - flag_margin or consistent)
+    ):
+        paired_text = (
+            f"; paired over {step.n} seeds: {step.text()}" if math.isfinite(step.lo) else ""
+        )
         out.append(
             f"ends {100 * (row.local_alma - alma):.1f} points below its own accuracy after local "
             "training "
-            f"({100 * alma:.1f}% vs {100 * row.local_alma:.1f}%)"
+            f"({100 * alma:.1f}% vs {100 * row.local_alma:.1f}%{paired_text})"
         )
     dead = sum(1 for a in row.client_accuracies if a <= chance)
     if dead:
@@ -354,7 +375,8 @@ def markdown(
         f"- {p} / {s}: {f}" for p, rows in table.items() for s, r in rows.items() for f in r.flags
     ]
     lines += flagged or [
-        f"None: no strategy ends below chance, more than {100 * flag_margin:g} points below its "
+        f"None: no strategy ends below chance, more than {100 * flag_margin:g} points (or, "
+        f"consistently over the seeds, {100 * STEP_DROP:g} point or more) below its "
         "own accuracy after local training, with dead clients, or with clients more than "
         f"{100 * CLIENT_DROP:g} points below the same client under {reference}."
     ]

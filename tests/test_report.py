@@ -54,7 +54,8 @@ def test_collapsed_strategy_is_flagged_in_words():
     assert any("73.0 points below its own accuracy after local training" in f for f in fkd)
     assert any(f.startswith("9 dead client result(s)") for f in fkd)
     assert rows["knfu"].flags == [
-        "ends 8.0 points below its own accuracy after local training (70.0% vs 78.0%)"
+        "ends 8.0 points below its own accuracy after local training "
+        "(70.0% vs 78.0%; paired over 3 seeds: -8.0 [-8.0, -8.0])"
     ]
     assert rows["fkd"].vs_ref is not None and rows["fkd"].vs_ref.verdict(0.01) == "worse"
     text = markdown("demo", table, [0, 1, 2], 9, 9, 0.01, 0.05, budget=20, reference="local")
@@ -79,3 +80,33 @@ def test_a_client_left_far_behind_the_same_client_alone_is_flagged():
         "(same seed and data)"
     ]
     assert rows["fd"].flags == [] and rows["local"].flags == []
+
+
+def test_a_consistent_drop_below_local_alma_is_flagged_under_the_margin():
+    """FKD on digits at alpha 0.1 ended 2.6-7.3 points below its own accuracy after local
+    training in all 5 seeds (mean 4.3): under a 5-point margin on the mean, but its paired
+    interval lies wholly below zero. A drop of the same mean that the seeds do not agree
+    on, or a consistent one under a point, is not flagged."""
+    drops = {
+        "fkd": [0.073, 0.032, 0.026, 0.058, 0.026],  # consistent: flagged
+        "dsfl": [0.12, -0.06, 0.09, -0.05, 0.115],  # mean 4.3, interval crosses 0
+        "fd": [0.004, 0.006, 0.005, 0.004, 0.006],  # consistent, half a point
+    }
+    cells = []
+    for s, ds in drops.items():
+        for seed, d in enumerate(ds):
+            cells.append(_cell(s, seed, 0.80 - d, 0.80, [0.8, 0.8, 0.8]))
+    rows = summarise(cells, margin=0.01, flag_margin=0.05, reference="fd")["alpha=0.1"]
+    # differences -7.3 -3.2 -2.6 -5.8 -2.6: mean -4.3, squared deviations sum 18.24,
+    # sd sqrt(18.24 / 4) = 2.13542, t(0.975, 4) = 2.776445 -> half 2.6515: [-6.95, -1.65]
+    assert rows["fkd"].step.hi == pytest.approx(-0.043 + 0.026515, abs=1e-5)
+    assert rows["fkd"].flags == [
+        "ends 4.3 points below its own accuracy after local training "
+        "(75.7% vs 80.0%; paired over 5 seeds: -4.3 [-7.0, -1.6])"
+    ]
+    assert rows["dsfl"].step.hi > 0 and rows["dsfl"].flags == []
+    assert rows["fd"].step.hi < 0 and rows["fd"].flags == []
+    one_seed = summarise([c for c in cells if c.seed == 0], 0.01, 0.05, "fd")["alpha=0.1"]
+    assert one_seed["fkd"].flags == [
+        "ends 7.3 points below its own accuracy after local training (72.7% vs 80.0%)"
+    ]
