@@ -231,7 +231,10 @@ def stop_ray(engine_done: threading.Event | None = None) -> None:
       disconnected by ``ray.shutdown()`` on a daemon thread (it waits ~5 s on a dead
       GCS); the next :func:`start_ray_here` waits for it. That order keeps the chance
       that a thread still fetching a result finds the raylet gone; nothing better is
-      possible once Ray's own processes are dying.
+      possible once Ray's own processes are dying. The disconnection must beat Ray's
+      GCS reconnect timeout (``RAY_gcs_rpc_server_reconnect_timeout_s``, 60 s by
+      default; measured ~5.1 s here): set below that, the process ends with "Failed to
+      connect to GCS" (tested: ``tests/stop_with_raylet_gone.py``).
 
     A cluster joined by address is left running: this process started none of its
     processes (``ray.shutdown()`` only disconnects from it)."""

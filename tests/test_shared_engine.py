@@ -116,9 +116,9 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module,
     import os
     import signal
     import threading
-    import time
 
     import ray
+    from tiny import wait_for_a_round
 
     from fedkt.server import shared_engine as engine
 
@@ -143,12 +143,7 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module,
     monkeypatch.setattr(engine, "kill", no_kill)
 
     def interrupt_after_round_one() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            rounds = first / "rounds.jsonl"
-            if rounds.exists() and rounds.read_text().strip():
-                break
-            time.sleep(0.05)
+        wait_for_a_round(first)
         os.kill(os.getpid(), signal.SIGINT)
 
     # Python's own Ctrl-C handler, as in a notebook or terminal: a suite started in the
@@ -177,6 +172,41 @@ def test_a_library_caller_goes_on_after_a_stop(alone, tmp_path, tiny_cfg_module,
 
     for outlet in (logging.getLogger("flwr"), *logging.getLogger("ray").handlers):
         assert not [f for f in outlet.filters if isinstance(f, _QuietAfterStop)], outlet
+
+
+def test_a_stop_that_finds_the_raylet_gone_lets_a_library_caller_go_on(alone, tmp_path):
+    """stop_ray's fallback: a Ctrl-C sent to the whole process group (a terminal's) can
+    take Ray's raylet down before the stop reaches fedkt. Then the driver cannot let go of
+    Ray before Ray's processes end; they are killed at once and the driver disconnects on
+    a thread of its own (~5 s against a dead GCS), which the next simulation waits for.
+    The caller's process must survive it: no ``QuickExit`` from a driver thread, and no
+    end once Ray's GCS reconnect timeout has passed (a driver left connected to the dead
+    GCS). Run in a process of its own, so that a regression ends that process and not the
+    suite; the timeout is shortened (60 s -> 15 s, still three times the disconnect) and
+    the process outlives it before it exits."""
+    import os
+    import subprocess
+
+    from tiny import ROOT
+
+    env = {
+        **os.environ,
+        "RAY_gcs_rpc_server_reconnect_timeout_s": "15",
+        "FEDKT_TEST_LINGER": "20",
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "stop_with_raylet_gone.py"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["outcome"] == "stopped"
+    assert report["killed"], "the fallback was not taken: Ray's processes were not killed"
+    assert not report["ray_initialized"] and not report["disconnecting"]
+    _same_results(alone, tmp_path / "again")
 
 
 def test_after_a_stop_the_engine_makes_no_call_into_ray(monkeypatch):

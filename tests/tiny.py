@@ -17,6 +17,20 @@ TINY = [
 ]
 
 
+def wait_for_a_round(run_dir, timeout: float = 120.0) -> None:
+    """Return once the run writing into ``run_dir`` has recorded its first round (or
+    ``timeout`` seconds have passed): where the stop tests send their stop, so that it
+    lands while clients train the next round."""
+    import time
+
+    rounds = Path(run_dir) / "rounds.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if rounds.exists() and rounds.read_text().strip():
+            return
+        time.sleep(0.05)
+
+
 def in_order(run):
     """A comparison's cell runner (:data:`fedkt.compare.RunCells`) that runs its cells one
     after another with ``run(cfg, cdir)``: what the tests' stand-in simulations need."""
