@@ -43,7 +43,7 @@ from fedkt.data.layout import prepare_layouts
 from fedkt.errors import ConfigError, FedktError, ResultsError
 from fedkt.experiment import resolve
 from fedkt.parallel import CellTask
-from fedkt.provenance import code_digest
+from fedkt.provenance import code_digest, kernel_identity, run_device
 from fedkt.report import CellResult, confidence_interval, markdown, summarise
 from fedkt.results import atomic_write, read_json
 from fedkt.tuning import Trial, TuneConfig, choose, trials, with_values
@@ -257,19 +257,32 @@ def _without(cfg: ExperimentConfig, fields: Sequence[str]) -> dict[str, Any]:
     return data
 
 
+def _provenance(cfg: ExperimentConfig) -> dict[str, str]:
+    """What, besides its config, decides a run's numbers here: the code that would run it
+    and the kernels it would run on (:mod:`fedkt.provenance`)."""
+    return {
+        "code": code_digest(tuple(cfg.plugins)),
+        "kernels": kernel_identity(run_device(cfg.device)),
+    }
+
+
 def result_key(cfg: ExperimentConfig) -> str:
     """Identifies a run's numbers: its resolved config without :data:`RESULT_NEUTRAL`
-    fields, and the code that runs it (:func:`fedkt.provenance.code_digest`)."""
-    data = _without(cfg, RESULT_NEUTRAL)
-    data["code"] = code_digest(tuple(cfg.plugins))
+    fields, the code that runs it and the kernels it runs on (:func:`_provenance`)."""
+    data = {**_without(cfg, RESULT_NEUTRAL), **_provenance(cfg)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def finished_runs(dirs: Sequence[Path]) -> dict[str, Path]:
+def finished_runs(
+    dirs: Sequence[Path], log: Callable[[str], None] = lambda message: None
+) -> dict[str, Path]:
     """Finished runs anywhere under ``dirs`` (comparison cells, tuning trials, single
     runs), by :func:`result_key`. A run counts only if its summary names the code that
-    would run it now: results of an older protocol are never reused."""
+    would run it now, and kernels of this machine's kind: results of an older protocol
+    are never reused, nor those of a machine that rounds differently (``log`` says how
+    many of those were passed over, as they would otherwise look reusable)."""
     found: dict[str, Path] = {}
+    elsewhere: Counter[tuple[str, str]] = Counter()
     for folder in dirs:
         if not folder.is_dir():
             raise ConfigError(f"--reuse: {folder} is not a directory")
@@ -280,8 +293,21 @@ def finished_runs(dirs: Sequence[Path]) -> dict[str, Path]:
                 cfg = load_config(run / "config.yaml")
             except (OSError, ValueError, FedktError):
                 continue  # not a fedkt run, or one this version cannot read: never reused
-            if isinstance(summary, dict) and summary.get("code") == code_digest(tuple(cfg.plugins)):
-                found.setdefault(result_key(cfg), run)
+            if not isinstance(summary, dict):
+                continue
+            here = _provenance(cfg)
+            if summary.get("code") != here["code"]:
+                continue
+            if summary.get("kernels") != here["kernels"]:
+                elsewhere[(str(summary.get("kernels") or "not recorded"), here["kernels"])] += 1
+                continue
+            found.setdefault(result_key(cfg), run)
+    for (theirs, ours), n in elsewhere.items():
+        log(
+            f"--reuse: {n} finished run(s) of this code were computed on other kernels "
+            f"({theirs}; here: {ours}) and are run again: another kind of machine may "
+            "round differently"
+        )
     return found
 
 
@@ -328,7 +354,7 @@ def run_compare(
             raise ConfigError(f"{out} holds a different comparison; use another --out or delete it")
     else:
         atomic_write(plan_file, json.dumps(plan, indent=2))
-    finished = finished_runs(reuse) if reuse else {}
+    finished = finished_runs(reuse, log) if reuse else {}
     counts = {"run": 0, "reused": 0}
 
     def run_or_reuse(tasks: list[CellTask]) -> None:
@@ -492,14 +518,26 @@ def provenance_markdown(summaries: list[dict[str, Any]]) -> str:
     codes = Counter(str(s.get("code") or "unknown") for s in summaries)
     if not codes:
         return ""
+    kernels = Counter(str(s.get("kernels") or "not recorded") for s in summaries)
     if len(codes) == 1:
         code = next(iter(codes))
-        return f"\n\nEvery cell was computed by the same code (digest `{code[:12]}`).\n"
-    parts = ", ".join(f"`{c[:12]}` ({n} cells)" for c, n in codes.most_common())
+        text = f"\n\nEvery cell was computed by the same code (digest `{code[:12]}`)"
+    else:
+        parts = ", ".join(f"`{c[:12]}` ({n} cells)" for c, n in codes.most_common())
+        text = (
+            f"\n\n**Warning:** the cells were computed by {len(codes)} different versions of "
+            f"the code ({parts}): the comparison was resumed across a code change. Rerun it in "
+            "a fresh folder (`--reuse` copies the cells that still match) before reading the "
+            "numbers"
+        )
+    if len(kernels) == 1:
+        return f"{text}, on the same kernels (`{next(iter(kernels))}`).\n"
+    parts = ", ".join(f"`{k}` ({n} cells)" for k, n in kernels.most_common())
     return (
-        f"\n\n**Warning:** the cells were computed by {len(codes)} different versions of the "
-        f"code ({parts}): the comparison was resumed across a code change. Rerun it in a fresh "
-        "folder (`--reuse` copies the cells that still match) before reading the numbers.\n"
+        f"{text}.\n\n**Warning:** the cells ran on {len(kernels)} kinds of kernels ({parts}): "
+        "the comparison was resumed or extended on another kind of machine, whose arithmetic "
+        "may round differently, so a seed's cells of two strategies may not be paired on "
+        "equal terms. Rerun it on one kind of machine before reading small differences.\n"
     )
 
 

@@ -1,17 +1,22 @@
-"""Which code produced a result: a digest of fedkt's source, its plugins and the versions
-of the libraries that compute the numbers.
+"""Which code produced a result, and on which kernels: a digest of fedkt's source, its
+plugins and the versions of the libraries that compute the numbers, and the processor (or
+GPU) features that decide which of those libraries' kernels ran.
 
-A run's numbers are a function of its resolved config *and* of this code. The digest is
-written into every ``summary.json`` so that a finished run can be reused in place of an
-identical one (``fedkt compare --reuse``) only when the code that made it is the code
-that would make it again; any edit to fedkt, a plugin, or a library upgrade breaks the
-match instead of silently mixing results of two protocols.
+A run's numbers are a function of its resolved config, of this code *and* of the kernels
+the arithmetic ran on. Both are written into every ``summary.json`` so that a finished
+run can be reused in place of an identical one (``fedkt compare --reuse``) only when it
+would be computed again to the same bits: any edit to fedkt, a plugin, or a library
+upgrade breaks the match, and so does a machine whose kernels round differently (an
+11-row matrix product rounded differently on an AVX-512/AMX Xeon than on the machine a
+test was written on; the same seed is the same numbers on one kind of machine only).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import platform
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +25,15 @@ from pathlib import Path
 PACKAGES = ("fedkt", "fedkt.clients", "fedkt.server", "fedkt.strategies")
 #: Libraries whose version can change the numbers (kernels, RNG streams, Flower's sampling).
 LIBRARIES = ("torch", "numpy", "scikit-learn", "flwr")
+#: x86 features on which MKL, oneDNN and PyTorch's own CPU kernels choose their code paths
+#: (vector width, fused multiply-add, low-precision dot products, AMX tiles).
+KERNEL_FLAGS = (
+    "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve",
+)  # fmt: skip
+#: Environment variables that make those libraries use other kernels than the machine's best.
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA",
+              "DNNL_MAX_CPU_ISA")  # fmt: skip
 
 
 def _sources(module: str) -> list[tuple[str, Path]]:
@@ -52,3 +66,57 @@ def code_digest(plugins: tuple[str, ...] = ()) -> str:
             version = "-"
         h.update(f"{lib}=={version}\0".encode())
     return h.hexdigest()
+
+
+def run_device(name: str) -> str:
+    """The device type a run configured with ``device: name`` computes on here (``auto``:
+    CUDA when this process sees a GPU). Unlike :func:`fedkt.training.resolve_device` it
+    never raises: a ``cuda`` run asked about on a machine without a GPU is still a cuda
+    run, just not one this machine can reproduce."""
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda":
+        return "cuda"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cpu() -> tuple[str, list[str]]:
+    """(vendor, the :data:`KERNEL_FLAGS` present) from ``/proc/cpuinfo``; elsewhere
+    (macOS, Windows) what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+    except OSError:
+        return platform.processor() or "unknown", []
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    vendor = fields.get("vendor_id") or fields.get("CPU implementer") or "unknown"
+    return vendor, [f for f in KERNEL_FLAGS if f in flags]
+
+
+@lru_cache(maxsize=None)
+def kernel_identity(device: str = "cpu") -> str:
+    """What decides which numeric kernels a run on ``device`` (``cpu`` or ``cuda``, see
+    :func:`run_device`) executes on this machine: the architecture, the CPU's vendor and
+    the features its libraries dispatch on, PyTorch's CPU capability, any environment
+    variable that overrides them, and for CUDA the GPU and the CUDA and cuDNN versions.
+    Two machines with the same identity run the same kernels; two with different ones may
+    round differently, so their runs are not interchangeable. A run records the identity of
+    the process that writes its summary: in a simulation on a Ray cluster, the head's (the
+    other nodes' are not checked)."""
+    import torch
+
+    vendor, flags = _cpu()
+    parts = [platform.machine(), vendor, f"aten={torch.backends.cpu.get_cpu_capability()}"]
+    parts += flags
+    parts += [f"{k}={os.environ[k]}" for k in KERNEL_ENV if os.environ.get(k)]
+    if device == "cuda":
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        cudnn = torch.backends.cudnn.version()
+        parts += [f"gpu={gpu}", f"cuda={torch.version.cuda}", f"cudnn={cudnn}"]
+    return " ".join(parts)

@@ -28,7 +28,7 @@ import numpy as np
 from fedkt.config import ExperimentConfig
 from fedkt.errors import ResultsError
 from fedkt.experiment import Experiment
-from fedkt.provenance import code_digest
+from fedkt.provenance import code_digest, kernel_identity, run_device
 from fedkt.rounds import RoundRecord
 from fedkt.textfiles import read_text
 
@@ -286,6 +286,7 @@ class ResultsWriter:
             "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
             "code": code_digest(tuple(self.cfg.plugins)),  # which code made these numbers
+            "kernels": kernel_identity(run_device(self.cfg.device)),  # and on which kernels
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))

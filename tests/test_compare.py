@@ -19,6 +19,7 @@ from fedkt.compare import (
 )
 from fedkt.errors import ConfigError
 from fedkt.experiment import resolve
+from fedkt.provenance import kernel_identity
 from fedkt.results import ResultsWriter
 from fedkt.rounds import RoundRecord
 
@@ -182,16 +183,52 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
         [tmp_path / "a"],
     )
     assert len(calls) == 8
-    assert "Every cell was computed by the same code" in (tmp_path / "b" / "report.md").read_text()
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Every cell was computed by the same code" in report
+    assert f"on the same kernels (`{kernel_identity()}`)" in report
     mixed = compare.provenance_markdown(
         [{"code": "a" * 64}, {"code": "b" * 64}, {"code": "a" * 64}]
     )
     assert "**Warning:** the cells were computed by 2 different versions" in mixed
     assert "`aaaaaaaaaaaa` (2 cells)" in mixed
+    # runs of the same code from a machine whose kernels differ are run again, and said so
+    kernels = compare.kernel_identity
+    monkeypatch.setattr(compare, "kernel_identity", lambda device="cpu": "other " + device)
+    said: list[str] = []
+    assert compare.finished_runs([tmp_path / "a"], said.append) == {}
+    assert said == [
+        f"--reuse: 8 finished run(s) of this code were computed on other kernels "
+        f"({kernels()}; here: other cpu) and are run again: another kind of machine may "
+        "round differently"
+    ]
+    monkeypatch.setattr(compare, "kernel_identity", kernels)
+    assert len(compare.finished_runs([tmp_path / "a"])) == 8
     monkeypatch.setattr(compare, "code_digest", lambda plugins=(): "edited")
     assert compare.finished_runs([tmp_path / "a"]) == {}
     with pytest.raises(ConfigError, match="--reuse: .* is not a directory"):
         compare.finished_runs([tmp_path / "nope"])
+
+
+def test_the_report_warns_when_cells_ran_on_different_kernels():
+    """A comparison resumed or extended on another kind of machine: the same code, but
+    arithmetic that may round differently, so the reader is told which cells ran where."""
+    from fedkt.compare import provenance_markdown
+
+    one = provenance_markdown([{"code": "a" * 64, "kernels": "x86 avx2"}] * 2)
+    assert "same code (digest `aaaaaaaaaaaa`), on the same kernels (`x86 avx2`)" in one
+    assert "Warning" not in one
+    two = provenance_markdown(
+        [
+            {"code": "a" * 64, "kernels": "x86 avx2"},
+            {"code": "a" * 64, "kernels": "x86 avx512f"},
+            {"code": "a" * 64, "kernels": "x86 avx2"},
+        ]
+    )
+    assert "**Warning:** the cells ran on 2 kinds of kernels" in two
+    assert "`x86 avx2` (2 cells), `x86 avx512f` (1 cells)" in two
+    assert "different versions" not in two
+    old = provenance_markdown([{"code": "a" * 64}])  # a run from before kernels were kept
+    assert "on the same kernels (`not recorded`)" in old
 
 
 def test_report_statistics_match_cells(tmp_path):

@@ -1,0 +1,70 @@
+"""What a run's numbers depend on besides its config: the code, and the kernels the
+arithmetic ran on (the same seed gives the same bits on one kind of machine only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedkt import provenance
+from fedkt.provenance import kernel_identity, run_device
+
+
+@pytest.fixture(autouse=True)
+def fresh_identity():
+    kernel_identity.cache_clear()
+    yield
+    kernel_identity.cache_clear()
+
+
+def test_the_cpus_vendor_and_dispatch_features_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma avx512f "
+        "sha_ni\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n"
+    )
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k),
+    )
+    assert provenance._cpu() == ("AuthenticAMD", ["avx", "avx2", "fma", "avx512f"])
+
+
+def test_the_identity_changes_with_what_makes_other_kernels_run(monkeypatch):
+    for name in provenance.KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    here = kernel_identity()
+    assert here == kernel_identity("cpu")  # cached, and stable
+    monkeypatch.setattr(provenance, "_cpu", lambda: ("AuthenticAMD", ["avx2", "fma"]))
+    kernel_identity.cache_clear()
+    amd = kernel_identity()
+    assert amd.split()[1] == "AuthenticAMD" and amd.endswith(" avx2 fma") and amd != here
+    kernel_identity.cache_clear()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # PyTorch told to use its plain kernels
+    assert kernel_identity() == f"{amd} ATEN_CPU_CAPABILITY=default"
+    assert kernel_identity("cuda").startswith(kernel_identity() + " gpu=")
+
+
+def test_run_device_never_raises_and_follows_auto():
+    import torch
+
+    assert run_device("cpu") == "cpu"
+    assert run_device("cuda") == "cuda"  # even without a GPU here: it is a cuda run
+    assert run_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_run_records_its_kernels(tmp_path):
+    from fedkt.config import load_config
+    from fedkt.experiment import resolve
+    from fedkt.results import ResultsWriter
+    from fedkt.rounds import RoundRecord
+
+    cfg = load_config(None, ["num_clients=2", "rounds=1"])
+    writer = ResultsWriter(tmp_path, resolve(cfg))
+    writer.add_round(RoundRecord(round=1), [{"client": 0, "accuracy": 0.5}], None)
+    writer.finish(1.0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["kernels"] == kernel_identity("cpu")
+    assert summary["code"] == provenance.code_digest()
