@@ -170,6 +170,13 @@ class ResultsWriter:
         # rounds are in fusion_weights.jsonl.
         self.last_weights: tuple[int, list[int], np.ndarray] | None = None
         self.attackers = exp.attackers
+        # Which code and kernels compute this run, taken as it starts: the source files are
+        # hashed as they are on disk, and an edit made while the run goes must not be
+        # credited with its numbers (code_digest is cached per process from then on).
+        self.provenance = {
+            "code": code_digest(tuple(cfg.plugins)),
+            "kernels": kernel_identity(run_device(cfg.device)),
+        }
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
         kept: dict[str, list[str]] = {
             "metrics.jsonl": [],
@@ -285,8 +292,7 @@ class ResultsWriter:
             "bytes_up": int(sum(r.bytes_up for r in self.rounds)),
             "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
-            "code": code_digest(tuple(self.cfg.plugins)),  # which code made these numbers
-            "kernels": kernel_identity(run_device(self.cfg.device)),  # and on which kernels
+            **self.provenance,  # which code made these numbers, on which kernels
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))

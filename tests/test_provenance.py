@@ -55,7 +55,10 @@ def test_run_device_never_raises_and_follows_auto():
     assert run_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_a_run_records_its_kernels(tmp_path):
+def test_a_run_records_its_kernels_and_the_code_as_it_started(tmp_path, monkeypatch):
+    """The digest is taken when the run starts: sources edited while it goes (seen: a
+    20-round benchmark's summary named code written during its run) are not credited."""
+    from fedkt import results
     from fedkt.config import load_config
     from fedkt.experiment import resolve
     from fedkt.results import ResultsWriter
@@ -63,6 +66,7 @@ def test_a_run_records_its_kernels(tmp_path):
 
     cfg = load_config(None, ["num_clients=2", "rounds=1"])
     writer = ResultsWriter(tmp_path, resolve(cfg))
+    monkeypatch.setattr(results, "code_digest", lambda plugins=(): "edited meanwhile")
     writer.add_round(RoundRecord(round=1), [{"client": 0, "accuracy": 0.5}], None)
     writer.finish(1.0)
     summary = json.loads((tmp_path / "summary.json").read_text())
