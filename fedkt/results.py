@@ -48,6 +48,10 @@ def default_out_dir(cfg: ExperimentConfig, base: str | os.PathLike[str] = "runs"
     return path
 
 
+#: The kernels a run's rounds ran on, by span of rounds (see ``ResultsWriter``).
+KERNELS_FILE = "kernels.json"
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file + rename, so readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -175,7 +179,9 @@ class ResultsWriter:
         # credited with its numbers (code_digest is cached per process from then on).
         self.provenance = {
             "code": code_digest(tuple(cfg.plugins)),
-            "kernels": kernel_identity(run_device(cfg.device)),
+            "kernels": self._kernels_by_round(
+                kernel_identity(run_device(cfg.device)), resume_round
+            ),
         }
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
         kept: dict[str, list[str]] = {
@@ -206,6 +212,29 @@ class ResultsWriter:
                 (self.dir / name).unlink(missing_ok=True)  # exists only for strategies that fuse
                 continue
             atomic_write(self.dir / name, "".join(line + "\n" for line in lines))
+
+    def _kernels_by_round(self, here: str, resume_round: int) -> str:
+        """The kernels this run's rounds ran on, kept in :data:`KERNELS_FILE` as
+        ``[first round, identity]`` spans: a run resumed on another kind of machine has
+        rounds of two, and its summary must say so (``"A (from round 1) | B (from round
+        k + 1)"``), so that it is never reused as a run of either kind and its report warns.
+        A run begun before spans were kept has its first rounds' kernels "not recorded"."""
+        path = self.dir / KERNELS_FILE
+        spans: list[list[Any]] = []
+        if resume_round > 0:
+            kept = read_json(path) if path.exists() else [[1, "not recorded"]]
+            if not isinstance(kept, list) or not all(
+                isinstance(x, list) and len(x) == 2 and type(x[0]) is int and isinstance(x[1], str)
+                for x in kept
+            ):
+                raise ResultsError(f"{path}: not fedkt's kernel spans ([first round, kernels])")
+            spans = [span for span in kept if span[0] <= resume_round]
+        if not spans or spans[-1][1] != here:
+            spans.append([resume_round + 1, here])
+        atomic_write(path, json.dumps(spans))
+        if len(spans) == 1:
+            return here
+        return " | ".join(f"{kernels} (from round {first})" for first, kernels in spans)
 
     def add_round(
         self,

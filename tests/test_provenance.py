@@ -72,3 +72,51 @@ def test_a_run_records_its_kernels_and_the_code_as_it_started(tmp_path, monkeypa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kernels"] == kernel_identity("cpu")
     assert summary["code"] == provenance.code_digest()
+
+
+def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
+    tmp_path, monkeypatch
+):
+    """Rounds 1-2 on one kind of machine, 3-4 on another (a killed run continued
+    elsewhere): the summary names both, by first round, so --reuse matches neither kind
+    and the report counts it as a kind of its own. Resumed on the same kind, nothing shows."""
+    from fedkt import results
+    from fedkt.config import load_config
+    from fedkt.errors import ResultsError
+    from fedkt.experiment import resolve
+    from fedkt.results import KERNELS_FILE, ResultsWriter
+    from fedkt.rounds import RoundRecord
+
+    exp = resolve(load_config(None, ["num_clients=2", "rounds=4"]))
+    here = kernel_identity("cpu")
+
+    def rounds(writer, first, last):
+        for r in range(first, last + 1):
+            writer.add_round(RoundRecord(round=r), [{"client": 0, "accuracy": 0.5}], None)
+
+    same, moved = tmp_path / "same", tmp_path / "moved"
+    for run in (same, moved):
+        rounds(ResultsWriter(run, exp), 1, 3)  # killed after round 3, round 3 not checkpointed
+    resumed = ResultsWriter(same, exp, resume_round=2)
+    rounds(resumed, 3, 4)
+    assert resumed.finish(1.0)["kernels"] == here
+
+    monkeypatch.setattr(results, "kernel_identity", lambda device="cpu": "other kind")
+    resumed = ResultsWriter(moved, exp, resume_round=2)
+    rounds(resumed, 3, 4)
+    summary = resumed.finish(1.0)
+    assert summary["kernels"] == f"{here} (from round 1) | other kind (from round 3)"
+    assert json.loads((moved / "summary.json").read_text())["kernels"] == summary["kernels"]
+    assert [r.round for r in resumed.rounds] == [1, 2, 3, 4]
+
+    # resumed again at round 2 on the first kind: the second kind's span is dropped
+    monkeypatch.setattr(results, "kernel_identity", kernel_identity)
+    assert ResultsWriter(moved, exp, resume_round=2).provenance["kernels"] == here
+
+    (moved / KERNELS_FILE).write_text('{"not": "spans"}')
+    with pytest.raises(ResultsError, match="kernels.json: not fedkt's kernel spans"):
+        ResultsWriter(moved, exp, resume_round=2)
+    (moved / KERNELS_FILE).unlink()  # a run begun before spans were kept
+    assert ResultsWriter(moved, exp, resume_round=2).provenance["kernels"] == (
+        f"not recorded (from round 1) | {here} (from round 3)"
+    )
