@@ -37,6 +37,7 @@ from fedkt.experiment import Experiment, experiment_from_json
 from fedkt.faults import injected_delay, node_restarts
 from fedkt.learner import Learner, ModelPool
 from fedkt.memory import release_freed_memory
+from fedkt.provenance import kernel_identity, run_device
 from fedkt.strategies.base import through_codec
 
 
@@ -214,7 +215,12 @@ def handshake(msg: Message, context: Context) -> Message:
                     P.RESUMED_ROUND: resumed,
                 }
             ),
-            P.ARCH: ConfigRecord({"architecture": description}),
+            P.ARCH: ConfigRecord(
+                {
+                    "architecture": description,
+                    P.KERNELS: kernel_identity(run_device(exp.config.device)),
+                }
+            ),
         }
     )
     return Message(content, reply_to=msg)

@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="results folder (a comparison, or any folder of runs) whose finished runs stand in "
-        "for identical cells: same resolved config (its name aside) and same fedkt code; "
-        "copied, not rerun (repeatable)",
+        "for identical cells: same resolved config (its name aside), same fedkt code and "
+        "kernels of this machine's kind; copied, not rerun (repeatable)",
     )
     comp.add_argument(
         "--check", action="store_true", help="only validate the comparison and every cell's config"

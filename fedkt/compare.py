@@ -519,25 +519,30 @@ def provenance_markdown(summaries: list[dict[str, Any]]) -> str:
     if not codes:
         return ""
     kernels = Counter(str(s.get("kernels") or "not recorded") for s in summaries)
+    one_kind = len(kernels) == 1
     if len(codes) == 1:
         code = next(iter(codes))
         text = f"\n\nEvery cell was computed by the same code (digest `{code[:12]}`)"
+        text += f" on the same kernels (`{next(iter(kernels))}`).\n" if one_kind else ".\n"
     else:
         parts = ", ".join(f"`{c[:12]}` ({n} cells)" for c, n in codes.most_common())
         text = (
             f"\n\n**Warning:** the cells were computed by {len(codes)} different versions of "
             f"the code ({parts}): the comparison was resumed across a code change. Rerun it in "
             "a fresh folder (`--reuse` copies the cells that still match) before reading the "
-            "numbers"
+            "numbers.\n"
         )
-    if len(kernels) == 1:
-        return f"{text}, on the same kernels (`{next(iter(kernels))}`).\n"
+        if one_kind:
+            text += f"\nEvery cell ran on the same kernels (`{next(iter(kernels))}`).\n"
+    if one_kind:
+        return text
     parts = ", ".join(f"`{k}` ({n} cells)" for k, n in kernels.most_common())
     return (
-        f"{text}.\n\n**Warning:** the cells ran on {len(kernels)} kinds of kernels ({parts}): "
-        "the comparison was resumed or extended on another kind of machine, whose arithmetic "
-        "may round differently, so a seed's cells of two strategies may not be paired on "
-        "equal terms. Rerun it on one kind of machine before reading small differences.\n"
+        f"{text}\n**Warning:** the cells ran on {len(kernels)} kinds of kernels ({parts}): "
+        "the comparison was resumed or extended on another kind of machine (or its clients "
+        "ran on machines of other kinds), whose arithmetic may round differently, so a seed's "
+        "cells of two strategies may not be paired on equal terms. Rerun it on one kind of "
+        "machine before reading small differences.\n"
     )
 
 

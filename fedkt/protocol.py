@@ -11,7 +11,8 @@ FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
   start; k: restore the state saved at round <= k) and ``STATE_ON_DISK`` (true: keep the
   model in the checkpoint file only, its round in the node's state; the server says so
   where every node shares its disk: a simulation on one machine); the client replies ``METRICS``
-  (partition id, sample count, ``RESUMED_ROUND``) and ``ARCH`` (its architecture).
+  (partition id, sample count, ``RESUMED_ROUND``) and ``ARCH`` (its architecture and, as
+  ``KERNELS``, the kernels it computes on: :func:`fedkt.provenance.kernel_identity`).
 - ``train``: ``CONFIG`` (``server-round``, optional ``proximal-mu``) and, for weight-sharing
   strategies, ``ARRAYS`` (the global model). The client trains locally and replies
   ``METRICS``, plus ``KNOWLEDGE`` and/or ``ARRAYS`` as its strategy shares them.
@@ -26,6 +27,7 @@ FedProx, FedAdam) talk to fedkt's ClientApp unchanged.
 EXPERIMENT = "fedkt"
 EXPERIMENT_KEY = "config"
 ARCH = "arch"
+KERNELS = "kernels"
 CONFIG = "config"
 ARRAYS = "arrays"
 METRICS = "metrics"

@@ -83,8 +83,10 @@ def run_device(name: str) -> str:
 
 
 def _cpu() -> tuple[str, list[str]]:
-    """(vendor, the :data:`KERNEL_FLAGS` present) from ``/proc/cpuinfo``; elsewhere
-    (macOS, Windows) what ``platform`` knows."""
+    """(vendor and model, the :data:`KERNEL_FLAGS` present) from ``/proc/cpuinfo``;
+    elsewhere (macOS, Windows) what ``platform`` knows. The model counts as well as the
+    features: MKL picks other code paths for CPU generations with the same flags, and
+    OpenBLAS its kernels per ARM core type."""
     try:
         with open("/proc/cpuinfo") as fh:
             info = fh.read()
@@ -93,10 +95,18 @@ def _cpu() -> tuple[str, list[str]]:
     fields: dict[str, str] = {}
     for line in info.splitlines():
         key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first processor's
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    vendor = fields.get("vendor_id") or fields.get("CPU implementer") or "unknown"
-    return vendor, [f for f in KERNEL_FLAGS if f in flags]
+        fields.setdefault(key.strip().lower(), value.strip())  # the first processor's
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    vendor = fields.get("vendor_id") or fields.get("cpu implementer") or "unknown"
+    model = [  # x86: family and model; ARM: the core's part number; POWER, RISC-V: their names
+        f"{name}={fields[key]}"
+        for key, name in (
+            ("cpu family", "family"), ("model", "model"), ("cpu part", "part"),
+            ("cpu", "cpu"), ("uarch", "uarch"),
+        )  # fmt: skip
+        if fields.get(key)
+    ]
+    return " ".join([vendor, *model]), [f for f in KERNEL_FLAGS if f in flags]
 
 
 @lru_cache(maxsize=None)
@@ -107,8 +117,8 @@ def kernel_identity(device: str = "cpu") -> str:
     variable that overrides them, and for CUDA the GPU and the CUDA and cuDNN versions.
     Two machines with the same identity run the same kernels; two with different ones may
     round differently, so their runs are not interchangeable. A run records the identity of
-    the process that writes its summary: in a simulation on a Ray cluster, the head's (the
-    other nodes' are not checked)."""
+    the process that writes its summary and, where they differ from it, those its clients
+    reported in their handshake (a deployment, a Ray cluster: ``ResultsWriter``)."""
     import torch
 
     vendor, flags = _cpu()

@@ -7,7 +7,10 @@ Layout::
     rounds.jsonl         one line per round: ALMA, bytes, participation, wall time
     fusion_weights.jsonl one line per round: the round's participants and their k x k
                          fusion weights (row n: whom client n learned from)
-    summary.json         final figures (written atomically at the end)
+    kernels.json         the kernels this process computed on, by span of rounds (a run
+                         resumed on another kind of machine has two)
+    summary.json         final figures, the code digest and the kernels (written
+                         atomically at the end)
     accuracy.png         ALMA / global / worst-client accuracy per round
     fusion_weights.png   heat map of the last round's fusion weights (when fused)
 """
@@ -20,6 +23,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +181,12 @@ class ResultsWriter:
         # Which code and kernels compute this run, taken as it starts: the source files are
         # hashed as they are on disk, and an edit made while the run goes must not be
         # credited with its numbers (code_digest is cached per process from then on).
+        self.here = kernel_identity(run_device(cfg.device))
         self.provenance = {
             "code": code_digest(tuple(cfg.plugins)),
-            "kernels": self._kernels_by_round(
-                kernel_identity(run_device(cfg.device)), resume_round
-            ),
+            "kernels": self._kernels_by_round(self.here, resume_round),
         }
+        self.client_kernels: dict[int, str] = {}  # partition -> what its client computes on
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
         kept: dict[str, list[str]] = {
             "metrics.jsonl": [],
@@ -223,18 +227,46 @@ class ResultsWriter:
         spans: list[list[Any]] = []
         if resume_round > 0:
             kept = read_json(path) if path.exists() else [[1, "not recorded"]]
-            if not isinstance(kept, list) or not all(
-                isinstance(x, list) and len(x) == 2 and type(x[0]) is int and isinstance(x[1], str)
-                for x in kept
+            if (
+                not isinstance(kept, list)
+                or not kept
+                or not all(
+                    isinstance(x, list)
+                    and len(x) == 2
+                    and type(x[0]) is int
+                    and isinstance(x[1], str)
+                    for x in kept
+                )
+                or kept[0][0] != 1
             ):
-                raise ResultsError(f"{path}: not fedkt's kernel spans ([first round, kernels])")
+                raise ResultsError(
+                    f"{path}: not fedkt's kernel spans ([first round, kernels], from round 1)"
+                )
             spans = [span for span in kept if span[0] <= resume_round]
-        if not spans or spans[-1][1] != here:
+        # a run stopped after its last round's checkpoint computes nothing more when resumed
+        if (not spans or spans[-1][1] != here) and resume_round < self.cfg.rounds:
             spans.append([resume_round + 1, here])
         atomic_write(path, json.dumps(spans))
         if len(spans) == 1:
             return here
         return " | ".join(f"{kernels} (from round {first})" for first, kernels in spans)
+
+    def clients_computed_on(self, kernels: dict[int, str]) -> None:
+        """Record the kernels clients said in their handshake they compute on (partition ->
+        :func:`fedkt.provenance.kernel_identity`): in a deployment or on a Ray cluster
+        they are other machines than the one writing this summary."""
+        self.client_kernels.update(kernels)
+
+    def _kernels(self) -> str:
+        """The summary's ``kernels``: this process's (by span of rounds), and the kinds of
+        clients that computed on other kernels, if any; a run whose clients all ran here
+        names this machine's kernels alone, so it matches a local rerun's."""
+        others = Counter(k for k in self.client_kernels.values() if k != self.here)
+        if not others:
+            return self.provenance["kernels"]
+        n = len(self.client_kernels)
+        parts = " | ".join(f"{k} ({c} of {n} clients)" for k, c in sorted(others.items()))
+        return f"{self.provenance['kernels']} | clients: {parts}"
 
     def add_round(
         self,
@@ -322,6 +354,7 @@ class ResultsWriter:
             "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
             **self.provenance,  # which code made these numbers, on which kernels
+            "kernels": self._kernels(),
             **(extra or {}),
         }
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))

@@ -10,7 +10,7 @@ number traceable and what ``fedkt compare --reuse`` needs to stand in for a cell
 - at the top, readable as they are: the comparison's plan (``compare.json``), report,
   ``results.csv``, ``tuning.json`` and figures;
 - ``runs.tar.xz``: per cell and per tuning trial its ``config.yaml`` and ``summary.json``
-  (whose code digest must match for reuse) and its per-round, per-client records
+  (whose code digest and kernels must match for reuse) and its per-round, per-client records
   (``*.jsonl``), at their paths in the comparison folder. Unpack it to reuse the runs:
   ``mkdir -p runs/x && tar -xJf evidence/<name>/runs.tar.xz -C runs/x`` then
   ``fedkt compare ... --reuse runs/x``.

@@ -58,7 +58,9 @@ def digest(run: Path) -> dict[str, object]:
             for line in lines:
                 line.pop("wall_seconds", None)
             out[name] = hashlib.sha256(json.dumps(lines, sort_keys=True).encode()).hexdigest()[:16]
-    out["alma"] = json.loads((run / "summary.json").read_text())["alma"]
+    summary = json.loads((run / "summary.json").read_text())
+    out["alma"] = summary["alma"]
+    out["kernels"] = summary.get("kernels", "not recorded")  # another kind: other numbers
     return out
 
 
@@ -92,6 +94,18 @@ def main() -> int:
         before = json.loads(Path(args.against).read_text())
         differ = [n for n in results if before.get(n) != results[n]]
         print("identical" if not differ else f"differ: {', '.join(differ)}")
+        elsewhere = [
+            n
+            for n in differ
+            if isinstance(before.get(n), dict)
+            and isinstance(results[n], dict)
+            and before[n].get("kernels") != results[n].get("kernels")
+        ]
+        if elsewhere:
+            print(
+                f"note: {', '.join(elsewhere)} ran on other kernels than in {args.against} "
+                "(another kind of machine): its numbers may differ with no change to the code"
+            )
         return 1 if differ else 0
     return 0
 

@@ -179,15 +179,15 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
 
 def handshake(
     grid: Grid, cfg: ExperimentConfig, checkpoints: str = "", resume_round: int = 0
-) -> tuple[dict[int, int], dict[int, str], int]:
+) -> tuple[dict[int, int], dict[int, str], dict[int, str], int]:
     """Send the config to every node (with where to checkpoint, and the round to resume
-    from); learn partition id -> node id and architectures."""
+    from); learn partition id -> node id, architectures and kernels."""
     nodes = wait_for_nodes(grid, cfg.num_clients, cfg.wait_for_nodes)
     if len(nodes) < cfg.min_clients:
         raise ExperimentError(
             f"only {len(nodes)} nodes connected, min_clients is {cfg.min_clients}"
         )
-    mapping, archs, nbytes = configure_nodes(grid, cfg, nodes, checkpoints, resume_round)
+    mapping, archs, kernels, nbytes = configure_nodes(grid, cfg, nodes, checkpoints, resume_round)
     if len(mapping) < cfg.min_clients:
         raise ExperimentError(
             f"only {len(mapping)} of {len(nodes)} nodes completed the handshake "
@@ -195,7 +195,7 @@ def handshake(
         )
     if len(mapping) < cfg.num_clients:
         log(WARNING, "%d of %d clients present; running with those", len(mapping), cfg.num_clients)
-    return mapping, archs, nbytes
+    return mapping, archs, kernels, nbytes
 
 
 def configure_nodes(
@@ -205,11 +205,12 @@ def configure_nodes(
     checkpoints: str = "",
     resume_round: int = 0,
     state_on_disk: bool = False,
-) -> tuple[dict[int, int], dict[int, str], int]:
+) -> tuple[dict[int, int], dict[int, str], dict[int, str], int]:
     """The handshake with ``nodes``: send each the config (with where to checkpoint, the
     round to resume from and whether to keep its model in its checkpoint only); return
-    partition id -> node id and architecture of those that answered, and the bytes both
-    ways."""
+    partition id -> node id, architecture and kernels (what its numbers are computed on:
+    "not recorded" from a client too old to say) of those that answered, and the bytes
+    both ways."""
     content = RecordDict(
         {
             P.EXPERIMENT: ConfigRecord(
@@ -229,6 +230,7 @@ def configure_nodes(
     replies = exchange(grid, msgs, max(cfg.round_timeout, cfg.wait_for_nodes))
     mapping: dict[int, int] = {}
     archs: dict[int, str] = {}
+    kernels: dict[int, str] = {}
     for msg in replies:
         if msg.has_error():
             log(
@@ -241,6 +243,7 @@ def configure_nodes(
         try:
             pid = int(msg.content[P.METRICS][P.PARTITION_ID])
             arch = str(msg.content[P.ARCH]["architecture"])
+            computes_on = str(msg.content[P.ARCH].get(P.KERNELS, "not recorded"))[:500]
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
             log(
                 WARNING,
@@ -254,6 +257,7 @@ def configure_nodes(
             )
         mapping[pid] = msg.metadata.src_node_id
         archs[pid] = arch
+        kernels[pid] = computes_on
         resumed = msg.content[P.METRICS].get(P.RESUMED_ROUND, -1)
         if resume_round > 0 and resumed < 0:
             log(
@@ -262,7 +266,7 @@ def configure_nodes(
                 pid,
                 resume_round,
             )
-    return mapping, archs, sent + total_bytes(replies)
+    return mapping, archs, kernels, sent + total_bytes(replies)
 
 
 def _lost_state(replies: list[Message], nodes: dict[int, int]) -> set[int]:
@@ -400,7 +404,8 @@ def _rounds(
     checkpoints = str(checkpoint_dir(writer.dir).resolve() / "clients")
     known = directory(grid) if directory is not None else None
     if known is None:  # ask every node who it is (deployment)
-        nodes, archs, setup_bytes = handshake(grid, cfg, checkpoints, first - 1)
+        nodes, archs, kernels, setup_bytes = handshake(grid, cfg, checkpoints, first - 1)
+        writer.clients_computed_on(kernels)
         configured = set(nodes)
     else:  # the engine knows who is who: configure each node when it is first sampled
         nodes, setup_bytes, configured = known, 0, set()
@@ -424,9 +429,10 @@ def _rounds(
             ([p for p in picked if p in lost], server_round - 1),  # from its own checkpoint
         ):
             if group:
-                got, _, nbytes = configure_nodes(
+                got, _, kernels, nbytes = configure_nodes(
                     grid, cfg, [nodes[p] for p in group], checkpoints, resume_from, on_disk
                 )
+                writer.clients_computed_on(kernels)
                 setup_bytes += nbytes
                 configured |= {p for p, n in got.items() if nodes.get(p) == n}
                 lost -= set(got)

@@ -185,7 +185,7 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
     assert len(calls) == 8
     report = (tmp_path / "b" / "report.md").read_text()
     assert "Every cell was computed by the same code" in report
-    assert f"on the same kernels (`{kernel_identity()}`)" in report
+    assert f"on the same kernels (`{kernel_identity()}`).\n" in report
     mixed = compare.provenance_markdown(
         [{"code": "a" * 64}, {"code": "b" * 64}, {"code": "a" * 64}]
     )
@@ -215,7 +215,7 @@ def test_the_report_warns_when_cells_ran_on_different_kernels():
     from fedkt.compare import provenance_markdown
 
     one = provenance_markdown([{"code": "a" * 64, "kernels": "x86 avx2"}] * 2)
-    assert "same code (digest `aaaaaaaaaaaa`), on the same kernels (`x86 avx2`)" in one
+    assert "same code (digest `aaaaaaaaaaaa`) on the same kernels (`x86 avx2`).\n" in one
     assert "Warning" not in one
     two = provenance_markdown(
         [
@@ -229,6 +229,8 @@ def test_the_report_warns_when_cells_ran_on_different_kernels():
     assert "different versions" not in two
     old = provenance_markdown([{"code": "a" * 64}])  # a run from before kernels were kept
     assert "on the same kernels (`not recorded`)" in old
+    both = provenance_markdown([{"code": "a" * 64}, {"code": "b" * 64}])
+    assert "before reading the numbers.\n\nEvery cell ran on the same kernels" in both
 
 
 def test_report_statistics_match_cells(tmp_path):

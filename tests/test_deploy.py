@@ -113,6 +113,10 @@ def test_secure_deployment_runs_knfu_over_grpc(deployment, knfu_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2 and summary["num_clients"] == 3
     assert 0.0 < summary["alma"] <= 1.0 and summary["bytes_up"] > 0
+    # the SuperNodes' clients reported their kernels: this machine's, as the server's
+    from fedkt.provenance import kernel_identity
+
+    assert summary["kernels"] == kernel_identity("cpu")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert (
         sorted({r["client"] for r in rows}) == [0, 1, 2] and len(rows) == 6

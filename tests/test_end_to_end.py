@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedkt.provenance import kernel_identity
 from fedkt.results import read_fusion_weights
 from fedkt.server.simulation import simulate
 
@@ -61,6 +62,8 @@ def test_knfu_run_produces_complete_results(knfu_run):
         assert key in summary
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == "knfu" and summary["rounds"] == 2
+    # every client said in its handshake that it computes on this machine's kernels
+    assert summary["kernels"] == kernel_identity("cpu")
     assert summary["architectures"] == [
         "mlp",
         "mlp",

@@ -20,23 +20,37 @@ def fresh_identity():
 
 def test_the_cpus_vendor_and_dispatch_features_are_read_from_cpuinfo(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma avx512f "
-        "sha_ni\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n"
-    )
     real_open = open
     monkeypatch.setattr(
         "builtins.open",
         lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k),
     )
-    assert provenance._cpu() == ("AuthenticAMD", ["avx", "avx2", "fma", "avx512f"])
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC 9654\nflags\t\t: fpu sse2 avx avx2 fma avx512f sha_ni\n\n"
+        "processor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n"
+    )
+    assert provenance._cpu() == (
+        "AuthenticAMD family=25 model=17",
+        ["avx", "avx2", "fma", "avx512f"],
+    )
+    cpuinfo.write_text(  # aarch64 (a Neoverse N1): implementer and part, "Features"
+        "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes crc32\n"
+        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd0c\n"
+    )
+    assert provenance._cpu() == ("0x41 part=0xd0c", ["asimd"])
+    monkeypatch.setattr(
+        "builtins.open", lambda path, *a, **k: (_ for _ in ()).throw(FileNotFoundError(path))
+    )
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "arm")  # macOS
+    assert provenance._cpu() == ("arm", [])
 
 
 def test_the_identity_changes_with_what_makes_other_kernels_run(monkeypatch):
     for name in provenance.KERNEL_ENV:
         monkeypatch.delenv(name, raising=False)
     here = kernel_identity()
-    assert here == kernel_identity("cpu")  # cached, and stable
+    assert kernel_identity() is here  # cached
     monkeypatch.setattr(provenance, "_cpu", lambda: ("AuthenticAMD", ["avx2", "fma"]))
     kernel_identity.cache_clear()
     amd = kernel_identity()
@@ -120,3 +134,27 @@ def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
     assert ResultsWriter(moved, exp, resume_round=2).provenance["kernels"] == (
         f"not recorded (from round 1) | {here} (from round 3)"
     )
+
+
+def test_clients_on_other_kernels_are_named_in_the_summary(tmp_path):
+    """In a deployment or on a Ray cluster the clients compute elsewhere: what they said
+    in their handshake joins the summary when it differs from this machine's, so such a
+    run never stands in for a local one (whose clients all compute here)."""
+    from fedkt.config import load_config
+    from fedkt.experiment import resolve
+    from fedkt.results import ResultsWriter
+    from fedkt.rounds import RoundRecord
+
+    exp = resolve(load_config(None, ["num_clients=3", "rounds=1"]))
+    here = kernel_identity("cpu")
+    for clients, expected in (
+        ({0: here, 1: here, 2: here}, here),
+        (
+            {0: here, 1: "gpu box", 2: "not recorded"},
+            f"{here} | clients: gpu box (1 of 3 clients) | not recorded (1 of 3 clients)",
+        ),
+    ):
+        writer = ResultsWriter(tmp_path / str(len(expected)), exp)
+        writer.clients_computed_on(clients)
+        writer.add_round(RoundRecord(round=1), [{"client": 0, "accuracy": 0.5}], None)
+        assert writer.finish(1.0)["kernels"] == expected
