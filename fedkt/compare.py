@@ -43,7 +43,7 @@ from fedkt.data.layout import prepare_layouts
 from fedkt.errors import ConfigError, FedktError, ResultsError
 from fedkt.experiment import resolve
 from fedkt.parallel import CellTask
-from fedkt.provenance import code_digest, kernel_identity, run_device
+from fedkt.provenance import run_provenance
 from fedkt.report import CellResult, confidence_interval, markdown, summarise
 from fedkt.results import atomic_write, read_json
 from fedkt.tuning import Trial, TuneConfig, choose, trials, with_values
@@ -257,19 +257,11 @@ def _without(cfg: ExperimentConfig, fields: Sequence[str]) -> dict[str, Any]:
     return data
 
 
-def _provenance(cfg: ExperimentConfig) -> dict[str, str]:
-    """What, besides its config, decides a run's numbers here: the code that would run it
-    and the kernels it would run on (:mod:`fedkt.provenance`)."""
-    return {
-        "code": code_digest(tuple(cfg.plugins)),
-        "kernels": kernel_identity(run_device(cfg.device)),
-    }
-
-
 def result_key(cfg: ExperimentConfig) -> str:
     """Identifies a run's numbers: its resolved config without :data:`RESULT_NEUTRAL`
-    fields, the code that runs it and the kernels it runs on (:func:`_provenance`)."""
-    data = {**_without(cfg, RESULT_NEUTRAL), **_provenance(cfg)}
+    fields, the code that runs it and the kernels it runs on
+    (:func:`fedkt.provenance.run_provenance`)."""
+    data = {**_without(cfg, RESULT_NEUTRAL), **run_provenance(tuple(cfg.plugins), cfg.device)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -295,7 +287,7 @@ def finished_runs(
                 continue  # not a fedkt run, or one this version cannot read: never reused
             if not isinstance(summary, dict):
                 continue
-            here = _provenance(cfg)
+            here = run_provenance(tuple(cfg.plugins), cfg.device)
             if summary.get("code") != here["code"]:
                 continue
             if summary.get("kernels") != here["kernels"]:

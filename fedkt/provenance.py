@@ -68,6 +68,13 @@ def code_digest(plugins: tuple[str, ...] = ()) -> str:
     return h.hexdigest()
 
 
+def run_provenance(plugins: tuple[str, ...], device: str) -> dict[str, str]:
+    """What, besides its config, decides a run's numbers on this machine: the code that
+    runs it (:func:`code_digest`) and the kernels it runs on (:func:`kernel_identity`) for
+    its ``device`` setting. Written into every summary and matched by ``--reuse``."""
+    return {"code": code_digest(plugins), "kernels": kernel_identity(run_device(device))}
+
+
 def run_device(name: str) -> str:
     """The device type a run configured with ``device: name`` computes on here (``auto``:
     CUDA when this process sees a GPU). Unlike :func:`fedkt.training.resolve_device` it

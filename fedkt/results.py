@@ -32,7 +32,7 @@ import numpy as np
 from fedkt.config import ExperimentConfig
 from fedkt.errors import ResultsError
 from fedkt.experiment import Experiment
-from fedkt.provenance import code_digest, kernel_identity, run_device
+from fedkt.provenance import run_provenance
 from fedkt.rounds import RoundRecord
 from fedkt.textfiles import read_text
 
@@ -181,11 +181,9 @@ class ResultsWriter:
         # Which code and kernels compute this run, taken as it starts: the source files are
         # hashed as they are on disk, and an edit made while the run goes must not be
         # credited with its numbers (code_digest is cached per process from then on).
-        self.here = kernel_identity(run_device(cfg.device))
-        self.provenance = {
-            "code": code_digest(tuple(cfg.plugins)),
-            "kernels": self._kernels_by_round(self.here, resume_round),
-        }
+        self.provenance = run_provenance(tuple(cfg.plugins), cfg.device)
+        self.here = self.provenance["kernels"]  # this process's; by span of rounds below
+        self.provenance["kernels"] = self._kernels_by_round(self.here, resume_round)
         self.client_kernels: dict[int, str] = {}  # partition -> what its client computes on
         atomic_write(self.dir / "config.yaml", cfg.to_yaml())
         kept: dict[str, list[str]] = {
@@ -248,7 +246,7 @@ class ResultsWriter:
             spans.append([resume_round + 1, here])
         atomic_write(path, json.dumps(spans))
         if len(spans) == 1:
-            return here
+            return str(spans[0][1])  # (resumed after its last round elsewhere: the first kind)
         return " | ".join(f"{kernels} (from round {first})" for first, kernels in spans)
 
     def clients_computed_on(self, kernels: dict[int, str]) -> None:
@@ -353,7 +351,7 @@ class ResultsWriter:
             "bytes_up": int(sum(r.bytes_up for r in self.rounds)),
             "bytes_down": int(sum(r.bytes_down for r in self.rounds)),
             "wall_seconds": round(wall_seconds, 3),
-            **self.provenance,  # which code made these numbers, on which kernels
+            "code": self.provenance["code"],  # which code made these numbers, on which kernels
             "kernels": self._kernels(),
             **(extra or {}),
         }

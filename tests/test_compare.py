@@ -192,8 +192,10 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
     assert "**Warning:** the cells were computed by 2 different versions" in mixed
     assert "`aaaaaaaaaaaa` (2 cells)" in mixed
     # runs of the same code from a machine whose kernels differ are run again, and said so
-    kernels = compare.kernel_identity
-    monkeypatch.setattr(compare, "kernel_identity", lambda device="cpu": "other " + device)
+    from fedkt import provenance
+
+    kernels = provenance.kernel_identity
+    monkeypatch.setattr(provenance, "kernel_identity", lambda device="cpu": "other " + device)
     said: list[str] = []
     assert compare.finished_runs([tmp_path / "a"], said.append) == {}
     assert said == [
@@ -201,9 +203,9 @@ def test_finished_runs_of_another_comparison_stand_in_for_identical_cells(tmp_pa
         f"({kernels()}; here: other cpu) and are run again: another kind of machine may "
         "round differently"
     ]
-    monkeypatch.setattr(compare, "kernel_identity", kernels)
+    monkeypatch.setattr(provenance, "kernel_identity", kernels)
     assert len(compare.finished_runs([tmp_path / "a"])) == 8
-    monkeypatch.setattr(compare, "code_digest", lambda plugins=(): "edited")
+    monkeypatch.setattr(provenance, "code_digest", lambda plugins=(): "edited")
     assert compare.finished_runs([tmp_path / "a"]) == {}
     with pytest.raises(ConfigError, match="--reuse: .* is not a directory"):
         compare.finished_runs([tmp_path / "nope"])

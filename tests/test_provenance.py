@@ -72,20 +72,20 @@ def test_run_device_never_raises_and_follows_auto():
 def test_a_run_records_its_kernels_and_the_code_as_it_started(tmp_path, monkeypatch):
     """The digest is taken when the run starts: sources edited while it goes (seen: a
     20-round benchmark's summary named code written during its run) are not credited."""
-    from fedkt import results
     from fedkt.config import load_config
     from fedkt.experiment import resolve
     from fedkt.results import ResultsWriter
     from fedkt.rounds import RoundRecord
 
     cfg = load_config(None, ["num_clients=2", "rounds=1"])
+    started = provenance.code_digest()
     writer = ResultsWriter(tmp_path, resolve(cfg))
-    monkeypatch.setattr(results, "code_digest", lambda plugins=(): "edited meanwhile")
+    monkeypatch.setattr(provenance, "code_digest", lambda plugins=(): "edited meanwhile")
     writer.add_round(RoundRecord(round=1), [{"client": 0, "accuracy": 0.5}], None)
     writer.finish(1.0)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kernels"] == kernel_identity("cpu")
-    assert summary["code"] == provenance.code_digest()
+    assert summary["code"] == started
 
 
 def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
@@ -94,7 +94,6 @@ def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
     """Rounds 1-2 on one kind of machine, 3-4 on another (a killed run continued
     elsewhere): the summary names both, by first round, so --reuse matches neither kind
     and the report counts it as a kind of its own. Resumed on the same kind, nothing shows."""
-    from fedkt import results
     from fedkt.config import load_config
     from fedkt.errors import ResultsError
     from fedkt.experiment import resolve
@@ -115,7 +114,7 @@ def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
     rounds(resumed, 3, 4)
     assert resumed.finish(1.0)["kernels"] == here
 
-    monkeypatch.setattr(results, "kernel_identity", lambda device="cpu": "other kind")
+    monkeypatch.setattr(provenance, "kernel_identity", lambda device="cpu": "other kind")
     resumed = ResultsWriter(moved, exp, resume_round=2)
     rounds(resumed, 3, 4)
     summary = resumed.finish(1.0)
@@ -124,7 +123,7 @@ def test_a_run_resumed_on_other_kernels_says_so_and_is_never_reused_as_either(
     assert [r.round for r in resumed.rounds] == [1, 2, 3, 4]
 
     # resumed again at round 2 on the first kind: the second kind's span is dropped
-    monkeypatch.setattr(results, "kernel_identity", kernel_identity)
+    monkeypatch.setattr(provenance, "kernel_identity", kernel_identity)
     assert ResultsWriter(moved, exp, resume_round=2).provenance["kernels"] == here
 
     (moved / KERNELS_FILE).write_text('{"not": "spans"}')
@@ -158,3 +157,22 @@ def test_clients_on_other_kernels_are_named_in_the_summary(tmp_path):
         writer.clients_computed_on(clients)
         writer.add_round(RoundRecord(round=1), [{"client": 0, "accuracy": 0.5}], None)
         assert writer.finish(1.0)["kernels"] == expected
+
+
+def test_a_run_resumed_after_its_last_round_keeps_the_kernels_that_computed_it(
+    tmp_path, monkeypatch
+):
+    """Stopped after the last round's checkpoint, before its summary, then resumed on
+    another kind of machine, which computes nothing: the run is the first kind's."""
+    from fedkt.config import load_config
+    from fedkt.experiment import resolve
+    from fedkt.results import ResultsWriter
+    from fedkt.rounds import RoundRecord
+
+    exp = resolve(load_config(None, ["num_clients=2", "rounds=2"]))
+    here = kernel_identity("cpu")
+    writer = ResultsWriter(tmp_path, exp)
+    for r in (1, 2):
+        writer.add_round(RoundRecord(round=r), [{"client": 0, "accuracy": 0.5}], None)
+    monkeypatch.setattr(provenance, "kernel_identity", lambda device="cpu": "other kind")
+    assert ResultsWriter(tmp_path, exp, resume_round=2).finish(1.0)["kernels"] == here
