@@ -16,8 +16,10 @@ final ALMA is below chance (1 / classes), below its own accuracy right after loc
 training (``local_alma``) by more than ``flag_margin`` or, over two or more seeds, by at
 least :data:`STEP_DROP` with the whole paired 95% interval of that drop below zero (a
 method's exchange step that lowers what local training reached is a bug until shown to be
-the method's own behaviour, and a consistent 3-4 point drop is as telling as a noisy 6),
-with dead clients (final
+the method's own behaviour, and a consistent 3-4 point drop is as telling as a noisy 6;
+the flag says when the same step raised global-test accuracy over the reference's, paired
+by seed, which is the trade a shared model or consensus makes under label skew, not a
+loss), with dead clients (final
 accuracy at or below chance), or with clients left far behind: a client whose final
 accuracy is more than :data:`CLIENT_DROP` below the *same* client's under the reference
 strategy (same seed, same data). A collapsed network that predicts one class scores
@@ -194,6 +196,9 @@ class Row:
     self_weight: float | None
     vs_ref: Paired | None
     vs_best: Paired | None
+    #: global-test accuracy - the reference's, paired by seed: whether an exchange step
+    #: that costs the clients' own classes taught them the others'
+    global_vs_ref: Paired | None
     #: final ALMA - local_alma, paired by seed: what the round's exchange step did
     step: Paired
     flags: list[str]
@@ -221,6 +226,9 @@ def summarise(
     for p in partitions:
         by_s = {s: [c for c in cells if c.partition == p and c.strategy == s] for s in strategies}
         alma = {s: {c.seed: c.summary.get("alma") for c in cs} for s, cs in by_s.items()}
+        glob = {
+            s: {c.seed: c.summary.get("global_accuracy") for c in cs} for s, cs in by_s.items()
+        }
         means = {s: _mean(list(v.values())) for s, v in alma.items()}
         ranked = sorted((s for s in strategies if math.isfinite(means[s])), key=lambda s: -means[s])
         best = ranked[0] if ranked else None
@@ -250,6 +258,9 @@ def summarise(
                 if reference in alma and s != reference
                 else None,
                 vs_best=paired(alma[s], alma[best]) if best is not None and s != best else None,
+                global_vs_ref=paired(glob[s], glob[reference])
+                if reference in glob and s != reference
+                else None,
                 step=paired(alma[s], {c.seed: c.summary.get("local_alma") for c in cs}),
                 flags=[],
                 alma_per_round=[ci[0] for ci in cis],
@@ -298,10 +309,19 @@ def flags(row: Row, chance: float, flag_margin: float, reference: str) -> list[s
         paired_text = (
             f"; paired over {step.n} seeds: {step.text()}" if math.isfinite(step.lo) else ""
         )
+        taught = row.global_vs_ref
+        gained = (
+            f"; its global-test accuracy is {taught.text()} points over {reference}'s: the "
+            "step taught the clients classes they do not hold, at a cost on their own (what "
+            "a shared model or a consensus does under label skew; a step size not tuned on "
+            "validation data makes the cost larger)"
+            if taught is not None and taught.n >= 2 and taught.lo > 0
+            else ""
+        )
         out.append(
             f"ends {100 * (row.local_alma - alma):.1f} points below its own accuracy after local "
             "training "
-            f"({100 * alma:.1f}% vs {100 * row.local_alma:.1f}%{paired_text})"
+            f"({100 * alma:.1f}% vs {100 * row.local_alma:.1f}%{paired_text}){gained}"
         )
     dead = sum(1 for a in row.client_accuracies if a <= chance)
     if dead:
@@ -394,7 +414,8 @@ def markdown(
         "of each "
         "client's accuracy on a test split with its own label distribution, final round; "
         "local_alma: the "
-        "same right after local training.",
+        "same right after local training; global: the clients' mean accuracy on the whole "
+        "test set (every class), final round.",
         f"Verdicts use a non-inferiority margin of {100 * margin:g} points. "
         + (
             f"Budget: every strategy takes exactly {budget} optimiser steps per client and round "
@@ -410,10 +431,10 @@ def markdown(
         lines += [
             f"## {p}",
             "",
-            f"| strategy | ALMA | CI95 | local_alma | Δ vs {reference} | verdict vs {reference} "
-            "| Δ vs best | worst client "
+            f"| strategy | ALMA | CI95 | local_alma | global | Δ vs {reference} "
+            f"| verdict vs {reference} | Δ vs best | worst client "
             "| steps/round | self-weight | MB/run | s/run | seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(rows.values(), key=lambda r: -(r.alma[0] if _finite(r.alma[0]) else -1)):
             ci = f"± {100 * r.alma[2]:.1f}" if _finite(r.alma[2]) else "-"
@@ -425,7 +446,7 @@ def markdown(
             )
             steps = f"{r.steps:.0f}" if _finite(r.steps) else "-"
             lines.append(
-                f"| {r.strategy} | {_fmt(r.alma)} | {ci} | {local} | "
+                f"| {r.strategy} | {_fmt(r.alma)} | {ci} | {local} | {_fmt(r.global_acc)} | "
                 f"{r.vs_ref.text() if r.vs_ref else '-'} | "
                 f"{r.vs_ref.verdict(margin) if r.vs_ref else '-'} | "
                 f"{r.vs_best.text() if r.vs_best else '(best)'} | {_fmt(r.worst)} | {steps} | "

@@ -30,9 +30,17 @@ def test_verdicts_use_the_margin_and_admit_ignorance():
     assert Paired(float("nan"), float("nan"), float("nan"), 0).verdict(0.01) == "no shared seeds"
 
 
-def _cell(strategy: str, seed: int, alma: float, local: float, clients: list[float]) -> CellResult:
+def _cell(
+    strategy: str,
+    seed: int,
+    alma: float,
+    local: float,
+    clients: list[float],
+    global_acc: float | None = None,
+) -> CellResult:
     summary = {"alma": alma, "local_alma": local, "worst_client_accuracy": min(clients),
-               "global_accuracy": alma, "steps_per_round": 40, "bytes_up": 1e6, "bytes_down": 1e6,
+               "global_accuracy": alma if global_acc is None else global_acc,
+               "steps_per_round": 40, "bytes_up": 1e6, "bytes_down": 1e6,
                "wall_seconds": 1.0, "alma_per_round": [local, alma]}  # fmt: skip
     return CellResult(strategy, "alpha=0.1", seed, summary, 10, clients,
                       summary["alma_per_round"], dict(enumerate(clients)))  # fmt: skip
@@ -110,3 +118,31 @@ def test_a_consistent_drop_below_local_alma_is_flagged_under_the_margin():
     assert one_seed["fkd"].flags == [
         "ends 7.3 points below its own accuracy after local training (72.7% vs 80.0%)"
     ]
+
+
+def test_a_drop_that_taught_other_classes_says_so():
+    """Under label skew a shared model or a consensus teaches a client classes it does not
+    hold and costs it some accuracy on its own: the flag stays (the drop is real) but says
+    that the same step raised global-test accuracy over the reference, paired by seed."""
+    cells = []
+    for seed, (g_ref, g_fkd) in enumerate([(0.35, 0.40), (0.36, 0.42), (0.34, 0.41)]):
+        cells.append(_cell("local", seed, 0.80, 0.80, [0.8, 0.8, 0.8], global_acc=g_ref))
+        cells.append(_cell("fkd", seed, 0.74, 0.80, [0.7, 0.75, 0.77], global_acc=g_fkd))
+        cells.append(_cell("fd", seed, 0.74, 0.80, [0.7, 0.75, 0.77], global_acc=g_ref))
+    rows = summarise(cells, margin=0.01, flag_margin=0.05, reference="local")["alpha=0.1"]
+    # global differences 0.05, 0.06, 0.07: mean 0.06, sd 0.01, t(0.975, 2) 4.302653 -> 0.0249
+    assert rows["fkd"].flags == [
+        "ends 6.0 points below its own accuracy after local training (74.0% vs 80.0%; paired "
+        "over 3 seeds: -6.0 [-6.0, -6.0]); its global-test accuracy is +6.0 [+3.5, +8.5] "
+        "points over local's: the step taught the clients classes they do not hold, at a cost "
+        "on their own (what a shared model or a consensus does under label skew; a step size "
+        "not tuned on validation data makes the cost larger)"
+    ]
+    # the same drop without a global gain is not explained away
+    assert rows["fd"].flags == [
+        "ends 6.0 points below its own accuracy after local training (74.0% vs 80.0%; paired "
+        "over 3 seeds: -6.0 [-6.0, -6.0])"
+    ]
+    text = markdown("demo", {"alpha=0.1": rows}, [0, 1, 2], 9, 9, 0.01, 0.05, 20, "local")
+    assert "| local_alma | global |" in text
+    assert "| fkd | 74.0 ± 0.0 | ± 0.0 | 80.0 | 41.0 ± 1.0 |" in text
