@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a comparison matrix (resumable: re-run with the same --out to continue) and "
             "write report.md, results.csv and plots. Without CONFIG, runs the built-in default "
-            "comparison (every strategy on digits, Dirichlet alpha 0.1 and 1.0, five seeds)."
+            "comparison (every strategy on digits, Dirichlet alpha 0.1 and 1.0, five seeds, "
+            "each strategy's step size first tuned on validation data; "
+            "simulations/compare_default.yaml spells it out)."
         ),
         epilog=(
             "A comparison file has: name, base (an experiment YAML path, 'default', or a "

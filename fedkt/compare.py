@@ -614,5 +614,19 @@ partitions:
   - {name: dirichlet, alpha: 0.1}
   - {name: dirichlet, alpha: 1.0}
 seeds: [0, 1, 2, 3, 4]
+tune:
+  seeds: [1000]
+  grid:
+    local: {train.lr: [0.05, 0.01]}
+    fedavg: {train.lr: [0.05, 0.01]}
+    fedprox: {train.lr: [0.05, 0.01]}
+    fedadam: {train.lr: [0.05, 0.01]}
+    feddf: {train.lr: [0.05, 0.01]}
+    fkd: {distill.lr: [0.05, 0.01]}
+    fedmd: {distill.lr: [0.05, 0.01]}
+    fd: {distill.lr: [0.05, 0.01]}
+    dsfl: {distill.lr: [0.05, 0.01]}
+    fedproto: {distill.lr: [0.05, 0.01]}
+    knfu: {distill.lr: [0.05, 0.01], strategy.fusion_params.beta: [1.0, 3.0, 10.0]}
 """
 )

@@ -56,9 +56,17 @@ def test_matrix_expansion_and_fairness(tmp_path):
 
 
 def test_default_comparison_matches_its_yaml():
-    _, builtin = load_compare(None)
-    _, shipped = load_compare(ROOT / "simulations" / "compare_default.yaml")
+    comp, builtin = load_compare(None)
+    shipped_comp, shipped = load_compare(ROOT / "simulations" / "compare_default.yaml")
     assert [c.config for c in builtin] == [c.config for c in shipped]
+    assert comp.tune == shipped_comp.tune
+    # every strategy of the main job is tuned on validation data (the audit's rule), each
+    # on the step size of the phase it adds
+    assert comp.tune is not None and set(comp.tune.grid) == set(DEFAULT_COMPARISON["strategies"])
+    assert all(
+        {"train.lr", "distill.lr"} & set(grid) and all(len(v) >= 2 for v in grid.values())
+        for grid in comp.tune.grid.values()
+    )
     # the main job reads as evidence only with >= 5 seeds, every strategy on the same budget
     assert len(DEFAULT_COMPARISON["seeds"]) >= 5
     seeds = DEFAULT_COMPARISON["seeds"]
